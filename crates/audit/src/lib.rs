@@ -1,1 +1,29 @@
-//! TODO
+//! Latchkey's tamper-evident audit trail: the `record` step of the pipeline.
+//!
+//! Events are appended to `audit.log` in a directory as hash-chained JSON
+//! lines; every record's hash covers its seq, the previous record's hash and
+//! its event bytes, so changing, removing or reordering a record breaks the
+//! chain. An Ed25519 key signs periodic checkpoints in `checkpoints.log`, so a
+//! rewritten chain or a cut-off tail is detected too. [`AuditLog::append`]
+//! answers only after the record is written and synced (group commit), and
+//! [`verify`] names the first record that does not check out.
+//!
+//! This crate does not decide anything, store keys, serve queries or ship
+//! events elsewhere: the log file is the source of truth, and the store's
+//! audit index is a convenience kept up to date from it.
+
+mod error;
+mod event;
+mod format;
+mod log;
+mod signer;
+mod verify;
+
+pub use error::AuditError;
+pub use event::{AuditEvent, AuditRecord, DecisionRecord, EventKind, Outcome, PrincipalRef};
+pub use log::{AuditConfig, AuditLog};
+pub use signer::{AuditSigner, Checkpoint};
+pub use verify::{
+    CHECKPOINT_FILE, LOG_FILE, MAX_EVENT_BYTES, RecordReader, VerifyFailure, VerifyReport,
+    read_records, verify,
+};

@@ -112,8 +112,9 @@ pub struct Principal {
     pub kind: PrincipalKind,
     /// Stable id within its issuer (the mapped subject claim).
     pub id: String,
-    /// The issuer that vouched for this principal (an external issuer's
-    /// name, or Latchkey's own issuer URL for Latchkey tokens).
+    /// The name of the external issuer that vouched for this principal. A
+    /// Latchkey token carries it along (`lk_src`), so policies see the same
+    /// issuer whether the caller presented the original identity or a token.
     pub issuer: String,
     /// Group names, from the issuer's groups claim.
     #[serde(default)]

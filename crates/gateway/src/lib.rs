@@ -1,1 +1,20 @@
-//! TODO
+//! The Latchkey HTTP server: routing, and the request pipeline
+//! (authenticate → classify → authorize → act → record) wired from the
+//! library crates.
+//!
+//! This crate owns no protocol parsing (that is `latchkey-git`), no crypto
+//! (`latchkey-tokens`, `latchkey-identity`) and no policy language
+//! (`latchkey-policy`): it composes them and turns their errors into safe
+//! responses, keeping detail for the log.
+
+pub mod config;
+
+mod admin;
+mod app;
+mod auth;
+mod events;
+mod git_route;
+mod oauth;
+mod request_id;
+
+pub use app::{Gateway, GatewayError, StartOptions, audit_public_key, load_master_key, router};

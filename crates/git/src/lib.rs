@@ -1,1 +1,37 @@
-//! TODO
+//! Git smart HTTP behind Latchkey.
+//!
+//! This crate parses what a git client sends (the URL layout, pkt-lines, the
+//! receive-pack command section), classifies it into [`latchkey_core::Intent`]s
+//! (`git.read` on a repository, one `git.push` per ref), builds the responses
+//! git shows when policy refuses (`! [remote rejected] main (denied by policy
+//! ...)`), and streams allowed requests to an upstream: another Git server over
+//! HTTP with Latchkey's credential injected, or a local `git http-backend`.
+//!
+//! It deliberately does not evaluate policy, write audit records or
+//! authenticate anyone: the gateway does that through [`GitPhases`]. It never
+//! buffers a pack: only the bounded command section of a push is read before
+//! deciding. The parsers ([`pktline`], [`commands`], [`report`]) are pure and
+//! fuzzed. Dumb HTTP is refused. HTTPS upstreams are not supported yet (plain
+//! `http://` only).
+
+pub mod classify;
+pub mod commands;
+mod error;
+pub mod phases;
+pub mod pktline;
+pub mod report;
+pub mod route;
+mod serve;
+pub mod upstream;
+
+pub use classify::{intent_for_read, intents_for_push, ref_resource};
+pub use commands::{CommandsParse, RefKind, RefOp, RefUpdate, parse_receive_pack_commands};
+pub use error::GitError;
+pub use phases::{GitOutcome, GitPhases, Refusal};
+pub use report::{
+    PushReport, RefStatus, ReportStatusTap, error_for_info_refs, parse_report_status,
+    rejection_response,
+};
+pub use route::{Endpoint, GitRoute, Service};
+pub use serve::{GitBody, GitCaller, GitLimits, serve};
+pub use upstream::{BasicCredential, Upstream};

@@ -1,1 +1,34 @@
-//! TODO
+//! Verifies external OpenID Connect tokens (from SSO providers and CI
+//! systems) and maps them to a [`latchkey_core::Principal`]: the
+//! *authenticate* step for external credentials.
+//!
+//! It does OIDC discovery, fetches and caches each issuer's JWKS (bounded,
+//! rate-limited, failing closed), checks the signature with an algorithm taken
+//! from the issuer's allowlist and the key's type (never from the header
+//! alone), checks `iss`, `aud`, `exp`, `nbf`, `iat` against a
+//! [`latchkey_core::SharedClock`] with a fixed skew, enforces bound claims and
+//! maps subject, groups, e-mail and CI claims.
+//!
+//! It deliberately does not mint Latchkey tokens (`latchkey-tokens` does),
+//! decide access (`latchkey-policy`), run browser login flows, or accept
+//! symmetric (`HS*`) or unsigned tokens. [`DevIssuer`] is a development-only
+//! issuer for `latchkey dev`.
+
+mod claims;
+mod config;
+mod dev;
+mod error;
+mod fetch;
+mod jwt;
+mod keys;
+mod verify;
+
+pub use claims::CLOCK_SKEW_SECS;
+pub use config::{CI_CLAIM_FIELDS, ClaimMatch, IssuerConfig};
+pub use dev::DevIssuer;
+pub use error::{ConfigError, IdentityError};
+pub use fetch::{
+    DEFAULT_CACHE, FETCH_TIMEOUT, MAX_BODY_BYTES, MAX_CACHE, MIN_CACHE, cache_lifetime,
+};
+pub use jwt::{MAX_TOKEN_BYTES, UnverifiedJwt, parse_unverified};
+pub use verify::{HARD_MAX_KEY_AGE, IssuerSet, MIN_REFRESH_INTERVAL, VerifiedIdentity};

@@ -1,1 +1,74 @@
-//! TODO
+//! Latchkey's state store: what must survive a restart and be shared between
+//! gateway nodes — signing keys (private halves already encrypted by the
+//! caller), revocations and freezes, webhook delivery ids, the audit index and
+//! small metadata blobs.
+//!
+//! The [`Store`] trait is the whole interface; callers hold an
+//! `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the embedded default.
+//! This crate does not encrypt, sign or decide anything: it keeps rows.
+
+mod error;
+mod schema;
+mod sqlite;
+mod types;
+
+pub use error::StoreError;
+pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};
+pub use types::{
+    AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, StoredSigningKey,
+};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use latchkey_core::UnixTime;
+
+/// A shared, dynamically dispatched store.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Everything Latchkey persists. Every method is a single durable operation:
+/// when it returns `Ok`, the change survives a crash.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Adds a signing key. Fails with [`StoreError::Conflict`] if the kid exists.
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// All signing keys, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Replaces the schedule (`signs_from`, `signs_until`, `published_until`) of a key.
+    async fn update_signing_key_schedule(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Removes a key (after every token it signed has expired).
+    async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError>;
+
+    /// Records a revocation or freeze. Idempotent on (kind, value, mode).
+    async fn insert_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
+    /// Every revocation and freeze whose `expires_at` is unset or after `now`.
+    async fn list_revocations(&self, now: UnixTime) -> Result<Vec<Revocation>, StoreError>;
+    /// Lifts a revocation or freeze; returns whether one existed.
+    async fn delete_revocation(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        mode: RevocationMode,
+    ) -> Result<bool, StoreError>;
+
+    /// Remembers a webhook delivery id; returns `false` if it was already seen
+    /// (a replay).
+    async fn record_delivery(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds audit index rows (idempotent on `seq`).
+    async fn index_audit_events(&self, rows: &[AuditIndexRow]) -> Result<(), StoreError>;
+    /// Rows matching the query, in ascending `seq` order.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditIndexRow>, StoreError>;
+    /// The highest indexed `seq`, if any.
+    async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Reads a metadata blob.
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a metadata blob (insert or replace).
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}

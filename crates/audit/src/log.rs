@@ -1,0 +1,814 @@
+//! The writer: one thread owns `audit.log`, takes every queued append, writes
+//! the batch with one write and one `fdatasync`, then answers them all
+//! (group commit). Indexing and live tail happen after the sync, off the
+//! critical path.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use latchkey_core::SharedClock;
+use latchkey_store::{AuditIndexRow, SharedStore};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::AuditError;
+use crate::event::{AuditEvent, AuditRecord, index_row};
+use crate::format::{GENESIS, encode_line, from_hex, parse_line, record_hash, to_hex};
+use crate::signer::{AuditSigner, Checkpoint};
+use crate::verify::{CHECKPOINT_FILE, LOG_FILE, MAX_EVENT_BYTES, MAX_LINE_BYTES};
+
+/// How many records a live-tail subscriber may fall behind before it sees
+/// `RecvError::Lagged`.
+const SUBSCRIBER_CAPACITY: usize = 4096;
+/// How many written batches may wait for the indexer before batches are
+/// dropped (the indexer then catches up from the log file).
+const INDEX_QUEUE_BATCHES: usize = 256;
+/// Rows per `index_audit_events` call.
+const INDEX_CHUNK: usize = 1000;
+
+/// Tuning for [`AuditLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How often a signed checkpoint is written (only if records were added).
+    pub checkpoint_interval: Duration,
+    /// How many appends may wait for the writer; also the largest batch.
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(10),
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// A handle to the open audit log. Cheap to clone; every clone appends to the
+/// same chain. `append` returns only once the record is on disk.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    tx: mpsc::Sender<Msg>,
+    live: broadcast::Sender<Arc<AuditRecord>>,
+    shared: Arc<Shared>,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    last_seq: AtomicU64,
+    /// Fast path for `failure`, read on every append.
+    failed: AtomicBool,
+    /// Set once a write or sync fails; the log refuses appends after that.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_failure(&self, reason: &str) {
+        let mut guard = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        guard.get_or_insert_with(|| reason.to_owned());
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    index: Option<JoinHandle<()>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+// Appends are by far the common message; boxing them would cost an
+// allocation per append for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Append(Pending),
+    Tick,
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Pending {
+    event: AuditEvent,
+    json: String,
+    reply: oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// A written record on its way to the index, with its event JSON as written.
+struct IndexItem {
+    record: Arc<AuditRecord>,
+    json: String,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`. Reads the tail and checks the last
+    /// record's own hash, refusing a corrupt tail; an incomplete last line
+    /// (a crash mid-write, never acknowledged) is truncated with a warning.
+    /// Refuses a log that a checkpoint says is longer than it is. Starts the
+    /// writer thread, the checkpoint timer and, with an `index`, the indexer,
+    /// which first catches the index up with the log.
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub async fn open(
+        dir: &Path,
+        signer: AuditSigner,
+        index: Option<SharedStore>,
+        clock: SharedClock,
+        config: AuditConfig,
+    ) -> Result<AuditLog, AuditError> {
+        let owned_dir = dir.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || open_files(&owned_dir))
+            .await
+            .map_err(|e| AuditError::Unavailable(format!("opening the log panicked: {e}")))??;
+
+        let queue_capacity = config.queue_capacity.max(1);
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let (live, _) = broadcast::channel(SUBSCRIBER_CAPACITY);
+        let shared = Arc::new(Shared {
+            last_seq: AtomicU64::new(files.last_seq),
+            ..Shared::default()
+        });
+
+        let mut tasks = Tasks::default();
+        let index_tx = match index {
+            Some(store) => {
+                let (itx, irx) = mpsc::channel(INDEX_QUEUE_BATCHES);
+                tasks.index = Some(tokio::spawn(run_indexer(
+                    dir.to_path_buf(),
+                    store,
+                    irx,
+                    files.last_seq,
+                )));
+                Some(itx)
+            }
+            None => None,
+        };
+
+        let writer = Writer {
+            log_path: dir.join(LOG_FILE),
+            cp_path: dir.join(CHECKPOINT_FILE),
+            log: files.log,
+            checkpoints: files.checkpoints,
+            signer,
+            clock,
+            interval: config.checkpoint_interval,
+            max_batch: queue_capacity,
+            last_seq: files.last_seq,
+            last_hash: files.last_hash,
+            last_checkpoint_seq: files.last_checkpoint_seq,
+            last_checkpoint_at: Instant::now(),
+            failed: None,
+            shared: shared.clone(),
+            live: live.clone(),
+            index_tx,
+            buf: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("latchkey-audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::io("start the writer thread for", dir, e))?;
+
+        let weak = tx.downgrade();
+        let every = config.checkpoint_interval.max(Duration::from_millis(10));
+        tasks.ticker = Some(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let Some(tx) = weak.upgrade() else { break };
+                if tx.is_closed() {
+                    break;
+                }
+                // A full queue means the writer is busy; it checkpoints after
+                // batches on its own.
+                let _ = tx.try_send(Msg::Tick);
+            }
+        }));
+
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                tx,
+                live,
+                shared,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Appends an event and returns its seq once the record is written and
+    /// synced. An error means the event is not durably recorded and the
+    /// request it describes must be refused.
+    pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        if let Some(reason) = self.inner.shared.failure() {
+            return Err(AuditError::Unavailable(reason));
+        }
+        let json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        if json.len() > MAX_EVENT_BYTES {
+            return Err(AuditError::TooLarge {
+                bytes: json.len(),
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Append(Pending { event, json, reply }))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// A live feed of records as they become durable. A receiver that falls
+    /// more than a few thousand records behind gets `Lagged` and should
+    /// re-read from the file with `read_records`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditRecord>> {
+        self.inner.live.subscribe()
+    }
+
+    /// The seq of the last durable record (0 for an empty log).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.shared.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Why the log refuses appends, if an earlier write or sync failed.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failure()
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Flushes queued appends, writes a final checkpoint, stops the writer
+    /// and waits for the index to take every written record. Appends on any
+    /// clone fail with [`AuditError::Closed`] afterwards. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let (done, finished) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            // Err means the writer already stopped: nothing left to flush.
+            let _ = finished.await;
+        }
+        let (index, ticker) = {
+            let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            (tasks.index.take(), tasks.ticker.take())
+        };
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        if let Some(index) = index {
+            // The writer dropped its end of the index queue before answering,
+            // so the indexer ends once it has drained the queue.
+            let _ = index.await;
+        }
+        match self.inner.shared.failure() {
+            Some(reason) => Err(AuditError::Unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`AuditLog::shutdown`], consuming this handle.
+    pub async fn close(self) -> Result<(), AuditError> {
+        self.shutdown().await
+    }
+}
+
+/// What `open` found on disk.
+struct OpenFiles {
+    log: File,
+    checkpoints: File,
+    last_seq: u64,
+    last_hash: [u8; 32],
+    last_checkpoint_seq: u64,
+}
+
+fn open_files(dir: &Path) -> Result<OpenFiles, AuditError> {
+    std::fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
+    let log_path = dir.join(LOG_FILE);
+    let cp_path = dir.join(CHECKPOINT_FILE);
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| AuditError::io("open", path, e))
+    };
+    let mut log = open(&log_path)?;
+    match log.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(AuditError::Locked { path: log_path });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io("lock", &log_path, e)),
+    }
+    let mut checkpoints = open(&cp_path)?;
+
+    let corrupt = |path: &Path, what: String| AuditError::Corrupt {
+        path: path.to_path_buf(),
+        line: None,
+        what,
+    };
+
+    let (last_seq, last_hash) = match last_line(&mut log, &log_path)? {
+        None => (0, GENESIS),
+        Some(line) => {
+            let raw = parse_line(&line).map_err(|w| {
+                corrupt(
+                    &log_path,
+                    format!("the last record is not a valid audit record ({w})"),
+                )
+            })?;
+            if !raw.hash_matches() {
+                return Err(corrupt(
+                    &log_path,
+                    format!("the last record ({}) does not match its hash", raw.seq),
+                ));
+            }
+            (raw.seq, raw.hash)
+        }
+    };
+
+    let last_checkpoint_seq = match last_line(&mut checkpoints, &cp_path)? {
+        None => 0,
+        Some(line) => {
+            let cp: Checkpoint = serde_json::from_slice(&line).map_err(|e| {
+                corrupt(&cp_path, format!("the last checkpoint is unreadable ({e})"))
+            })?;
+            if cp.seq > last_seq {
+                return Err(corrupt(
+                    &log_path,
+                    format!(
+                        "log ends at record {last_seq} but checkpoint at {} vouches for more (the tail was cut off)",
+                        cp.seq
+                    ),
+                ));
+            }
+            if cp.seq == last_seq && from_hex(&cp.hash) != Some(last_hash) {
+                return Err(corrupt(
+                    &log_path,
+                    format!(
+                        "the last record ({last_seq}) differs from the one its checkpoint signed"
+                    ),
+                ));
+            }
+            cp.seq
+        }
+    };
+
+    // Make the files' directory entries durable (they may have just been created).
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io("sync directory", dir, e))?;
+
+    Ok(OpenFiles {
+        log,
+        checkpoints,
+        last_seq,
+        last_hash,
+        last_checkpoint_seq,
+    })
+}
+
+/// The last complete line of a file (without its newline). An incomplete
+/// last line is cut off (it was never acknowledged) and the cut synced.
+fn last_line(file: &mut File, path: &Path) -> Result<Option<Vec<u8>>, AuditError> {
+    let io = |action| move |e| AuditError::io(action, path, e);
+    let len = file.metadata().map_err(io("stat"))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut end = len;
+    if read_byte(file, len - 1).map_err(io("read"))? != b'\n' {
+        let keep = rfind_newline(file, len, path)?.map_or(0, |p| p + 1);
+        tracing::warn!(
+            path = %path.display(),
+            dropped_bytes = len - keep,
+            "audit file ends in an incomplete line (a crash mid-write); truncating it"
+        );
+        file.set_len(keep).map_err(io("truncate"))?;
+        file.sync_all().map_err(io("sync"))?;
+        end = keep;
+    }
+    if end == 0 {
+        return Ok(None);
+    }
+    let start = rfind_newline(file, end - 1, path)?.map_or(0, |p| p + 1);
+    let mut line = vec![0u8; (end - 1 - start) as usize];
+    file.seek(SeekFrom::Start(start)).map_err(io("seek"))?;
+    file.read_exact(&mut line).map_err(io("read"))?;
+    Ok(Some(line))
+}
+
+fn read_byte(file: &mut File, at: u64) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+/// The position of the last `\n` before `before`, scanning back at most one
+/// maximum line.
+fn rfind_newline(file: &mut File, before: u64, path: &Path) -> Result<Option<u64>, AuditError> {
+    let io = |e| AuditError::io("read", path, e);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut end = before;
+    while end > 0 {
+        if before - end > MAX_LINE_BYTES as u64 {
+            return Err(AuditError::Corrupt {
+                path: path.to_path_buf(),
+                line: None,
+                what: format!("the last line is longer than {MAX_LINE_BYTES} bytes"),
+            });
+        }
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_exact(&mut chunk[..n]).map_err(io)?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + i as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Owns the files. Runs on its own thread so blocking writes and syncs never
+/// stall the async runtime.
+struct Writer {
+    log_path: PathBuf,
+    cp_path: PathBuf,
+    log: File,
+    checkpoints: File,
+    signer: AuditSigner,
+    clock: SharedClock,
+    interval: Duration,
+    max_batch: usize,
+    last_seq: u64,
+    last_hash: [u8; 32],
+    last_checkpoint_seq: u64,
+    last_checkpoint_at: Instant,
+    failed: Option<String>,
+    shared: Arc<Shared>,
+    live: broadcast::Sender<Arc<AuditRecord>>,
+    index_tx: Option<mpsc::Sender<Vec<IndexItem>>>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<Pending> = Vec::new();
+        loop {
+            let Some(first) = rx.blocking_recv() else {
+                // Every handle was dropped without a shutdown.
+                self.finish();
+                return;
+            };
+            let mut tick = false;
+            let mut shutdown = None;
+            let mut take = |msg: Msg, batch: &mut Vec<Pending>| match msg {
+                Msg::Append(p) => batch.push(p),
+                Msg::Tick => tick = true,
+                Msg::Shutdown(done) => shutdown = Some(done),
+            };
+            take(first, &mut batch);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        let stop = matches!(msg, Msg::Shutdown(_));
+                        take(msg, &mut batch);
+                        if stop {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if tick || self.last_checkpoint_at.elapsed() >= self.interval {
+                self.checkpoint();
+            }
+            if let Some(done) = shutdown {
+                rx.close();
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Append(p) => {
+                            let _ = p.reply.send(Err(AuditError::Closed));
+                        }
+                        Msg::Shutdown(other) => {
+                            let _ = other.send(());
+                        }
+                        Msg::Tick => {}
+                    }
+                }
+                self.finish();
+                // Close the files (and release the lock) before answering, so
+                // the caller may reopen the log at once.
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Writes a final checkpoint and lets go of the index queue.
+    fn finish(&mut self) {
+        self.checkpoint();
+        self.index_tx = None;
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if let Some(reason) = &self.failed {
+            for p in batch.drain(..) {
+                let _ = p.reply.send(Err(AuditError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        self.buf.clear();
+        let mut seq = self.last_seq;
+        let mut prev = self.last_hash;
+        let mut links = Vec::with_capacity(batch.len());
+        for p in batch.iter() {
+            seq += 1;
+            let hash = record_hash(seq, &prev, p.json.as_bytes());
+            encode_line(&mut self.buf, seq, &prev, &hash, p.json.as_bytes());
+            links.push((seq, prev, hash));
+            prev = hash;
+        }
+        let written = self
+            .log
+            .write_all(&self.buf)
+            .and_then(|()| self.log.sync_data());
+        if let Err(e) = written {
+            // INVARIANT: after a failed write or sync nothing more is written
+            // until the log is reopened (the file's tail is unknown).
+            let reason = format!("writing `{}` failed: {e}", self.log_path.display());
+            tracing::error!(error = %reason, "audit log write failed; refusing every append until reopened");
+            self.shared.set_failure(&reason);
+            for p in batch.drain(..) {
+                let _ = p.reply.send(Err(AuditError::Unavailable(reason.clone())));
+            }
+            self.failed = Some(reason);
+            return;
+        }
+        self.last_seq = seq;
+        self.last_hash = prev;
+        self.shared.last_seq.store(seq, Ordering::Release);
+
+        let live = self.live.receiver_count() > 0;
+        let mut items = Vec::with_capacity(if self.index_tx.is_some() {
+            batch.len()
+        } else {
+            0
+        });
+        for (p, (seq, prev, hash)) in batch.drain(..).zip(links) {
+            let _ = p.reply.send(Ok(seq));
+            if !live && self.index_tx.is_none() {
+                continue;
+            }
+            let record = Arc::new(AuditRecord {
+                seq,
+                prev: to_hex(&prev),
+                hash: to_hex(&hash),
+                event: p.event,
+            });
+            if live {
+                let _ = self.live.send(record.clone());
+            }
+            if self.index_tx.is_some() {
+                items.push(IndexItem {
+                    record,
+                    json: p.json,
+                });
+            }
+        }
+        if let Some(tx) = &self.index_tx
+            && !items.is_empty()
+            && tx.try_send(items).is_err()
+        {
+            tracing::debug!("audit index queue full; the index will catch up from the log");
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        if self.failed.is_some() || self.last_seq == 0 || self.last_seq <= self.last_checkpoint_seq
+        {
+            return;
+        }
+        let cp =
+            self.signer
+                .sign_checkpoint(self.last_seq, &self.last_hash, self.clock.unix_millis());
+        let mut line = match serde_json::to_vec(&cp) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode an audit checkpoint");
+                return;
+            }
+        };
+        line.push(b'\n');
+        match self
+            .checkpoints
+            .write_all(&line)
+            .and_then(|()| self.checkpoints.sync_data())
+        {
+            Ok(()) => {
+                self.last_checkpoint_seq = self.last_seq;
+                self.last_checkpoint_at = Instant::now();
+            }
+            Err(e) => {
+                // The records themselves are durable; a missing checkpoint
+                // only weakens tail-cut detection until the next one.
+                tracing::error!(path = %self.cp_path.display(), error = %e, "could not write an audit checkpoint");
+            }
+        }
+    }
+}
+
+/// Feeds written records into the store's audit index, in seq order. Any gap
+/// (a dropped batch, a failed insert, records written before this start) is
+/// filled from the log file, which is the source of truth.
+async fn run_indexer(
+    dir: PathBuf,
+    store: SharedStore,
+    mut rx: mpsc::Receiver<Vec<IndexItem>>,
+    log_last_seq: u64,
+) {
+    let mut indexed: Option<u64> = None;
+    match store.max_audit_seq().await {
+        Ok(max) => {
+            let max = max.unwrap_or(0);
+            if max > log_last_seq {
+                tracing::warn!(
+                    index_seq = max,
+                    log_seq = log_last_seq,
+                    "the audit index is ahead of the log; rebuild the index"
+                );
+            }
+            indexed = Some(if max < log_last_seq {
+                catch_up(&dir, &store, max, log_last_seq).await
+            } else {
+                max
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the audit index position; will retry"),
+    }
+
+    let mut last_written = log_last_seq;
+    while let Some(mut items) = rx.recv().await {
+        while items.len() < INDEX_CHUNK * 8 {
+            match rx.try_recv() {
+                Ok(more) => items.extend(more),
+                Err(_) => break,
+            }
+        }
+        let Some(first) = items.first().map(|i| i.record.seq) else {
+            continue;
+        };
+        last_written = items.last().map_or(last_written, |i| i.record.seq);
+        let mut done = match indexed {
+            Some(done) => done,
+            None => match store.max_audit_seq().await {
+                Ok(max) => max.unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit index unavailable; records stay in the log only for now");
+                    continue;
+                }
+            },
+        };
+        if done + 1 < first {
+            done = catch_up(&dir, &store, done, first - 1).await;
+        }
+        indexed = Some(done);
+        if done + 1 < first {
+            continue;
+        }
+        let rows: Vec<AuditIndexRow> = items
+            .into_iter()
+            .filter(|i| i.record.seq > done)
+            .map(|i| index_row(&i.record, i.json))
+            .collect();
+        indexed = Some(index_rows(&store, &rows, done).await);
+    }
+
+    // The writer has stopped: one last try at anything a failure left out.
+    let done = match indexed {
+        Some(done) => Some(done),
+        None => store.max_audit_seq().await.ok().map(|m| m.unwrap_or(0)),
+    };
+    if let Some(done) = done
+        && done < last_written
+    {
+        catch_up(&dir, &store, done, last_written).await;
+    }
+}
+
+/// Indexes rows in chunks; returns the last seq known indexed.
+async fn index_rows(store: &SharedStore, rows: &[AuditIndexRow], mut done: u64) -> u64 {
+    for chunk in rows.chunks(INDEX_CHUNK) {
+        match store.index_audit_events(chunk).await {
+            Ok(()) => done = chunk.last().map_or(done, |r| r.seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not index audit records; will catch up from the log");
+                break;
+            }
+        }
+    }
+    done
+}
+
+/// Indexes the records in `(after, upto]` from the log file; returns the last
+/// seq known indexed.
+async fn catch_up(dir: &Path, store: &SharedStore, after: u64, upto: u64) -> u64 {
+    let reader = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::verify::read_records(&dir, after)).await
+    };
+    let mut reader = match reader {
+        Ok(Ok(reader)) => reader,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the audit log to catch the index up");
+            return after;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "audit index catch-up failed");
+            return after;
+        }
+    };
+    tracing::info!(
+        from = after + 1,
+        to = upto,
+        "catching the audit index up with the log"
+    );
+    let mut done = after;
+    while done < upto {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::new();
+            let mut error = None;
+            while rows.len() < INDEX_CHUNK {
+                match reader.next_record(true) {
+                    None => break,
+                    Some(Ok((record, json))) => {
+                        let last = record.seq >= upto;
+                        if record.seq <= upto {
+                            rows.push(index_row(&record, json.unwrap_or_default()));
+                        }
+                        if last {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            (reader, rows, error)
+        })
+        .await;
+        let (back, rows, error) = match read {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit index catch-up failed");
+                return done;
+            }
+        };
+        reader = back;
+        if rows.is_empty() {
+            if let Some(e) = error {
+                tracing::warn!(error = %e, "could not read the audit log to catch the index up");
+            }
+            return done;
+        }
+        let before = done;
+        done = index_rows(store, &rows, done).await;
+        if done == before || error.is_some() {
+            if let Some(e) = error {
+                tracing::warn!(error = %e, "could not read the audit log to catch the index up");
+            }
+            return done;
+        }
+    }
+    done
+}

@@ -1,0 +1,651 @@
+//! End-to-end tests of the audit log on real files.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use latchkey_audit::{
+    AuditConfig, AuditError, AuditEvent, AuditLog, AuditSigner, CHECKPOINT_FILE, LOG_FILE,
+    VerifyFailure, read_records, verify,
+};
+use latchkey_core::{
+    Action, Decision, Effect, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef,
+    SharedClock, SystemClock, UnixTime,
+};
+use latchkey_store::{
+    AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, SharedStore,
+    SqliteStore, Store, StoreError, StoredSigningKey,
+};
+
+/// A FAKE store that keeps only audit index rows in memory and fails the
+/// next `fail_next` index writes, to test that index failures neither fail
+/// appends nor lose rows. Every other method fails.
+#[derive(Debug, Default)]
+struct FlakyFakeIndex {
+    rows: Mutex<BTreeMap<u64, AuditIndexRow>>,
+    fail_next: AtomicU32,
+}
+
+fn unsupported<T>() -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(
+        "fake audit index: not supported".into(),
+    ))
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyFakeIndex {
+    async fn insert_signing_key(&self, _: &StoredSigningKey) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        unsupported()
+    }
+    async fn update_signing_key_schedule(&self, _: &StoredSigningKey) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn delete_signing_key(&self, _: &str) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn insert_revocation(&self, _: &Revocation) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn list_revocations(&self, _: UnixTime) -> Result<Vec<Revocation>, StoreError> {
+        unsupported()
+    }
+    async fn delete_revocation(
+        &self,
+        _: RevocationKind,
+        _: &str,
+        _: RevocationMode,
+    ) -> Result<bool, StoreError> {
+        unsupported()
+    }
+    async fn record_delivery(&self, _: &str, _: &str, _: UnixTime) -> Result<bool, StoreError> {
+        unsupported()
+    }
+    async fn index_audit_events(&self, rows: &[AuditIndexRow]) -> Result<(), StoreError> {
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable(
+                "fake audit index: injected failure".into(),
+            ));
+        }
+        let mut map = self.rows.lock().unwrap();
+        for row in rows {
+            map.entry(row.seq).or_insert_with(|| row.clone());
+        }
+        Ok(())
+    }
+    async fn query_audit(&self, _: &AuditQuery) -> Result<Vec<AuditIndexRow>, StoreError> {
+        Ok(self.rows.lock().unwrap().values().cloned().collect())
+    }
+    async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.rows.lock().unwrap().keys().next_back().copied())
+    }
+    async fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        unsupported()
+    }
+    async fn put_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        unsupported()
+    }
+}
+
+struct Keys {
+    der: Vec<u8>,
+    public: Vec<(String, Vec<u8>)>,
+}
+
+fn new_keys() -> Keys {
+    let der = AuditSigner::generate_pkcs8().unwrap();
+    let signer = AuditSigner::from_pkcs8("audit-1", &der).unwrap();
+    Keys {
+        public: vec![("audit-1".to_owned(), signer.public_key())],
+        der,
+    }
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+async fn open(dir: &Path, keys: &Keys, index: Option<SharedStore>) -> AuditLog {
+    try_open(dir, keys, index).await.unwrap()
+}
+
+async fn try_open(
+    dir: &Path,
+    keys: &Keys,
+    index: Option<SharedStore>,
+) -> Result<AuditLog, AuditError> {
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    AuditLog::open(dir, signer, index, clock(), AuditConfig::default()).await
+}
+
+fn event(n: u64) -> AuditEvent {
+    let mut p = Principal::new(PrincipalKind::Workload, "deploy", "buildkite");
+    p.ci.job_id = Some(format!("job-{n}"));
+    let intent = Intent::new(
+        Action::GitPush,
+        ResourceRef::new(ResourceKind::Ref, "gitea/acme/app:refs/heads/main"),
+    )
+    .with("new", format!("commit-{n}"));
+    let d = Decision {
+        effect: Effect::Allow,
+        policy_ids: vec!["ci-push".into()],
+        reason: "ci may push".into(),
+    };
+    AuditEvent::decision(format!("req-{n}"), &p, &intent, &d, 1_700_000_000_000 + n)
+}
+
+/// A closed log with `n` records and one checkpoint at `n`.
+async fn log_with(n: u64) -> (tempfile::TempDir, Keys) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    for i in 1..=n {
+        assert_eq!(log.append(event(i)).await.unwrap(), i);
+    }
+    log.close().await.unwrap();
+    (dir, keys)
+}
+
+fn lines(dir: &Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(dir: &Path, file: &str, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn failure(dir: &Path, keys: &Keys) -> VerifyFailure {
+    match verify(dir, &keys.public) {
+        Err(AuditError::Verify(f)) => f,
+        other => panic!("expected a verify failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn append_verify_and_read_back() {
+    let (dir, keys) = log_with(100).await;
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!(report.records, 100);
+    assert_eq!(report.checkpoints, 1);
+    assert_eq!(report.last_seq, 100);
+    assert!(!report.partial_tail);
+
+    let records: Vec<_> = read_records(dir.path(), 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(records.len(), 100);
+    assert_eq!(records[41].seq, 42);
+    assert_eq!(records[41].event, event(42));
+    assert_eq!(records[42].prev, records[41].hash);
+    assert_eq!(records[99].hash, report.last_hash);
+    assert_eq!(records[0].prev, "0".repeat(64));
+
+    let tail: Vec<u64> = read_records(dir.path(), 97)
+        .unwrap()
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(tail, vec![98, 99, 100]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_contiguous_unique_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..40u64 {
+                seqs.push(log.append(event(t * 1000 + i)).await.unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one task's seqs increase"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=2000).collect::<Vec<_>>());
+    assert_eq!(log.last_seq(), 2000);
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().records, 2000);
+}
+
+#[tokio::test]
+async fn reopen_continues_the_chain() {
+    let (dir, keys) = log_with(10).await;
+    let log = open(dir.path(), &keys, None).await;
+    assert_eq!(log.last_seq(), 10);
+    assert_eq!(log.append(event(11)).await.unwrap(), 11);
+    log.close().await.unwrap();
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!((report.records, report.checkpoints), (11, 2));
+
+    // Reopening without new records adds no checkpoint.
+    let log = open(dir.path(), &keys, None).await;
+    log.close().await.unwrap();
+    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 2);
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let err = try_open(dir.path(), &keys, None).await.unwrap_err();
+    assert!(matches!(err, AuditError::Locked { .. }), "{err}");
+    log.close().await.unwrap();
+    open(dir.path(), &keys, None).await.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn detects_a_changed_byte() {
+    let (dir, keys) = log_with(50).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    assert!(l[41].contains("\"req-42\""));
+    l[41] = l[41].replace("\"req-42\"", "\"req-43\"");
+    write_lines(dir.path(), LOG_FILE, &l);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(f, VerifyFailure::HashMismatch { seq: 42, line: 42 });
+    assert_eq!(
+        f.to_string(),
+        "record 42 (line 42): hash does not match its contents (a byte was changed)"
+    );
+}
+
+#[tokio::test]
+async fn detects_a_removed_record() {
+    let (dir, keys) = log_with(50).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    l.remove(41);
+    write_lines(dir.path(), LOG_FILE, &l);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(
+        f,
+        VerifyFailure::SequenceJump {
+            seq: 43,
+            line: 42,
+            previous: 41
+        }
+    );
+    assert_eq!(
+        f.to_string(),
+        "record 43 (line 42): sequence jumps from 41 to 43 (a record was removed or reordered)"
+    );
+}
+
+#[tokio::test]
+async fn detects_swapped_records() {
+    let (dir, keys) = log_with(50).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    l.swap(41, 42);
+    write_lines(dir.path(), LOG_FILE, &l);
+    assert_eq!(
+        failure(dir.path(), &keys),
+        VerifyFailure::SequenceJump {
+            seq: 43,
+            line: 42,
+            previous: 41
+        }
+    );
+}
+
+/// Recomputes record hashes from line `from` (0-based) on, as an attacker
+/// without the checkpoint key would.
+fn rehash(l: &mut [String], from: usize, relink: bool) {
+    use aws_lc_rs::digest;
+    for i in from..l.len() {
+        let v: serde_json::Value = serde_json::from_str(&l[i]).unwrap();
+        let seq = v["seq"].as_u64().unwrap();
+        let prev = if relink && i > 0 {
+            let p: serde_json::Value = serde_json::from_str(&l[i - 1]).unwrap();
+            p["hash"].as_str().unwrap().to_owned()
+        } else {
+            v["prev"].as_str().unwrap().to_owned()
+        };
+        let event = &l[i][l[i].find(",\"event\":").unwrap() + 9..l[i].len() - 1];
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&seq.to_be_bytes());
+        ctx.update(&hex::decode(&prev).unwrap());
+        ctx.update(event.as_bytes());
+        let hash = hex::encode(ctx.finish().as_ref());
+        l[i] =
+            format!("{{\"seq\":{seq},\"prev\":\"{prev}\",\"hash\":\"{hash}\",\"event\":{event}}}");
+        if !relink {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn detects_a_rehashed_record_by_its_successor() {
+    let (dir, keys) = log_with(60).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    l[55] = l[55].replace("\"req-56\"", "\"req-99\"");
+    rehash(&mut l, 55, false);
+    write_lines(dir.path(), LOG_FILE, &l);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(f, VerifyFailure::PrevMismatch { seq: 57, line: 57 });
+    assert_eq!(
+        f.to_string(),
+        "record 57 (line 57): prev hash does not match record 56"
+    );
+}
+
+#[tokio::test]
+async fn detects_a_rewritten_chain_by_its_checkpoint() {
+    let (dir, keys) = log_with(60).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    l[55] = l[55].replace("\"req-56\"", "\"req-99\"");
+    rehash(&mut l, 55, true);
+    write_lines(dir.path(), LOG_FILE, &l);
+    assert_eq!(
+        failure(dir.path(), &keys),
+        VerifyFailure::CheckpointMismatch { index: 1, seq: 60 }
+    );
+}
+
+#[tokio::test]
+async fn detects_a_tail_cut_after_a_checkpoint() {
+    let (dir, keys) = log_with(100).await;
+    let l = lines(dir.path(), LOG_FILE);
+    write_lines(dir.path(), LOG_FILE, &l[..90]);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(
+        f,
+        VerifyFailure::TailCut {
+            last_seq: 90,
+            checkpoint_seq: 100,
+            index: 1
+        }
+    );
+    assert_eq!(
+        f.to_string(),
+        "log ends at record 90 but checkpoint at 100 vouches for more (the tail was cut off)"
+    );
+    // The writer refuses to continue such a log.
+    let err = try_open(dir.path(), &keys, None).await.unwrap_err();
+    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("tail was cut off"), "{err}");
+}
+
+#[tokio::test]
+async fn detects_a_forged_checkpoint() {
+    let (dir, keys) = log_with(10).await;
+    // A second checkpoint, signed with a different key under the same id.
+    let log = open(dir.path(), &keys, None).await;
+    log.append(event(11)).await.unwrap();
+    log.close().await.unwrap();
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    assert_eq!(cps.len(), 2);
+    let mut cp: serde_json::Value = serde_json::from_str(&cps[1]).unwrap();
+    // Flip one character of the signature.
+    let sig = cp["sig"].as_str().unwrap().to_owned();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    cp["sig"] = serde_json::Value::String(format!("{flipped}{}", &sig[1..]));
+    cps[1] = cp.to_string();
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(f, VerifyFailure::BadSignature { index: 2 });
+    assert_eq!(f.to_string(), "checkpoint 2: bad signature");
+
+    // And checkpoints are not accepted under another key of the same id.
+    let forger = new_keys();
+    assert!(matches!(
+        failure(dir.path(), &forger),
+        VerifyFailure::BadSignature { index: 1 }
+    ));
+}
+
+#[tokio::test]
+async fn subscribers_see_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let mut rx = log.subscribe();
+    for i in 1..=3 {
+        log.append(event(i)).await.unwrap();
+    }
+    for i in 1..=3 {
+        let r = rx.recv().await.unwrap();
+        assert_eq!(r.seq, i);
+        assert_eq!(r.event, event(i));
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_every_append_until_reopened() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join(LOG_FILE)).unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let err = log.append(event(1)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("refused until the log is reopened"),
+        "{err}"
+    );
+    assert!(log.failure().is_some());
+    let err = log.append(event(2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+    assert!(log.shutdown().await.is_err());
+}
+
+#[tokio::test]
+async fn appends_after_shutdown_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let other = log.clone();
+    log.append(event(1)).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert!(matches!(
+        other.append(event(2)).await,
+        Err(AuditError::Closed)
+    ));
+    other.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_partial_last_line_is_truncated_on_open() {
+    let (dir, keys) = log_with(5).await;
+    let path = dir.path().join(LOG_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":6,\"prev\":\"00");
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(verify(dir.path(), &keys.public).unwrap().partial_tail);
+
+    let log = open(dir.path(), &keys, None).await;
+    assert_eq!(log.append(event(6)).await.unwrap(), 6);
+    log.close().await.unwrap();
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!((report.records, report.partial_tail), (6, false));
+}
+
+#[tokio::test]
+async fn a_corrupt_tail_is_refused() {
+    let (dir, keys) = log_with(5).await;
+    let mut l = lines(dir.path(), LOG_FILE);
+    l[4] = l[4].replace("\"req-5\"", "\"req-6\"");
+    write_lines(dir.path(), LOG_FILE, &l);
+    let err = try_open(dir.path(), &keys, None).await.unwrap_err();
+    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("latchkey audit verify"), "{err}");
+}
+
+#[tokio::test]
+async fn periodic_checkpoints_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    let config = AuditConfig {
+        checkpoint_interval: Duration::from_millis(50),
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
+        .await
+        .unwrap();
+    log.append(event(1)).await.unwrap();
+    let mut found = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !lines(dir.path(), CHECKPOINT_FILE).is_empty() {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "a checkpoint was written while the log is open");
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!(report.checkpoints, 1);
+    log.close().await.unwrap();
+    // No new records: shutdown adds no checkpoint.
+    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 1);
+}
+
+#[tokio::test]
+async fn the_index_follows_the_log_and_catches_up() {
+    // Records written while no index was attached...
+    let (dir, keys) = log_with(30).await;
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let log = open(dir.path(), &keys, Some(store.clone())).await;
+    for i in 31..=40 {
+        log.append(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    // ...are indexed on the next open, along with the new ones.
+    let all = store
+        .query_audit(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    let rows = store
+        .query_audit(&AuditQuery {
+            job_id: Some("job-35".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.seq, 35);
+    assert_eq!(row.principal.as_deref(), Some("workload:deploy"));
+    assert_eq!(row.decision.as_deref(), Some("allow"));
+    assert_eq!(row.action, "git.push");
+    let back: AuditEvent = serde_json::from_str(&row.event_json).unwrap();
+    assert_eq!(back, event(35));
+}
+
+#[tokio::test]
+async fn index_failures_do_not_fail_appends_or_lose_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let store = Arc::new(FlakyFakeIndex::default());
+    store.fail_next.store(1, Ordering::SeqCst);
+    let log = open(dir.path(), &keys, Some(store.clone())).await;
+    for i in 1..=3 {
+        assert_eq!(log.append(event(i)).await.unwrap(), i);
+    }
+    // The failed rows are filled in from the log (at the latest on close).
+    log.close().await.unwrap();
+    assert_eq!(
+        store.fail_next.load(Ordering::SeqCst),
+        0,
+        "the failure was injected"
+    );
+    let rows = store.rows.lock().unwrap();
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        (1..=3).collect::<Vec<_>>()
+    );
+}
+
+/// Prints appends/s with many concurrent appenders. Run with
+/// `cargo test -p latchkey-audit --release -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let tasks = 512u64;
+    let per_task = 400u64;
+    let start = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                log.append(event(t * per_task + i)).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let n = tasks * per_task;
+    println!(
+        "{n} durable appends in {elapsed:?}: {:.0} appends/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().records, n);
+}
+
+#[tokio::test]
+async fn oversized_events_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let big = event(1).with_context("blob", "x".repeat(latchkey_audit::MAX_EVENT_BYTES));
+    assert!(matches!(
+        log.append(big).await,
+        Err(AuditError::TooLarge { .. })
+    ));
+    // The log is still usable.
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    log.close().await.unwrap();
+}
+
+#[test]
+fn verifying_a_missing_log_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = verify(&dir.path().join("nope"), &[]).unwrap_err();
+    assert!(matches!(err, AuditError::Io { .. }), "{err}");
+}

@@ -1,0 +1,209 @@
+//! `/admin/...`: health, audit queries, revocations and freezes, keys.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::{Action, Principal};
+use latchkey_store::{AuditQuery, Revocation, RevocationKind, RevocationMode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::Gateway;
+use crate::oauth::{ApiError, authorize_admin};
+use crate::request_id::new_request_id;
+
+/// `GET /admin/health`: unauthenticated liveness and readiness.
+pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.store.max_audit_seq().await {
+        Ok(_) => {
+            Json(json!({ "status": "ok", "policies": gw.policy.policy_count() })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "store unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /admin/audit?principal=&resource=&action=&decision=&commit=&limit=`.
+pub(crate) async fn audit_query(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let request_id = new_request_id();
+    if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::AdminRead).await {
+        return e.into_response();
+    }
+    match gw.store.query_audit(&q).await {
+        Ok(rows) => {
+            let events: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&r.event_json).unwrap_or_else(|_| json!({}));
+                    v["seq"] = json!(r.seq);
+                    v
+                })
+                .collect();
+            Json(json!({ "events": events })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit query failed");
+            ApiError::unavailable("the audit index cannot be read").into_response()
+        }
+    }
+}
+
+/// Body of `POST /admin/revocations`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RevocationRequest {
+    kind: String,
+    value: String,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn parse_kind_mode(
+    kind: &str,
+    mode: Option<&str>,
+) -> Result<(RevocationKind, RevocationMode), ApiError> {
+    let kind = RevocationKind::parse(kind).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("revocation kind `{kind}` is unknown; use token, subject, job or pipeline"),
+        )
+    })?;
+    let mode = match mode {
+        None => RevocationMode::Revoke,
+        Some(m) => RevocationMode::parse(m).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("mode `{m}` is unknown; use revoke or freeze"),
+            )
+        })?,
+    };
+    Ok((kind, mode))
+}
+
+/// Writes a revocation durably, audits it, and evicts cached tokens.
+pub(crate) async fn apply_revocation(
+    gw: &Gateway,
+    request_id: &str,
+    by: &Principal,
+    revocation: Revocation,
+) -> Result<(), ApiError> {
+    let event = crate::events::revocation(request_id, by, &revocation, gw.clock.unix_millis());
+    gw.revocations.revoke(revocation).await.map_err(|e| {
+        tracing::error!(error = %e, "revocation could not be stored");
+        ApiError::unavailable("the revocation could not be stored")
+    })?;
+    gw.audit.append(event).await.map_err(|e| {
+        tracing::error!(error = %e, "audit log unavailable");
+        ApiError::unavailable("the audit log cannot be written")
+    })?;
+    Ok(())
+}
+
+/// `POST /admin/revocations`: revoke or freeze by token id, subject, job or pipeline.
+pub(crate) async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<RevocationRequest>,
+) -> Response {
+    let request_id = new_request_id();
+    let principal = match authorize_admin(&gw, &headers, &request_id, Action::TokenRevoke).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (kind, mode) = match parse_kind_mode(&req.kind, req.mode.as_deref()) {
+        Ok(km) => km,
+        Err(e) => return e.into_response(),
+    };
+    if req.value.trim().is_empty() {
+        return ApiError::bad_request("invalid_request", "`value` is required").into_response();
+    }
+    let revocation = Revocation {
+        kind,
+        value: req.value.clone(),
+        mode,
+        created_at: gw.clock.unix(),
+        expires_at: None,
+        reason: req
+            .reason
+            .unwrap_or_else(|| format!("{} by {}", mode.as_str(), principal.display_id())),
+    };
+    match apply_revocation(&gw, &request_id, &principal, revocation).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(json!({ "status": mode.as_str() })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Query of `DELETE /admin/revocations`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LiftQuery {
+    kind: String,
+    value: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// `DELETE /admin/revocations?kind=&value=&mode=freeze`: lift a freeze.
+pub(crate) async fn lift(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<LiftQuery>,
+) -> Response {
+    let request_id = new_request_id();
+    let principal = match authorize_admin(&gw, &headers, &request_id, Action::AdminWrite).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (kind, mode) = match parse_kind_mode(&q.kind, q.mode.as_deref().or(Some("freeze"))) {
+        Ok(km) => km,
+        Err(e) => return e.into_response(),
+    };
+    match gw.revocations.lift(kind, &q.value, mode).await {
+        Ok(existed) => {
+            let event = crate::events::lift(
+                &request_id,
+                &principal,
+                kind,
+                &q.value,
+                mode,
+                gw.clock.unix_millis(),
+            );
+            if let Err(e) = gw.audit.append(event).await {
+                tracing::error!(error = %e, "audit log unavailable");
+                return ApiError::unavailable("the audit log cannot be written").into_response();
+            }
+            Json(json!({ "lifted": existed })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "lift failed");
+            ApiError::unavailable("the revocation could not be lifted").into_response()
+        }
+    }
+}
+
+/// `GET /admin/keys`: signing keys and their states.
+pub(crate) async fn keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let request_id = new_request_id();
+    if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::AdminRead).await {
+        return e.into_response();
+    }
+    Json(json!({ "keys": gw.keyring.keys() })).into_response()
+}

@@ -1,0 +1,415 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use latchkey_audit::{AuditConfig, AuditEvent, AuditLog, AuditSigner};
+use latchkey_core::{Decision, Intent, Principal, SharedClock};
+use latchkey_identity::{DevIssuer, IssuerConfig, IssuerSet};
+use latchkey_policy::PolicyEngine;
+use latchkey_store::{SharedStore, SqliteStore, Store};
+use latchkey_tokens::{
+    KeySchedule, Lifetimes, MasterKey, RevocationSet, SigningKeyRing, TokenIssuer, TokenVerifier,
+};
+
+use crate::config::Config;
+
+/// Why the gateway could not start. Every variant is fatal: Latchkey never
+/// starts half-configured.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The state store could not be opened.
+    #[error("state store: {0}")]
+    Store(#[from] latchkey_store::StoreError),
+    /// Signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Keys(#[from] latchkey_tokens::TokenError),
+    /// Policies did not load.
+    #[error("policies: {0}")]
+    Policy(#[from] latchkey_policy::PolicyError),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(#[from] latchkey_audit::AuditError),
+    /// An identity issuer could not be set up.
+    #[error("identity: {0}")]
+    Identity(#[from] latchkey_identity::IdentityError),
+    /// A file or directory could not be prepared.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GatewayError {
+    let what = what.into();
+    move |source| GatewayError::Io { what, source }
+}
+
+/// How to start: `serve` and `dev` differ only in these.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `latchkey dev`: allows the dev issuer and a generated master key.
+    pub dev: bool,
+}
+
+/// Reads the master key from config, or in dev mode from (or into)
+/// `{data}/master.key`.
+pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayError> {
+    if let Some(text) = config.keys.master_key.load("keys.master_key")? {
+        return MasterKey::from_base64(&text).map_err(|e| {
+            GatewayError::Config(crate::config::ConfigError::Secret {
+                key: "keys.master_key".into(),
+                message: e.to_string(),
+            })
+        });
+    }
+    let path = config.server.data_dir.join("master.key");
+    if dev {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return MasterKey::from_base64(text.trim()).map_err(GatewayError::Keys);
+        }
+        let key = MasterKey::generate()?;
+        write_private_file(&path, key.to_base64().as_bytes())?;
+        return Ok(key);
+    }
+    Err(GatewayError::Config(crate::config::ConfigError::Secret {
+        key: "keys.master_key".into(),
+        message: "no master key: set `keys.master_key.env` or `keys.master_key.file` \
+                  (32 random bytes, base64; `openssl rand -base64 32` makes one)"
+            .into(),
+    }))
+}
+
+/// Writes a file readable only by its owner.
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(io_err(format!("cannot create `{}`", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(format!("cannot write `{}`", path.display())))
+}
+
+/// Everything a running gateway holds; shared by every request.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) config: Config,
+    pub(crate) clock: SharedClock,
+    pub(crate) store: SharedStore,
+    pub(crate) issuers: IssuerSet,
+    pub(crate) dev_issuer: Option<DevIssuer>,
+    pub(crate) keyring: Arc<SigningKeyRing>,
+    pub(crate) revocations: Arc<RevocationSet>,
+    pub(crate) token_issuer: TokenIssuer,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) policy: PolicyEngine,
+    pub(crate) policy_dir: PathBuf,
+    pub(crate) audit: AuditLog,
+    pub(crate) git_upstreams: BTreeMap<String, latchkey_git::Upstream>,
+    pub(crate) git_limits: latchkey_git::GitLimits,
+    pub(crate) public_url: String,
+}
+
+impl Gateway {
+    /// Opens the store, keys, policies and audit log, and sets up issuers.
+    /// Fails closed: any missing piece is an error.
+    pub async fn start(
+        mut config: Config,
+        opts: StartOptions,
+        clock: SharedClock,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let data = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(io_err(format!(
+            "cannot create data directory `{}`",
+            data.display()
+        )))?;
+        let public_url = config.server.public_url();
+
+        if config.dev_issuer.enabled && !opts.dev && !config.dev_issuer.allow_in_serve {
+            return Err(crate::config::ConfigError::Invalid {
+                key: "dev_issuer.enabled".into(),
+                message: "the development identity provider is for `latchkey dev` only; \
+                          set `dev_issuer.allow_in_serve = true` to run it anyway"
+                    .into(),
+            }
+            .into());
+        }
+
+        let master = load_master_key(&config, opts.dev)?;
+        let store: SharedStore = Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
+
+        let dev_issuer = if config.dev_issuer.enabled {
+            let issuer_url = format!("{public_url}/dev-idp");
+            let dev =
+                DevIssuer::load_or_create(&data.join("dev-issuer-key.pk8"), issuer_url.clone())?;
+            if !config.issuers.iter().any(|i| i.issuer == issuer_url) {
+                config.issuers.push(dev_issuer_config(&issuer_url));
+            }
+            Some(dev)
+        } else {
+            None
+        };
+
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| GatewayError::Io {
+                what: "cannot build HTTP client".into(),
+                source: std::io::Error::other(e),
+            })?;
+        let issuers = IssuerSet::new(config.issuers.clone(), http, clock.clone())?;
+
+        let schedule = KeySchedule {
+            rotation_period: config.keys.rotation_period,
+            publish_ahead: config.keys.publish_ahead,
+            max_token_lifetime: config.tokens.max_lifetime,
+        };
+        let keyring = Arc::new(
+            SigningKeyRing::load(store.clone(), master.clone(), clock.clone(), schedule).await?,
+        );
+        let revocations = Arc::new(RevocationSet::load(store.clone(), clock.clone()).await?);
+        let token_issuer = TokenIssuer::new(
+            public_url.clone(),
+            keyring.clone(),
+            revocations.clone(),
+            clock.clone(),
+            Lifetimes {
+                default: config.tokens.default_lifetime,
+                max: config.tokens.max_lifetime,
+            },
+        );
+        let verifier = TokenVerifier::new(
+            public_url.clone(),
+            keyring.clone(),
+            revocations.clone(),
+            clock.clone(),
+            config.tokens.cache_capacity,
+        );
+
+        let policy_dir = config.data_path(&config.policy.dir);
+        let policy = PolicyEngine::load(&policy_dir)?;
+
+        let audit_signer = load_audit_signer(store.as_ref(), &master).await?;
+        let audit_dir = data.join("audit");
+        std::fs::create_dir_all(&audit_dir)
+            .map_err(io_err(format!("cannot create `{}`", audit_dir.display())))?;
+        let audit = AuditLog::open(
+            &audit_dir,
+            audit_signer,
+            Some(store.clone()),
+            clock.clone(),
+            AuditConfig {
+                checkpoint_interval: config.audit.checkpoint_interval,
+                ..AuditConfig::default()
+            },
+        )
+        .await?;
+
+        let mut git_upstreams = BTreeMap::new();
+        for (name, up) in &config.git.upstreams {
+            let upstream = match (&up.url, &up.local_root) {
+                (Some(url), _) => {
+                    let password = up
+                        .password
+                        .load(&format!("git.upstreams.{name}.password"))?;
+                    let credential = match (&up.username, password) {
+                        (Some(u), Some(p)) => Some(latchkey_git::BasicCredential {
+                            username: u.clone(),
+                            password: p,
+                        }),
+                        _ => None,
+                    };
+                    latchkey_git::Upstream::Http {
+                        base_url: url.trim_end_matches('/').to_owned(),
+                        credential,
+                    }
+                }
+                (None, Some(root)) => latchkey_git::Upstream::Local {
+                    root: config.data_path(root),
+                },
+                (None, None) => continue,
+            };
+            git_upstreams.insert(name.clone(), upstream);
+        }
+        let git_limits = latchkey_git::GitLimits {
+            response_head_timeout: config.server.upstream_timeout,
+            ..latchkey_git::GitLimits::default()
+        };
+
+        Ok(Arc::new(Self {
+            config,
+            clock,
+            store,
+            issuers,
+            dev_issuer,
+            keyring,
+            revocations,
+            token_issuer,
+            verifier,
+            policy,
+            policy_dir,
+            audit,
+            git_upstreams,
+            git_limits,
+            public_url,
+        }))
+    }
+
+    /// The URL that is the `iss` of Latchkey tokens.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The dev issuer, when enabled.
+    pub fn dev_issuer(&self) -> Option<&DevIssuer> {
+        self.dev_issuer.as_ref()
+    }
+
+    /// Reloads policies (on SIGHUP). A set that fails validation is not
+    /// loaded; the old one stays and the error is returned and audited.
+    pub async fn reload_policies(&self) -> Result<(), latchkey_policy::PolicyError> {
+        let result = self.policy.reload(&self.policy_dir);
+        let (status, detail) = match &result {
+            Ok(_) => ("reloaded".to_owned(), None),
+            Err(e) => ("reload_failed".to_owned(), Some(e.to_string())),
+        };
+        let event = crate::events::system(
+            crate::request_id::new_request_id(),
+            "policy.reload",
+            status,
+            detail,
+            self.clock.unix_millis(),
+        );
+        if let Err(e) = self.audit.append(event).await {
+            tracing::error!(error = %e, "audit append failed for policy reload");
+        }
+        result.map(|_| ())
+    }
+
+    /// Periodic upkeep: key rotation and revocation refresh.
+    pub async fn maintain(&self) {
+        if let Err(e) = self.keyring.maintain().await {
+            tracing::error!(error = %e, "signing key maintenance failed");
+        }
+        if let Err(e) = self.revocations.refresh().await {
+            tracing::error!(error = %e, "revocation refresh failed");
+        }
+    }
+
+    /// Flushes the audit log and writes a final checkpoint.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.audit.shutdown().await {
+            tracing::error!(error = %e, "audit shutdown failed");
+        }
+    }
+
+    /// Authorizes one intent and records the decision durably. An audit
+    /// failure turns the decision into a refusal (fail closed).
+    pub(crate) async fn decide(
+        &self,
+        request_id: &str,
+        principal: &Principal,
+        intent: &Intent,
+    ) -> Result<Decision, crate::oauth::ApiError> {
+        let decision = self.policy.authorize(principal, intent);
+        let event = AuditEvent::decision(
+            request_id.to_owned(),
+            principal,
+            intent,
+            &decision,
+            self.clock.unix_millis(),
+        );
+        self.audit.append(event).await.map_err(|e| {
+            tracing::error!(error = %e, "audit log unavailable; refusing request");
+            crate::oauth::ApiError::unavailable("the audit log cannot be written")
+        })?;
+        Ok(decision)
+    }
+}
+
+/// The issuer config for the built-in dev identity provider.
+fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
+    let text = format!(
+        "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\"]\n\
+         groups_claim = \"groups\"\ndev = true\n"
+    );
+    // The text above is fixed; a parse failure is a bug caught by tests.
+    toml::from_str(&text).unwrap_or_else(|e| panic!("dev issuer config: {e}"))
+}
+
+const AUDIT_KEY_META: &str = "audit_signing_key";
+const AUDIT_PUBLIC_META: &str = "audit_public_key";
+
+async fn load_audit_signer(
+    store: &dyn Store,
+    master: &MasterKey,
+) -> Result<AuditSigner, GatewayError> {
+    let kid = "audit-1".to_owned();
+    if let Some(ct) = store.get_meta(AUDIT_KEY_META).await? {
+        let der = master.decrypt(&ct, AUDIT_KEY_META.as_bytes())?;
+        return Ok(AuditSigner::from_pkcs8(kid, &der)?);
+    }
+    let der = AuditSigner::generate_pkcs8()?;
+    let signer = AuditSigner::from_pkcs8(kid, &der)?;
+    store
+        .put_meta(AUDIT_PUBLIC_META, &signer.public_key())
+        .await?;
+    store
+        .put_meta(
+            AUDIT_KEY_META,
+            &master.encrypt(&der, AUDIT_KEY_META.as_bytes())?,
+        )
+        .await?;
+    Ok(signer)
+}
+
+/// The audit public key recorded in the store (for `latchkey audit verify`).
+pub async fn audit_public_key(
+    store: &dyn Store,
+) -> Result<Option<Vec<u8>>, latchkey_store::StoreError> {
+    store.get_meta(AUDIT_PUBLIC_META).await
+}
+
+/// The HTTP routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let max_body = gw.config.server.max_body_bytes;
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(crate::oauth::metadata),
+        )
+        .route("/.well-known/jwks.json", get(crate::oauth::jwks))
+        .route("/oauth2/token", post(crate::oauth::token))
+        .route("/oauth2/revoke", post(crate::oauth::revoke))
+        .route("/oauth2/introspect", post(crate::oauth::introspect))
+        .route(
+            "/dev-idp/.well-known/openid-configuration",
+            get(crate::oauth::dev_metadata),
+        )
+        .route("/dev-idp/jwks.json", get(crate::oauth::dev_jwks))
+        .route("/admin/health", get(crate::admin::health))
+        .route("/admin/audit", get(crate::admin::audit_query))
+        .route(
+            "/admin/revocations",
+            post(crate::admin::revoke).delete(crate::admin::lift),
+        )
+        .route("/admin/keys", get(crate::admin::keys))
+        .route("/git/{*path}", any(crate::git_route::git))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(gw)
+}

@@ -1,0 +1,140 @@
+//! Authenticate: turn what the caller presented into a verified Latchkey
+//! token, or a refusal that tells the caller what to fix.
+
+use base64::Engine;
+use http::HeaderMap;
+use latchkey_tokens::{TokenError, VerifiedToken};
+
+use crate::app::Gateway;
+
+/// Where the credential was found, so the refusal can ask for the same kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    Basic,
+}
+
+/// A credential that could not be accepted.
+#[derive(Debug)]
+pub(crate) enum AuthFailure {
+    /// Nothing was presented.
+    Missing,
+    /// The Authorization header could not be read.
+    Unreadable(&'static str),
+    /// The token was presented but refused.
+    Token(TokenError),
+}
+
+impl AuthFailure {
+    /// A message for the caller: says what was wrong, never echoes the token.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Missing => "authentication required: present a Latchkey token as a Bearer \
+                              token or as the Basic-auth password"
+                .into(),
+            Self::Unreadable(why) => format!("unreadable Authorization header: {why}"),
+            Self::Token(e) => format!("token refused: {e}"),
+        }
+    }
+
+    /// A short stable code for the audit log.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_credential",
+            Self::Unreadable(_) => "unreadable_credential",
+            Self::Token(_) => "token_refused",
+        }
+    }
+}
+
+/// Extracts the bearer token or Basic-auth password from the headers.
+pub(crate) fn credential(headers: &HeaderMap) -> Result<(Scheme, String), AuthFailure> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(AuthFailure::Missing);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthFailure::Unreadable("not ASCII"))?
+        .trim();
+    let (scheme, rest) = value.split_once(' ').ok_or(AuthFailure::Unreadable(
+        "expected `Bearer <token>` or `Basic <credentials>`",
+    ))?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        return Ok((Scheme::Bearer, rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| AuthFailure::Unreadable("Basic credentials are not base64"))?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| AuthFailure::Unreadable("Basic credentials are not UTF-8"))?;
+        let (_, password) = text
+            .split_once(':')
+            .ok_or(AuthFailure::Unreadable("Basic credentials lack a `:`"))?;
+        if password.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        return Ok((Scheme::Basic, password.to_owned()));
+    }
+    Err(AuthFailure::Unreadable(
+        "unsupported scheme; use Bearer or Basic",
+    ))
+}
+
+/// Verifies the caller's Latchkey token for `audience`.
+pub(crate) fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    audience: &str,
+) -> Result<(Scheme, VerifiedToken), AuthFailure> {
+    let (scheme, token) = credential(headers)?;
+    let verified = gw
+        .verifier
+        .verify(&token, audience)
+        .map_err(AuthFailure::Token)?;
+    Ok((scheme, verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_password_is_the_token() {
+        let b = base64::engine::general_purpose::STANDARD.encode("anyone:tok.en.x");
+        let (s, t) = credential(&headers(&format!("Basic {b}"))).unwrap();
+        assert_eq!((s, t.as_str()), (Scheme::Basic, "tok.en.x"));
+    }
+
+    #[test]
+    fn bearer_token() {
+        let (s, t) = credential(&headers("Bearer abc")).unwrap();
+        assert_eq!((s, t.as_str()), (Scheme::Bearer, "abc"));
+    }
+
+    #[test]
+    fn garbage_is_refused_clearly() {
+        assert!(matches!(
+            credential(&headers("Digest x")),
+            Err(AuthFailure::Unreadable(_))
+        ));
+        assert!(matches!(
+            credential(&headers("Basic !!!")),
+            Err(AuthFailure::Unreadable(_))
+        ));
+        assert!(matches!(
+            credential(&HeaderMap::new()),
+            Err(AuthFailure::Missing)
+        ));
+    }
+}

@@ -1,0 +1,593 @@
+//! `latchkey.toml`: one file, every secret from the environment or a file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use latchkey_identity::IssuerConfig;
+use serde::Deserialize;
+
+/// A configuration problem, naming the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type or is unknown.
+    #[error("invalid config `{path}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (it names the key and line).
+        message: String,
+    },
+    /// A key has a value that cannot work.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key path.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A secret could not be loaded.
+    #[error("config key `{key}`: {message}")]
+    Secret {
+        /// The dotted key path.
+        key: String,
+        /// What is wrong (never the secret itself).
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener, public URL and data directory.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Token lifetimes and audiences.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Signing keys and the master key that encrypts them.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Where policies live.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Audit log settings.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// Trusted external OIDC issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Git upstreams by name.
+    #[serde(default)]
+    pub git: GitConfig,
+    /// The built-in development identity provider (never for production).
+    #[serde(default)]
+    pub dev_issuer: DevIssuerConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL clients use to reach Latchkey; it is the `iss` of Latchkey tokens.
+    pub public_url: Option<String>,
+    /// Where the store, audit log and keys live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Largest buffered request body (token endpoint, admin API).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Time allowed to read a request's headers and for upstreams to answer.
+    #[serde(default = "default_request_timeout", with = "duration_str")]
+    pub upstream_timeout: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("latchkey-data")
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            data_dir: default_data_dir(),
+            max_body_bytes: default_max_body(),
+            upstream_timeout: default_request_timeout(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The public URL, defaulting to `http://{listen}`.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime when the caller asks for none.
+    #[serde(default = "default_lifetime", with = "duration_str")]
+    pub default_lifetime: Duration,
+    /// Longest lifetime ever granted (at most 12 h).
+    #[serde(default = "default_max_lifetime", with = "duration_str")]
+    pub max_lifetime: Duration,
+    /// Audiences tokens may be minted for. `latchkey` is the gateway's own
+    /// admin API; `git` the Git routes.
+    #[serde(default = "default_audiences")]
+    pub audiences: Vec<String>,
+    /// Size of the verified-token cache.
+    #[serde(default = "default_cache")]
+    pub cache_capacity: usize,
+}
+
+fn default_lifetime() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn default_audiences() -> Vec<String> {
+    vec!["git".into(), "documents".into(), "latchkey".into()]
+}
+fn default_cache() -> usize {
+    100_000
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            default_lifetime: default_lifetime(),
+            max_lifetime: default_max_lifetime(),
+            audiences: default_audiences(),
+            cache_capacity: default_cache(),
+        }
+    }
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The master key (32 bytes, base64) that encrypts private keys at rest.
+    #[serde(default)]
+    pub master_key: SecretSource,
+    /// How long a signing key signs before its successor takes over.
+    #[serde(default = "default_rotation", with = "duration_str")]
+    pub rotation_period: Duration,
+    /// How long a new key is published before it signs.
+    #[serde(default = "default_publish_ahead", with = "duration_str")]
+    pub publish_ahead: Duration,
+}
+
+fn default_rotation() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_publish_ahead() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            master_key: SecretSource {
+                env: Some("LATCHKEY_MASTER_KEY".into()),
+                ..SecretSource::default()
+            },
+            rotation_period: default_rotation(),
+            publish_ahead: default_publish_ahead(),
+        }
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory of `*.cedar` files and an optional `entities.json`;
+    /// relative paths are under the data directory.
+    #[serde(default = "default_policy_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_policy_dir(),
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How often a signed checkpoint is written.
+    #[serde(default = "default_checkpoint", with = "duration_str")]
+    pub checkpoint_interval: Duration,
+}
+
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: default_checkpoint(),
+        }
+    }
+}
+
+/// `[git]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// Upstreams by the name used in `/git/{name}/...`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, GitUpstreamConfig>,
+}
+
+/// One Git upstream: either a smart-HTTP server or a local directory served
+/// through `git http-backend`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitUpstreamConfig {
+    /// Base URL of a smart-HTTP Git server (Gogs, Gitea, ...): repositories are
+    /// at `{url}/{owner}/{repo}.git`.
+    pub url: Option<String>,
+    /// A directory of bare repositories `{owner}/{repo}.git`, served by `git http-backend`.
+    pub local_root: Option<PathBuf>,
+    /// Service-account user name for Basic auth to the upstream.
+    pub username: Option<String>,
+    /// The service account's password or access token.
+    #[serde(default)]
+    pub password: SecretSource,
+}
+
+/// `[dev_issuer]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevIssuerConfig {
+    /// Serve the built-in development identity provider under `/dev-idp`.
+    /// DEV ONLY: anyone with the data directory can mint identities.
+    /// `serve` refuses it unless `allow_in_serve` is also true.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Explicitly allow the dev issuer in `latchkey serve`.
+    #[serde(default)]
+    pub allow_in_serve: bool,
+}
+
+/// A secret given inline (discouraged), by environment variable, or by file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The value itself.
+    pub value: Option<String>,
+    /// Name of an environment variable holding it.
+    pub env: Option<String>,
+    /// Path of a file holding it (trailing newline trimmed).
+    pub file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    /// Whether any source is set.
+    pub fn is_set(&self) -> bool {
+        self.value.is_some() || self.env.is_some() || self.file.is_some()
+    }
+
+    /// Reads the secret; `key` names it in errors. `Ok(None)` when unset.
+    pub fn load(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let count = [
+            self.value.is_some(),
+            self.env.is_some(),
+            self.file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if count > 1 {
+            return Err(ConfigError::Secret {
+                key: key.into(),
+                message: "set only one of `value`, `env` and `file`".into(),
+            });
+        }
+        if let Some(v) = &self.value {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(name) = &self.env {
+            return match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+                _ => Err(ConfigError::Secret {
+                    key: key.into(),
+                    message: format!("environment variable `{name}` is not set or empty"),
+                }),
+            };
+        }
+        if let Some(path) = &self.file {
+            return match std::fs::read_to_string(path) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+                Ok(_) => Err(ConfigError::Secret {
+                    key: key.into(),
+                    message: format!("file `{}` is empty", path.display()),
+                }),
+                Err(e) => Err(ConfigError::Secret {
+                    key: key.into(),
+                    message: format!("cannot read file `{}`: {e}", path.display()),
+                }),
+            };
+        }
+        Ok(None)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that parsing cannot.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.server.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| invalid("server.public_url", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("server.public_url", "must be an http or https URL"));
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let t = &self.tokens;
+        if t.max_lifetime > Duration::from_secs(12 * 3600) {
+            return Err(invalid("tokens.max_lifetime", "must be at most 12h"));
+        }
+        if t.max_lifetime < Duration::from_secs(60) {
+            return Err(invalid("tokens.max_lifetime", "must be at least 1m"));
+        }
+        if t.default_lifetime > t.max_lifetime || t.default_lifetime.is_zero() {
+            return Err(invalid(
+                "tokens.default_lifetime",
+                "must be greater than zero and at most `tokens.max_lifetime`",
+            ));
+        }
+        if t.audiences.is_empty() {
+            return Err(invalid("tokens.audiences", "list at least one audience"));
+        }
+        for (i, a) in t.audiences.iter().enumerate() {
+            if a.trim().is_empty() || a.contains(char::is_whitespace) {
+                return Err(invalid(
+                    format!("tokens.audiences[{i}]"),
+                    "an audience is a non-empty word without spaces",
+                ));
+            }
+        }
+        if self.keys.rotation_period < Duration::from_secs(60) {
+            return Err(invalid("keys.rotation_period", "must be at least 1m"));
+        }
+        if self.keys.publish_ahead >= self.keys.rotation_period {
+            return Err(invalid(
+                "keys.publish_ahead",
+                "must be shorter than `keys.rotation_period`",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            issuer
+                .validate()
+                .map_err(|e| invalid(format!("issuers[{i}]"), e.to_string()))?;
+            if !names.insert(issuer.name.clone()) {
+                return Err(invalid(
+                    format!("issuers[{i}].name"),
+                    format!("`{}` is used by two issuers", issuer.name),
+                ));
+            }
+        }
+        for (name, up) in &self.git.upstreams {
+            let key = format!("git.upstreams.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    &key,
+                    "upstream names use letters, digits, `-` and `_`",
+                ));
+            }
+            match (&up.url, &up.local_root) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(&key, "set either `url` or `local_root`, not both"));
+                }
+                (None, None) => return Err(invalid(&key, "set `url` or `local_root`")),
+                (Some(u), None) => {
+                    let parsed = url::Url::parse(u)
+                        .map_err(|e| invalid(format!("{key}.url"), format!("not a URL: {e}")))?;
+                    if parsed.scheme() != "http" {
+                        return Err(invalid(
+                            format!("{key}.url"),
+                            "only http:// upstreams are supported in this version",
+                        ));
+                    }
+                }
+                (None, Some(_)) => {
+                    if up.username.is_some() || up.password.is_set() {
+                        return Err(invalid(
+                            &key,
+                            "a `local_root` upstream takes no `username` or `password`",
+                        ));
+                    }
+                }
+            }
+            if up.password.is_set() && up.username.is_none() {
+                return Err(invalid(
+                    format!("{key}.username"),
+                    "required with `password`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path relative to the data directory.
+    pub fn data_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.server.data_dir.join(p)
+        }
+    }
+}
+
+/// Parses `90s`, `15m`, `24h`, `7d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like `90s`, `15m`, `24h` or `7d`"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}` has an unknown unit; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.tokens.default_lifetime, Duration::from_secs(900));
+        assert_eq!(c.server.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[server]\nlisten_addr = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn lifetime_over_twelve_hours_is_refused() {
+        let e = Config::parse("[tokens]\nmax_lifetime = \"13h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokens.max_lifetime"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = Config::parse("[tokens]\ndefault_lifetime = \"15 minutes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default_lifetime"), "{e}");
+    }
+
+    #[test]
+    fn upstream_needs_one_target() {
+        let e = Config::parse("[git.upstreams.gogs]\nusername = \"bot\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("git.upstreams.gogs"), "{e}");
+    }
+
+    #[test]
+    fn secret_sources_are_exclusive() {
+        let s = SecretSource {
+            value: Some("a".into()),
+            env: Some("B".into()),
+            file: None,
+        };
+        assert!(s.load("k").unwrap_err().to_string().contains("only one"));
+    }
+}

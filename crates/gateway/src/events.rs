@@ -1,0 +1,221 @@
+//! Audit events the gateway itself records (refusals before a decision,
+//! minted tokens, revocations, Git outcomes, system events).
+
+use latchkey_audit::{AuditEvent, EventKind, Outcome, PrincipalRef};
+use latchkey_core::Principal;
+use latchkey_store::{Revocation, RevocationKind, RevocationMode};
+use serde_json::{Map, json};
+
+fn base(
+    request_id: String,
+    kind: EventKind,
+    principal: Option<&Principal>,
+    action: &str,
+    time_ms: u64,
+) -> AuditEvent {
+    AuditEvent {
+        time_ms,
+        request_id,
+        kind,
+        principal: principal.map(PrincipalRef::from),
+        actor: principal.and_then(|p| p.actor.clone()),
+        action: action.to_owned(),
+        resource: None,
+        context: Map::new(),
+        decision: None,
+        outcome: None,
+        caused_by: None,
+    }
+}
+
+/// A request refused before policy was consulted (bad credential, unknown
+/// issuer, issuer down).
+pub(crate) fn refusal(
+    request_id: String,
+    principal: Option<&Principal>,
+    action: &str,
+    code: &str,
+    detail: &str,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(request_id, EventKind::Outcome, principal, action, time_ms);
+    e.outcome = Some(Outcome::new(format!("refused:{code}")).with_detail(detail));
+    e
+}
+
+/// A token was minted.
+pub(crate) fn minted(
+    request_id: String,
+    principal: &Principal,
+    audience: &str,
+    jti: &str,
+    exp: u64,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id.clone(),
+        EventKind::Outcome,
+        Some(principal),
+        "token.mint",
+        time_ms,
+    );
+    e.resource = Some(format!("Audience::{audience:?}"));
+    e.context.insert("jti".into(), json!(jti));
+    e.context.insert("exp".into(), json!(exp));
+    if let Some(job) = &principal.ci.job_id {
+        e.context.insert("job_id".into(), json!(job));
+    }
+    if let Some(commit) = &principal.ci.commit {
+        e.context.insert("commit".into(), json!(commit));
+    }
+    e.outcome = Some(Outcome::new("minted"));
+    e.caused_by = Some(request_id);
+    e
+}
+
+/// Something Latchkey did on its own.
+pub(crate) fn system(
+    request_id: String,
+    action: &str,
+    status: String,
+    detail: Option<String>,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(request_id, EventKind::System, None, action, time_ms);
+    let mut o = Outcome::new(status);
+    o.detail = detail;
+    e.outcome = Some(o);
+    e
+}
+
+fn revocation_context(e: &mut AuditEvent, kind: RevocationKind, value: &str, mode: RevocationMode) {
+    e.context
+        .insert("revocation_kind".into(), json!(kind.as_str()));
+    e.context.insert("value".into(), json!(value));
+    e.context.insert("mode".into(), json!(mode.as_str()));
+    if kind == RevocationKind::Job {
+        e.context.insert("job_id".into(), json!(value));
+    }
+}
+
+/// A revocation or freeze was stored.
+pub(crate) fn revocation(
+    request_id: &str,
+    by: &Principal,
+    r: &Revocation,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id.to_owned(),
+        EventKind::Outcome,
+        Some(by),
+        "token.revoke",
+        time_ms,
+    );
+    revocation_context(&mut e, r.kind, &r.value, r.mode);
+    e.outcome = Some(Outcome::new(r.mode.as_str()).with_detail(r.reason.clone()));
+    e
+}
+
+/// A freeze or revocation was lifted.
+pub(crate) fn lift(
+    request_id: &str,
+    by: &Principal,
+    kind: RevocationKind,
+    value: &str,
+    mode: RevocationMode,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id.to_owned(),
+        EventKind::Outcome,
+        Some(by),
+        "admin.lift",
+        time_ms,
+    );
+    revocation_context(&mut e, kind, value, mode);
+    e.outcome = Some(Outcome::new("lifted"));
+    e
+}
+
+/// What the Git upstream did with an allowed request: for a push, one
+/// event per ref update with what the upstream's report-status said; for a
+/// fetch or clone, one event for the repository. The advertisement step
+/// (`info/refs`) is only recorded when it failed.
+pub(crate) fn git_outcomes(
+    request_id: &str,
+    principal: &Principal,
+    outcome: &latchkey_git::GitOutcome,
+    time_ms: u64,
+) -> Vec<AuditEvent> {
+    use latchkey_git::Endpoint;
+    let repo = outcome.route.repository_resource().display();
+    let new_event = |action: &str| {
+        let mut e = base(
+            request_id.to_owned(),
+            EventKind::Outcome,
+            Some(principal),
+            action,
+            time_ms,
+        );
+        e.caused_by = Some(request_id.to_owned());
+        e.context.insert("bytes_in".into(), json!(outcome.bytes_in));
+        e.context
+            .insert("bytes_out".into(), json!(outcome.bytes_out));
+        e.context
+            .insert("http_status".into(), json!(outcome.status));
+        e
+    };
+    let failed = outcome.status >= 400 || outcome.error.is_some();
+    match outcome.route.endpoint {
+        Endpoint::InfoRefs(_) if !failed => Vec::new(),
+        Endpoint::InfoRefs(_) | Endpoint::UploadPack => {
+            let mut e = new_event("git.read");
+            e.resource = Some(repo);
+            let status = if failed { "failed" } else { "served" };
+            let mut o = Outcome::new(status);
+            o.detail = outcome.error.clone();
+            e.outcome = Some(o);
+            vec![e]
+        }
+        Endpoint::ReceivePack => {
+            if outcome.updates.is_empty() {
+                let mut e = new_event("git.push");
+                e.resource = Some(repo);
+                e.outcome = Some(Outcome::new(if failed { "failed" } else { "no-op" }));
+                return vec![e];
+            }
+            outcome
+                .updates
+                .iter()
+                .map(|u| {
+                    let mut e = new_event("git.push");
+                    e.resource = Some(format!(
+                        "Ref::{:?}",
+                        format!("{}:{}", outcome.route.repository_id(), u.name)
+                    ));
+                    e.context.insert("ref".into(), json!(u.name));
+                    e.context.insert("old".into(), json!(u.old));
+                    e.context.insert("new".into(), json!(u.new));
+                    if !u.new.bytes().all(|b| b == b'0') {
+                        e.context.insert("commit".into(), json!(u.new));
+                    }
+                    let reported = outcome
+                        .report
+                        .as_ref()
+                        .and_then(|r| r.refs.iter().find(|s| s.name == u.name));
+                    let o = match (reported, &outcome.error) {
+                        (Some(s), _) if s.ok => Outcome::new("updated"),
+                        (Some(s), _) => Outcome::new("rejected_upstream")
+                            .with_detail(s.reason.clone().unwrap_or_default()),
+                        (None, Some(err)) => Outcome::new("failed").with_detail(err.clone()),
+                        (None, None) if failed => Outcome::new("failed"),
+                        (None, None) => Outcome::new("unreported"),
+                    };
+                    e.outcome = Some(o);
+                    e
+                })
+                .collect()
+        }
+    }
+}

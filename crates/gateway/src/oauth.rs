@@ -1,0 +1,471 @@
+//! Latchkey as a token issuer: metadata, JWKS, RFC 8693 token exchange,
+//! RFC 7009 revocation and RFC 7662 introspection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Form;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::{Action, Actor, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef};
+use latchkey_identity::IdentityError;
+use latchkey_store::{Revocation, RevocationKind, RevocationMode};
+use latchkey_tokens::MintRequest;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::Gateway;
+use crate::request_id::new_request_id;
+
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TT_ID: &str = "urn:ietf:params:oauth:token-type:id_token";
+const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// An OAuth-style error response (RFC 6749 §5.2): a code and a description
+/// that tells the caller what to fix, never internal detail.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    www_authenticate: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            www_authenticate: None,
+        }
+    }
+    pub(crate) fn bad_request(code: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, description)
+    }
+    pub(crate) fn unavailable(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            description,
+        )
+    }
+    pub(crate) fn unauthorized(description: impl Into<String>) -> Self {
+        Self {
+            www_authenticate: Some("Bearer realm=\"latchkey\""),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        }
+    }
+    pub(crate) fn forbidden(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "access_denied", description)
+    }
+    pub(crate) fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(json!({ "error": self.code, "error_description": self.description })),
+        )
+            .into_response();
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        if let Some(v) = self.www_authenticate {
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        }
+        resp
+    }
+}
+
+fn no_store(value: serde_json::Value) -> Response {
+    let mut resp = Json(value).into_response();
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub(crate) async fn metadata(State(gw): State<Arc<Gateway>>) -> Response {
+    let base = gw.public_url();
+    Json(json!({
+        "issuer": base,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+    }))
+    .into_response()
+}
+
+/// `GET /.well-known/jwks.json`.
+pub(crate) async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut resp = Json(gw.keyring.jwks()).into_response();
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    resp
+}
+
+/// `GET /dev-idp/.well-known/openid-configuration` (dev only).
+pub(crate) async fn dev_metadata(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.dev_issuer() {
+        Some(dev) => Json(dev.discovery_document()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "the development identity provider is not enabled",
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /dev-idp/jwks.json` (dev only).
+pub(crate) async fn dev_jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.dev_issuer() {
+        Some(dev) => Json(dev.jwks()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "the development identity provider is not enabled",
+        )
+            .into_response(),
+    }
+}
+
+/// The token-exchange form (RFC 8693 §2.1).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExchangeForm {
+    grant_type: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    actor_token: Option<String>,
+    actor_token_type: Option<String>,
+    audience: Option<String>,
+    scope: Option<String>,
+    requested_token_type: Option<String>,
+    lifetime: Option<u64>,
+}
+
+fn identity_error(e: &IdentityError, which: &str) -> ApiError {
+    match e {
+        IdentityError::IssuerUnavailable { .. } => ApiError::unavailable(format!("{which}: {e}")),
+        _ => ApiError::bad_request("invalid_grant", format!("{which}: {e}")),
+    }
+}
+
+fn check_token_type(t: Option<&str>, field: &str) -> Result<(), ApiError> {
+    match t {
+        Some(TT_JWT | TT_ID | TT_ACCESS) => Ok(()),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "`{field}` `{other}` is not supported; use `{TT_JWT}`, `{TT_ID}` or `{TT_ACCESS}`"
+            ),
+        )),
+        None => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`{field}` is required"),
+        )),
+    }
+}
+
+/// `POST /oauth2/token`: exchange an external identity for a Latchkey token.
+pub(crate) async fn token(
+    State(gw): State<Arc<Gateway>>,
+    Form(form): Form<ExchangeForm>,
+) -> Response {
+    let request_id = new_request_id();
+    match exchange(&gw, &request_id, form).await {
+        Ok(body) => no_store(body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn record_refusal(
+    gw: &Gateway,
+    request_id: &str,
+    action: &str,
+    principal: Option<&Principal>,
+    code: &str,
+    detail: &str,
+) -> Result<(), ApiError> {
+    let event = crate::events::refusal(
+        request_id.to_owned(),
+        principal,
+        action,
+        code,
+        detail,
+        gw.clock.unix_millis(),
+    );
+    gw.audit.append(event).await.map_err(|e| {
+        tracing::error!(error = %e, "audit log unavailable");
+        ApiError::unavailable("the audit log cannot be written")
+    })?;
+    Ok(())
+}
+
+async fn exchange(
+    gw: &Gateway,
+    request_id: &str,
+    form: ExchangeForm,
+) -> Result<serde_json::Value, ApiError> {
+    match form.grant_type.as_deref() {
+        Some(GRANT_TOKEN_EXCHANGE) => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "unsupported_grant_type",
+                format!("grant type `{other}` is not supported; use `{GRANT_TOKEN_EXCHANGE}`"),
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "`grant_type` is required",
+            ));
+        }
+    }
+    if let Some(t) = form.requested_token_type.as_deref() {
+        if t != TT_ACCESS && t != TT_JWT {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "`requested_token_type` `{t}` is not supported; Latchkey issues `{TT_ACCESS}`"
+                ),
+            ));
+        }
+    }
+    let subject_token = form
+        .subject_token
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "`subject_token` is required"))?;
+    check_token_type(form.subject_token_type.as_deref(), "subject_token_type")?;
+    let audience = form
+        .audience
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "`audience` is required (for example `git`)",
+            )
+        })?;
+    if !gw.config.tokens.audiences.iter().any(|a| a == audience) {
+        return Err(ApiError::bad_request(
+            "invalid_target",
+            format!(
+                "audience `{audience}` is not configured; known audiences: {}",
+                gw.config.tokens.audiences.join(", ")
+            ),
+        ));
+    }
+    let scope: Vec<String> = form
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+
+    let subject = match gw.issuers.verify(subject_token).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(error = %e, request_id, "subject token refused");
+            record_refusal(gw, request_id, "token.mint", None, e.code(), &e.to_string()).await?;
+            return Err(identity_error(&e, "subject_token"));
+        }
+    };
+    let mut principal = subject.principal.clone();
+
+    if let Some(actor_token) = form.actor_token.as_deref().filter(|s| !s.is_empty()) {
+        check_token_type(form.actor_token_type.as_deref(), "actor_token_type")?;
+        let actor = match gw.issuers.verify(actor_token).await {
+            Ok(a) => a,
+            Err(e) => {
+                record_refusal(
+                    gw,
+                    request_id,
+                    "token.mint",
+                    Some(&principal),
+                    e.code(),
+                    &e.to_string(),
+                )
+                .await?;
+                return Err(identity_error(&e, "actor_token"));
+            }
+        };
+        principal.actor = Some(Actor {
+            kind: actor.principal.kind,
+            sub: actor.principal.id.clone(),
+            iss: Some(actor.principal.issuer.clone()),
+        });
+    }
+
+    let intent = Intent::new(
+        Action::TokenMint,
+        ResourceRef::new(ResourceKind::Audience, audience),
+    )
+    .with("scope", scope.join(" "))
+    .with("subject_kind", principal.kind.as_str())
+    .with("request_id", request_id);
+    let decision = gw.decide(request_id, &principal, &intent).await?;
+    if !decision.is_allowed() {
+        return Err(ApiError::bad_request(
+            "invalid_target",
+            decision.reason.clone(),
+        ));
+    }
+
+    let not_after = match principal.kind {
+        PrincipalKind::Workload => Some(subject.expires_at),
+        _ => None,
+    };
+    let req = MintRequest {
+        principal: principal.clone(),
+        audience: audience.to_owned(),
+        scope,
+        lifetime: form.lifetime.map(Duration::from_secs),
+        not_after,
+    };
+    let minted = match gw.token_issuer.mint(&req) {
+        Ok(m) => m,
+        Err(e) => {
+            record_refusal(
+                gw,
+                request_id,
+                "token.mint",
+                Some(&principal),
+                "mint_refused",
+                &e.to_string(),
+            )
+            .await?;
+            return Err(ApiError::bad_request(e.oauth_error_code(), e.to_string()));
+        }
+    };
+    let outcome = crate::events::minted(
+        request_id.to_owned(),
+        &principal,
+        audience,
+        &minted.claims.jti,
+        minted.claims.exp,
+        gw.clock.unix_millis(),
+    );
+    gw.audit.append(outcome).await.map_err(|e| {
+        tracing::error!(error = %e, "audit log unavailable; token withheld");
+        ApiError::unavailable("the audit log cannot be written")
+    })?;
+    let mut body = json!({
+        "access_token": minted.token,
+        "issued_token_type": TT_ACCESS,
+        "token_type": "Bearer",
+        "expires_in": minted.expires_in,
+    });
+    if !req.scope.is_empty() {
+        body["scope"] = json!(req.scope.join(" "));
+    }
+    Ok(body)
+}
+
+/// Authenticates a caller of the token-management endpoints (audience
+/// `latchkey`) and authorizes `action` on the gateway.
+pub(crate) async fn authorize_admin(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    request_id: &str,
+    action: Action,
+) -> Result<Principal, ApiError> {
+    let (_, verified) = crate::auth::authenticate(gw, headers, "latchkey").map_err(|f| {
+        ApiError::unauthorized(format!(
+            "{} (the admin endpoints need a token for audience `latchkey`)",
+            f.message()
+        ))
+    })?;
+    let intent = Intent::new(action, ResourceRef::new(ResourceKind::Gateway, "latchkey"))
+        .with("request_id", request_id);
+    let decision = gw.decide(request_id, &verified.principal, &intent).await?;
+    if !decision.is_allowed() {
+        return Err(ApiError::forbidden(decision.reason));
+    }
+    Ok(verified.principal)
+}
+
+/// The RFC 7009 / 7662 form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenForm {
+    token: Option<String>,
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): revokes a Latchkey token by its id.
+pub(crate) async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let request_id = new_request_id();
+    let principal = match authorize_admin(&gw, &headers, &request_id, Action::TokenRevoke).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return ApiError::bad_request("invalid_request", "`token` is required").into_response();
+    };
+    // RFC 7009 §2.2: an invalid or unknown token is not an error.
+    let Ok(verified) = gw.verifier.verify_any_audience(&token) else {
+        return StatusCode::OK.into_response();
+    };
+    let revocation = Revocation {
+        kind: RevocationKind::Token,
+        value: verified.claims.jti.clone(),
+        mode: RevocationMode::Revoke,
+        created_at: gw.clock.unix(),
+        expires_at: Some(verified.claims.exp),
+        reason: format!("revoked by {}", principal.display_id()),
+    };
+    if let Err(e) = crate::admin::apply_revocation(&gw, &request_id, &principal, revocation).await {
+        return e.into_response();
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `POST /oauth2/introspect` (RFC 7662).
+pub(crate) async fn introspect(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let request_id = new_request_id();
+    if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::TokenIntrospect).await {
+        return e.into_response();
+    }
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return ApiError::bad_request("invalid_request", "`token` is required").into_response();
+    };
+    match gw.verifier.verify_any_audience(&token) {
+        Ok(v) => {
+            let mut body = serde_json::to_value(v.claims.as_ref()).unwrap_or_else(|_| json!({}));
+            body["active"] = json!(true);
+            body["token_type"] = json!("Bearer");
+            no_store(body)
+        }
+        Err(_) => no_store(json!({ "active": false })),
+    }
+}

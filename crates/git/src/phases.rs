@@ -1,0 +1,70 @@
+//! The seam between this crate and the gateway: the gateway authorizes and
+//! audits; this crate classifies and forwards.
+
+use crate::commands::RefUpdate;
+use crate::report::PushReport;
+use crate::route::GitRoute;
+
+/// One refused intent, as the gateway reports it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused ref (`refs/heads/main`), or `""` for a read or for a
+    /// refusal that covers the whole request.
+    pub ref_name: String,
+    /// A safe sentence naming the policy, e.g. `denied by policy protect-main`.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of one ref.
+    pub fn for_ref(ref_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            ref_name: ref_name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of the whole request.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Self {
+            ref_name: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What happened once a request was forwarded: the record step's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitOutcome {
+    /// The request's route (upstream, repository, endpoint).
+    pub route: GitRoute,
+    /// The HTTP status sent to the client (502/504 when the upstream failed).
+    pub status: u16,
+    /// For pushes: the ref updates the client asked for.
+    pub updates: Vec<RefUpdate>,
+    /// For pushes: what the upstream reported per ref (`None` when the
+    /// response carried no report, e.g. the client did not ask for one, or
+    /// the upstream failed before answering).
+    pub report: Option<PushReport>,
+    /// Request body bytes sent upstream.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// Why the exchange did not finish cleanly (upstream error, client
+    /// disconnect); `None` when it did. Safe to log, never sent to clients.
+    pub error: Option<String>,
+}
+
+/// The gateway's phases, called by [`crate::serve`]. Implementations
+/// authorize with policy, write the audit log, and must fail closed.
+#[async_trait::async_trait]
+pub trait GitPhases: Send + Sync {
+    /// Authorize (and audit) these intents. Return `Ok` if all are allowed,
+    /// or the refusals (ref name or `""` for a read, message naming the policy).
+    async fn authorize(&self, intents: &[latchkey_core::Intent]) -> Result<(), Vec<Refusal>>;
+    /// Called once the upstream answered and the response has been streamed
+    /// (or failed): status code, and for pushes the per-ref report, bytes in
+    /// and out. The response's last bytes are held back until this returns,
+    /// so a push is not reported successful before it is recorded.
+    async fn outcome(&self, outcome: GitOutcome);
+}

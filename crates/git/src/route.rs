@@ -1,0 +1,318 @@
+//! The `/git/{upstream}/{owner}/{repo}.git/{endpoint}` URL layout. Pure.
+
+use latchkey_core::{ResourceKind, ResourceRef};
+
+use crate::GitError;
+
+/// The two smart-HTTP services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Clone and fetch.
+    UploadPack,
+    /// Push.
+    ReceivePack,
+}
+
+impl Service {
+    /// The service name as it appears in URLs and content types,
+    /// e.g. `git-upload-pack`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UploadPack => "git-upload-pack",
+            Self::ReceivePack => "git-receive-pack",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "git-upload-pack" => Some(Self::UploadPack),
+            "git-receive-pack" => Some(Self::ReceivePack),
+            _ => None,
+        }
+    }
+}
+
+/// Which smart-HTTP endpoint a request targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET info/refs?service=...`: the ref advertisement.
+    InfoRefs(Service),
+    /// `POST git-upload-pack`: fetch negotiation and pack download.
+    UploadPack,
+    /// `POST git-receive-pack`: ref updates and pack upload.
+    ReceivePack,
+}
+
+impl Endpoint {
+    /// The service this endpoint belongs to.
+    pub fn service(self) -> Service {
+        match self {
+            Self::InfoRefs(s) => s,
+            Self::UploadPack => Service::UploadPack,
+            Self::ReceivePack => Service::ReceivePack,
+        }
+    }
+
+    /// The path below the repository, e.g. `info/refs` or `git-receive-pack`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::InfoRefs(_) => "info/refs",
+            Self::UploadPack => "git-upload-pack",
+            Self::ReceivePack => "git-receive-pack",
+        }
+    }
+
+    /// The query string Latchkey sends upstream (never the caller's own).
+    pub fn query(self) -> Option<String> {
+        match self {
+            Self::InfoRefs(s) => Some(format!("service={}", s.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The content type of a successful response.
+    pub fn response_content_type(self) -> String {
+        match self {
+            Self::InfoRefs(s) => format!("application/x-{}-advertisement", s.as_str()),
+            other => format!("application/x-{}-result", other.service().as_str()),
+        }
+    }
+
+    /// The content type a POST request to this endpoint must carry.
+    pub fn request_content_type(self) -> Option<String> {
+        match self {
+            Self::InfoRefs(_) => None,
+            other => Some(format!(
+                "application/x-{}-request",
+                other.service().as_str()
+            )),
+        }
+    }
+}
+
+/// A parsed `/git/{upstream}/{owner}/{repo}.git/{endpoint}` request path:
+/// which upstream, which repository, which endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GitRoute {
+    /// The configured upstream's name.
+    pub upstream: String,
+    /// The repository owner (user or organisation).
+    pub owner: String,
+    /// The repository name, without `.git`.
+    pub repo: String,
+    /// The endpoint asked for.
+    pub endpoint: Endpoint,
+}
+
+/// Longest upstream, owner or repository name accepted.
+const MAX_SEGMENT: usize = 100;
+
+/// Dumb-HTTP endpoints, recognised only to give a helpful refusal.
+fn is_dumb_path(rest: &str) -> bool {
+    rest == "HEAD"
+        || rest == "info/refs"
+        || rest.starts_with("objects/")
+        || rest.starts_with("info/")
+        || rest == "description"
+        || rest == "config"
+}
+
+fn check_segment(path: &str, seg: &str) -> Result<(), GitError> {
+    let invalid = |reason| GitError::InvalidPath {
+        path: path.to_owned(),
+        reason,
+    };
+    if seg.is_empty() {
+        return Err(invalid("empty path segment"));
+    }
+    if seg.starts_with('.') {
+        return Err(invalid("a path segment may not start with `.`"));
+    }
+    if seg.len() > MAX_SEGMENT {
+        return Err(invalid("a path segment is longer than 100 characters"));
+    }
+    if !seg
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(invalid(
+            "names may only contain ASCII letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    Ok(())
+}
+
+impl GitRoute {
+    /// Parses the path after `/git/` and the query string.
+    ///
+    /// Only the three smart-HTTP endpoints are accepted; dumb-HTTP paths,
+    /// unknown services, `..` and empty segments are refused.
+    pub fn parse(path_after_git_prefix: &str, query: Option<&str>) -> Result<GitRoute, GitError> {
+        let path = path_after_git_prefix
+            .strip_prefix('/')
+            .unwrap_or(path_after_git_prefix);
+        let invalid = |reason| GitError::InvalidPath {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut parts = path.splitn(4, '/');
+        let (Some(upstream), Some(owner), Some(repo_git), Some(rest)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("missing upstream, owner, repository or endpoint"));
+        };
+        check_segment(path, upstream)?;
+        check_segment(path, owner)?;
+        let repo = repo_git.strip_suffix(".git").unwrap_or(repo_git);
+        check_segment(path, repo)?;
+        if rest
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(invalid("empty, `.` or `..` path segment"));
+        }
+
+        let endpoint = match rest {
+            "git-upload-pack" => Endpoint::UploadPack,
+            "git-receive-pack" => Endpoint::ReceivePack,
+            "info/refs" => {
+                let service =
+                    query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("service=")));
+                match service {
+                    None => {
+                        return Err(GitError::DumbHttp {
+                            path: rest.to_owned(),
+                        });
+                    }
+                    Some(s) => match Service::parse(s) {
+                        Some(s) => Endpoint::InfoRefs(s),
+                        None => {
+                            return Err(GitError::UnsupportedService {
+                                service: s.chars().take(64).collect(),
+                            });
+                        }
+                    },
+                }
+            }
+            r if is_dumb_path(r) => {
+                return Err(GitError::DumbHttp {
+                    path: r.chars().take(200).collect(),
+                });
+            }
+            _ => return Err(invalid("unknown git endpoint")),
+        };
+        Ok(GitRoute {
+            upstream: upstream.to_owned(),
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+            endpoint,
+        })
+    }
+
+    /// `upstream/owner/repo`, the repository's resource id.
+    pub fn repository_id(&self) -> String {
+        format!("{}/{}/{}", self.upstream, self.owner, self.repo)
+    }
+
+    /// The repository as a policy resource (kind `Repository`, id
+    /// `upstream/owner/repo`, attributes `upstream`, `owner`, `name`).
+    pub fn repository_resource(&self) -> ResourceRef {
+        ResourceRef::new(ResourceKind::Repository, self.repository_id())
+            .with_attr("upstream", self.upstream.clone())
+            .with_attr("owner", self.owner.clone())
+            .with_attr("name", self.repo.clone())
+    }
+
+    /// The path below an upstream's base: `/owner/repo.git/endpoint`.
+    pub fn upstream_path(&self) -> String {
+        format!("/{}/{}.git/{}", self.owner, self.repo, self.endpoint.path())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_endpoints() {
+        let r = GitRoute::parse(
+            "local/acme/app.git/info/refs",
+            Some("service=git-upload-pack"),
+        )
+        .unwrap();
+        assert_eq!(r.upstream, "local");
+        assert_eq!(r.owner, "acme");
+        assert_eq!(r.repo, "app");
+        assert_eq!(r.endpoint, Endpoint::InfoRefs(Service::UploadPack));
+        let r = GitRoute::parse("/local/acme/app/git-receive-pack", None).unwrap();
+        assert_eq!(r.endpoint, Endpoint::ReceivePack);
+        assert_eq!(r.repo, "app");
+        let r = GitRoute::parse("local/acme/app.git/git-upload-pack", None).unwrap();
+        assert_eq!(r.endpoint, Endpoint::UploadPack);
+        assert_eq!(r.upstream_path(), "/acme/app.git/git-upload-pack");
+        let r = GitRoute::parse(
+            "local/acme/app.git/info/refs",
+            Some("x=1&service=git-receive-pack"),
+        )
+        .unwrap();
+        assert_eq!(r.endpoint, Endpoint::InfoRefs(Service::ReceivePack));
+        assert_eq!(r.endpoint.query().unwrap(), "service=git-receive-pack");
+    }
+
+    #[test]
+    fn refuses_dumb_http_with_a_hint() {
+        for (p, q) in [
+            ("local/acme/app.git/info/refs", None),
+            ("local/acme/app.git/HEAD", None),
+            ("local/acme/app.git/objects/ab/cdef", None),
+            ("local/acme/app.git/objects/info/packs", None),
+        ] {
+            let e = GitRoute::parse(p, q).unwrap_err();
+            assert!(matches!(e, GitError::DumbHttp { .. }), "{p}: {e}");
+            assert!(
+                e.to_string().contains(
+                    "dumb HTTP is not supported; use a git client that speaks smart HTTP"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_services_and_paths() {
+        let e = GitRoute::parse(
+            "local/acme/app.git/info/refs",
+            Some("service=git-upload-archive"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unsupported git service `git-upload-archive`; only `git-upload-pack` and `git-receive-pack` are served"
+        );
+        for p in [
+            "local/acme/../git-upload-pack",
+            "local//app.git/git-upload-pack",
+            "local/acme/app.git//git-upload-pack",
+            "local/acme/app.git/../git-upload-pack",
+            "local/acme/.git/git-upload-pack",
+            "local/acme/app.git",
+            "local/acme/a%2fb.git/git-upload-pack",
+            "local/acme/app.git/git-upload-archive",
+            "",
+        ] {
+            let e = GitRoute::parse(p, None).unwrap_err();
+            assert!(matches!(e, GitError::InvalidPath { .. }), "{p}: {e}");
+        }
+    }
+
+    #[test]
+    fn repository_resource_has_attributes() {
+        let r = GitRoute::parse("gitea/acme/app.git/git-upload-pack", None).unwrap();
+        let res = r.repository_resource();
+        assert_eq!(res.kind, ResourceKind::Repository);
+        assert_eq!(res.id, "gitea/acme/app");
+        assert_eq!(res.attributes["upstream"], "gitea");
+        assert_eq!(res.attributes["owner"], "acme");
+        assert_eq!(res.attributes["name"], "app");
+    }
+}

@@ -1,0 +1,373 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use latchkey_core::{Principal, SharedClock, UnixTime};
+use serde_json::{Map, Value};
+
+use crate::claims::{check_audience, check_bound_claims, check_times, map_principal};
+use crate::fetch::{cache_lifetime, discover_jwks_uri, get};
+use crate::keys::{PublicKey, is_forbidden_alg, parse_alg, parse_jwks};
+use crate::{ConfigError, IdentityError, IssuerConfig, parse_unverified};
+
+/// At most one key refresh per issuer in this interval (unknown `kid`s,
+/// expired caches and failed fetches all count).
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Cached keys older than this are never used, even if the issuer is down.
+pub const HARD_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// An external token that passed every check, and who it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedIdentity {
+    /// The mapped principal; `issuer` is the issuer's configured name.
+    pub principal: Principal,
+    /// The configured name of the issuer that vouched for it.
+    pub issuer_name: String,
+    /// The token's `exp`.
+    pub expires_at: UnixTime,
+    /// All the token's claims, for policy context and audit.
+    pub claims: Map<String, Value>,
+}
+
+/// Keys as last fetched.
+struct CachedKeys {
+    keys: Vec<PublicKey>,
+    fetched_at_ms: u64,
+    fresh_until_ms: u64,
+}
+
+#[derive(Default)]
+struct KeyState {
+    cached: Option<Arc<CachedKeys>>,
+    last_attempt_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+struct Issuer {
+    cfg: IssuerConfig,
+    // A tokio mutex so that concurrent verifications share one refresh.
+    state: tokio::sync::Mutex<KeyState>,
+    refreshes: AtomicU64,
+}
+
+/// The trusted external issuers: verifies their tokens and maps them to
+/// principals. Cheap to share behind an `Arc`.
+pub struct IssuerSet {
+    by_iss: BTreeMap<String, Arc<Issuer>>,
+    http: reqwest::Client,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for IssuerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerSet")
+            .field("issuers", &self.by_iss.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuerSet {
+    /// Validates `configs` (names and issuer URLs must be unique) and builds
+    /// the set. No network I/O happens until the first `verify`.
+    pub fn new(
+        configs: Vec<IssuerConfig>,
+        http: reqwest::Client,
+        clock: SharedClock,
+    ) -> Result<Self, IdentityError> {
+        let mut by_iss = BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
+        for cfg in configs {
+            cfg.validate()?;
+            if !names.insert(cfg.name.clone()) {
+                return Err(ConfigError::new(
+                    &cfg.name,
+                    "name",
+                    "another issuer has the same name; names must be unique",
+                )
+                .into());
+            }
+            if by_iss.contains_key(&cfg.issuer) {
+                return Err(ConfigError::new(
+                    &cfg.name,
+                    "issuer",
+                    format!(
+                        "`{}` is configured twice; each issuer URL may appear once",
+                        cfg.issuer
+                    ),
+                )
+                .into());
+            }
+            by_iss.insert(
+                cfg.issuer.clone(),
+                Arc::new(Issuer {
+                    cfg,
+                    state: tokio::sync::Mutex::new(KeyState::default()),
+                    refreshes: AtomicU64::new(0),
+                }),
+            );
+        }
+        Ok(Self {
+            by_iss,
+            http,
+            clock,
+        })
+    }
+
+    /// The configured issuers.
+    pub fn configs(&self) -> impl Iterator<Item = &IssuerConfig> {
+        self.by_iss.values().map(|i| &i.cfg)
+    }
+
+    /// How many key refreshes (discovery + JWKS fetch attempts) the issuer
+    /// named `name` has made; `None` for an unknown name. For metrics and
+    /// tests of the refresh rate limit.
+    pub fn refresh_count(&self, name: &str) -> Option<u64> {
+        self.by_iss
+            .values()
+            .find(|i| i.cfg.name == name)
+            .map(|i| i.refreshes.load(Ordering::Relaxed))
+    }
+
+    /// Verifies an external OIDC token and maps it to a principal.
+    ///
+    /// Fails closed: any doubt (unknown issuer or key, unreachable issuer
+    /// without a usable cached key set) is an error.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedIdentity, IdentityError> {
+        let jwt = parse_unverified(token)?;
+        if is_forbidden_alg(&jwt.alg) {
+            return Err(IdentityError::AlgorithmNotAllowed { alg: jwt.alg });
+        }
+        let iss = jwt.issuer().ok_or_else(|| IdentityError::missing("iss"))?;
+        let issuer = self.lookup(iss)?;
+        let cfg = &issuer.cfg;
+        let alg = match parse_alg(&jwt.alg) {
+            Some(a) if cfg.algorithms.iter().any(|x| x == &jwt.alg) => a,
+            _ => return Err(IdentityError::AlgorithmNotAllowed { alg: jwt.alg }),
+        };
+
+        let candidates = self
+            .keys_for(issuer, jwt.kid.as_deref(), &jwt.alg, alg)
+            .await?;
+        let verified = candidates.iter().any(|k| {
+            jsonwebtoken::crypto::verify(
+                &jwt.signature_b64,
+                jwt.signing_input.as_bytes(),
+                &k.key,
+                alg,
+            )
+            .unwrap_or(false)
+        });
+        if !verified {
+            return Err(IdentityError::BadSignature);
+        }
+
+        // INVARIANT: nothing below runs for a token whose signature failed.
+        let claims = jwt.claims;
+        let expires_at = check_times(&claims, self.clock.unix())?;
+        check_audience(&claims, &cfg.audiences)?;
+        check_bound_claims(cfg, &claims)?;
+        let principal = map_principal(cfg, &claims)?;
+        Ok(VerifiedIdentity {
+            principal,
+            issuer_name: cfg.name.clone(),
+            expires_at,
+            claims,
+        })
+    }
+
+    fn lookup(&self, iss: &str) -> Result<&Arc<Issuer>, IdentityError> {
+        if let Some(i) = self.by_iss.get(iss) {
+            return Ok(i);
+        }
+        let norm = iss.trim_end_matches('/');
+        if let Some(i) = self
+            .by_iss
+            .values()
+            .find(|i| i.cfg.issuer.trim_end_matches('/') == norm)
+        {
+            return Err(IdentityError::WrongIssuer {
+                iss: iss.to_owned(),
+                expected: i.cfg.issuer.clone(),
+            });
+        }
+        Err(IdentityError::UnknownIssuer {
+            iss: iss.to_owned(),
+        })
+    }
+
+    /// The keys that may verify a token with this `kid` and `alg`, fetching
+    /// or refreshing the issuer's JWKS as the cache and rate limit allow.
+    async fn keys_for(
+        &self,
+        issuer: &Issuer,
+        kid: Option<&str>,
+        alg_name: &str,
+        alg: jsonwebtoken::Algorithm,
+    ) -> Result<Vec<PublicKey>, IdentityError> {
+        let mut st = issuer.state.lock().await;
+        let now = self.clock.unix_millis();
+        let fresh = st.cached.as_ref().is_some_and(|c| now < c.fresh_until_ms);
+        let mut refreshed = false;
+        if !fresh && may_refresh(&st, now) {
+            self.refresh(issuer, &mut st, now).await;
+            refreshed = true;
+        }
+        loop {
+            let cached = usable(&st, now).ok_or_else(|| IdentityError::IssuerUnavailable {
+                issuer: issuer.cfg.name.clone(),
+                reason: st
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "its keys have not been fetched".into()),
+            })?;
+            match select(&cached.keys, kid, alg_name, alg) {
+                Selected::Keys(k) => return Ok(k),
+                Selected::Mismatch(e) => return Err(e),
+                Selected::None if !refreshed && may_refresh(&st, now) => {
+                    self.refresh(issuer, &mut st, now).await;
+                    refreshed = true;
+                }
+                Selected::None => {
+                    return Err(IdentityError::UnknownKey {
+                        kid: kid.unwrap_or("(none)").to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn refresh(&self, issuer: &Issuer, st: &mut KeyState, now_ms: u64) {
+        issuer.refreshes.fetch_add(1, Ordering::Relaxed);
+        st.last_attempt_ms = Some(now_ms);
+        match self.fetch_keys(&issuer.cfg).await {
+            Ok((keys, lifetime)) => {
+                tracing::debug!(issuer = %issuer.cfg.name, keys = keys.len(), "fetched issuer keys");
+                st.cached = Some(Arc::new(CachedKeys {
+                    keys,
+                    fetched_at_ms: now_ms,
+                    fresh_until_ms: now_ms.saturating_add(lifetime.as_millis() as u64),
+                }));
+                st.last_error = None;
+            }
+            Err(reason) => {
+                tracing::warn!(issuer = %issuer.cfg.name, %reason, "could not fetch issuer keys");
+                st.last_error = Some(reason);
+            }
+        }
+    }
+
+    async fn fetch_keys(&self, cfg: &IssuerConfig) -> Result<(Vec<PublicKey>, Duration), String> {
+        let jwks_uri = match &cfg.jwks_uri {
+            Some(u) => u.clone(),
+            None => discover_jwks_uri(&self.http, &cfg.issuer).await?,
+        };
+        let fetched = get(&self.http, &jwks_uri).await?;
+        let keys = parse_jwks(&fetched.body)?;
+        Ok((keys, cache_lifetime(fetched.cache_control.as_deref())))
+    }
+}
+
+fn may_refresh(st: &KeyState, now_ms: u64) -> bool {
+    st.last_attempt_ms.is_none_or(|t| {
+        now_ms.saturating_sub(t) >= MIN_REFRESH_INTERVAL.as_millis() as u64 || now_ms < t
+    })
+}
+
+fn usable(st: &KeyState, now_ms: u64) -> Option<Arc<CachedKeys>> {
+    st.cached
+        .as_ref()
+        .filter(|c| now_ms.saturating_sub(c.fetched_at_ms) < HARD_MAX_KEY_AGE.as_millis() as u64)
+        .cloned()
+}
+
+enum Selected {
+    Keys(Vec<PublicKey>),
+    Mismatch(IdentityError),
+    None,
+}
+
+fn select(
+    keys: &[PublicKey],
+    kid: Option<&str>,
+    alg_name: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> Selected {
+    match kid {
+        Some(kid) => {
+            let named: Vec<&PublicKey> = keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            let Some(first) = named.first() else {
+                return Selected::None;
+            };
+            let fitting: Vec<PublicKey> = named
+                .iter()
+                .filter(|k| k.check_alg(alg_name, alg).is_ok())
+                .map(|k| (*k).clone())
+                .collect();
+            if fitting.is_empty() {
+                match first.check_alg(alg_name, alg) {
+                    Err(e) => Selected::Mismatch(e),
+                    Ok(()) => Selected::None,
+                }
+            } else {
+                Selected::Keys(fitting)
+            }
+        }
+        None => {
+            let fitting: Vec<PublicKey> = keys
+                .iter()
+                .filter(|k| k.check_alg(alg_name, alg).is_ok())
+                .cloned()
+                .collect();
+            if fitting.is_empty() {
+                Selected::None
+            } else {
+                Selected::Keys(fitting)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: T) {}
+
+    #[test]
+    fn shareable_across_tasks() {
+        let clock: SharedClock = Arc::new(latchkey_core::FakeClock::at(1_000));
+        let set = IssuerSet::new(
+            vec![IssuerConfig::new(
+                "a",
+                "https://idp.example",
+                vec!["x".into()],
+            )],
+            reqwest::Client::new(),
+            clock,
+        )
+        .unwrap();
+        assert_send_sync(&set);
+        // Handlers in the gateway need a `Send` future.
+        assert_send(set.verify("a.b.c"));
+        assert_eq!(set.refresh_count("a"), Some(0));
+        assert_eq!(set.refresh_count("nope"), None);
+        assert_eq!(set.configs().count(), 1);
+    }
+
+    #[test]
+    fn refresh_interval() {
+        let mut st = KeyState::default();
+        assert!(may_refresh(&st, 10_000));
+        st.last_attempt_ms = Some(10_000);
+        assert!(!may_refresh(&st, 14_999));
+        assert!(may_refresh(&st, 15_000));
+        // A clock set backwards does not wedge refreshes.
+        assert!(may_refresh(&st, 9_000));
+    }
+}

@@ -1,0 +1,243 @@
+//! The command line, as clap derives it. Help text here is the CLI's manual.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Latchkey: an identity-aware access gateway for Git, documents, CI and
+/// internal apps.
+///
+/// People and CI jobs exchange their OIDC identity for short-lived Latchkey
+/// tokens; Cedar policies decide every request; every decision lands in a
+/// tamper-evident audit log. Start with `latchkey dev`.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `latchkey=debug`.
+    #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
+    pub(crate) log: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the gateway from a config file.
+    ///
+    /// Refuses to start on any configuration error, naming the key, and
+    /// without a master key (`keys.master_key`). SIGHUP reloads policies.
+    Serve(ServeArgs),
+    /// Run a complete local sandbox with no configuration.
+    ///
+    /// Data in `./latchkey-data`, a built-in development identity provider
+    /// (DEV ONLY), starter policies, a local Git upstream with a sample
+    /// repository, and a listener on 127.0.0.1:8080.
+    Dev(DevArgs),
+    /// Exchange an identity token for a Latchkey token (RFC 8693) and print it.
+    Token(TokenArgs),
+    /// Verify, query and follow the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Validate policies and run policy tests.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// List and rotate token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Path of `latchkey.toml`.
+    #[arg(long, short, env = "LATCHKEY_CONFIG")]
+    pub(crate) config: PathBuf,
+    /// Validate the configuration, policies and secrets, then exit.
+    #[arg(long)]
+    pub(crate) check: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct DevArgs {
+    /// Data directory.
+    #[arg(long, default_value = "latchkey-data", global = true)]
+    pub(crate) data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    #[command(subcommand)]
+    pub(crate) command: Option<DevCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevCommand {
+    /// Print an ID token from the development identity provider, ready to
+    /// exchange with `latchkey token`. DEV ONLY.
+    Token(DevTokenArgs),
+    /// Manage repositories of the local Git upstream.
+    #[command(subcommand)]
+    Repo(DevRepoCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevTokenArgs {
+    /// Subject (user name).
+    #[arg(long)]
+    pub(crate) user: String,
+    /// Group membership; repeat for several.
+    #[arg(long = "group")]
+    pub(crate) groups: Vec<String>,
+    /// E-mail claim (default `USER@example.com`).
+    #[arg(long)]
+    pub(crate) email: Option<String>,
+    /// Lifetime, e.g. `10m` or `1h`.
+    #[arg(long, default_value = "1h")]
+    pub(crate) ttl: String,
+    /// The URL the dev sandbox listens on (it is the token's issuer).
+    #[arg(long, env = "LATCHKEY_URL", default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevRepoCommand {
+    /// Create an empty bare repository `OWNER/NAME` in the local upstream.
+    Create {
+        /// `OWNER/NAME`, e.g. `acme/app`.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// The identity token to exchange (an OIDC ID token or a CI token); `-`
+    /// reads it from standard input.
+    #[arg(long)]
+    pub(crate) subject_token: String,
+    /// The audience the Latchkey token is for: `git`, `documents`, `latchkey` (admin API).
+    #[arg(long)]
+    pub(crate) audience: String,
+    /// Space-separated scopes to request.
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// A token of the agent acting for the subject (delegation; adds `act`).
+    #[arg(long)]
+    pub(crate) actor_token: Option<String>,
+    /// Requested lifetime in seconds (capped by the server).
+    #[arg(long)]
+    pub(crate) lifetime: Option<u64>,
+    /// The gateway's URL.
+    #[arg(long, env = "LATCHKEY_URL", default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// Print the whole token response as JSON instead of just the token.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Where the operator commands find the gateway's state.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Location {
+    /// Read data directory, policy directory and master key from this config.
+    #[arg(long, short, env = "LATCHKEY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory of a `latchkey dev` sandbox (used without `--config`).
+    #[arg(long, default_value = "latchkey-data")]
+    pub(crate) data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the whole hash chain and every signed checkpoint; names the first
+    /// bad record. Exit status 1 on any tampering.
+    Verify(#[command(flatten)] Location),
+    /// Filter audit events; a table for people, `--json` for tools.
+    Query(AuditQueryArgs),
+    /// Print the newest events and follow new ones as they are written.
+    Tail(AuditTailArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditQueryArgs {
+    #[command(flatten)]
+    pub(crate) location: Location,
+    /// Principal `kind:id` or just the id, e.g. `alice`.
+    #[arg(long)]
+    pub(crate) principal: Option<String>,
+    /// Substring of the resource, e.g. `acme/app` or `refs/heads/main`.
+    #[arg(long)]
+    pub(crate) resource: Option<String>,
+    /// Repository `upstream/owner/name` (shorthand for a resource filter).
+    #[arg(long)]
+    pub(crate) repo: Option<String>,
+    /// Action, e.g. `git.push` or `token.mint`.
+    #[arg(long)]
+    pub(crate) action: Option<String>,
+    /// `allow` or `deny`.
+    #[arg(long)]
+    pub(crate) decision: Option<String>,
+    /// Commit id or prefix.
+    #[arg(long)]
+    pub(crate) commit: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a duration ago such as `1h`).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Only events before this time (RFC 3339, or a duration ago).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// Maximum rows (newest first are kept).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditTailArgs {
+    #[command(flatten)]
+    pub(crate) location: Location,
+    /// How many of the newest events to print first.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub(crate) lines: usize,
+    /// Print and exit instead of following.
+    #[arg(long)]
+    pub(crate) no_follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Check every policy and the entities against the Latchkey schema.
+    Validate(PolicyLocation),
+    /// Run a table of (principal, action, resource, context) → expected
+    /// decision; fails naming the row on a mismatch.
+    Test {
+        /// The test table (TOML, `[[case]]` rows; see crates/policy/README.md).
+        file: PathBuf,
+        #[command(flatten)]
+        location: PolicyLocation,
+    },
+    /// Print the Cedar schema policies are validated against.
+    Schema,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct PolicyLocation {
+    /// Policy directory (default: from `--config`, else `latchkey-data/policies`).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) location: Location,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Show each signing key's state and dates.
+    List(#[command(flatten)] Location),
+    /// Start signing with a new key now. The old key stays published until
+    /// every token it signed has expired. A running gateway picks the new
+    /// key up within its maintenance interval (30 s).
+    Rotate(#[command(flatten)] Location),
+}

@@ -1,0 +1,384 @@
+//! What each subcommand does.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use latchkey_core::{Clock, SharedClock, SystemClock};
+use latchkey_gateway::config::{Config, parse_duration};
+use latchkey_gateway::{Gateway, StartOptions};
+
+use crate::cli::*;
+
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(&cli.log);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Dev(args) => match args.command {
+            None => dev(args.data, args.listen).await,
+            Some(DevCommand::Token(t)) => dev_token(&args.data, t),
+            Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
+                let path = create_repo(&args.data.join("repos"), &name)?;
+                println!("created {}", path.display());
+                println!("clone URL: http://127.0.0.1:8080/git/local/{name}.git");
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Token(args) => token(args).await,
+        Command::Audit(cmd) => crate::output::audit(cmd).await,
+        Command::Policy(cmd) => policy(cmd),
+        Command::Keys(cmd) => keys(cmd).await,
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if args.check {
+        // Load everything that can fail without binding the port.
+        latchkey_gateway::load_master_key(&config, false)?;
+        let policy_dir = config.data_path(&config.policy.dir);
+        let engine = latchkey_policy::PolicyEngine::load(&policy_dir)
+            .with_context(|| format!("policies in `{}`", policy_dir.display()))?;
+        for (name, up) in &config.git.upstreams {
+            up.password.load(&format!("git.upstreams.{name}.password"))?;
+        }
+        println!(
+            "config `{}` is valid: {} issuer(s), {} polic(ies), {} git upstream(s)",
+            args.config.display(),
+            config.issuers.len(),
+            engine.policy_count(),
+            config.git.upstreams.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listen = config.server.listen;
+    let gw = Gateway::start(config, StartOptions { dev: false }, clock()).await?;
+    run_server(gw, listen, None).await
+}
+
+/// The dev sandbox's config: everything embedded.
+pub(crate) fn dev_config(data: &Path, listen: std::net::SocketAddr) -> Result<Config> {
+    let data_str = data.display().to_string().replace('\\', "/");
+    let text = format!(
+        r#"
+[server]
+listen = "{listen}"
+data_dir = "{data_str}"
+
+[keys]
+master_key = {{ file = "{data_str}/master.key" }}
+
+[dev_issuer]
+enabled = true
+
+[git.upstreams.local]
+local_root = "repos"
+"#
+    );
+    let mut config: Config = Config::parse(&text)?;
+    // The master key file may not exist yet; `latchkey dev` generates it.
+    if !data.join("master.key").exists() {
+        config.keys.master_key = Default::default();
+    }
+    Ok(config)
+}
+
+async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create `{}`", data.display()))?;
+    let policy_dir = data.join("policies");
+    if !policy_dir.exists() {
+        std::fs::create_dir_all(&policy_dir)?;
+        for (name, text) in latchkey_policy::starter_policy_files() {
+            std::fs::write(policy_dir.join(name), text)?;
+        }
+    }
+    let repos = data.join("repos");
+    if !repos.join("acme/app.git").exists() {
+        create_repo(&repos, "acme/app")?;
+    }
+    let config = dev_config(&data, listen)?;
+    let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
+    let url = gw.public_url().to_owned();
+    let data_arg = if data == Path::new("latchkey-data") {
+        String::new()
+    } else {
+        format!(" --data {}", data.display())
+    };
+    let banner = format!(
+        "\nLatchkey dev sandbox on {url}\n\
+         DEV ONLY: the built-in identity provider at {url}/dev-idp signs any identity you ask for.\n\
+         Data: {data}   Policies: {data}/policies   Repositories: {data}/repos\n\n\
+         In another terminal:\n\
+         \x20 ID=$(latchkey dev token{data_arg} --user alice --group developers)\n\
+         \x20 TOKEN=$(latchkey token --subject-token \"$ID\" --audience git)\n\
+         \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" clone {url}/git/local/acme/app.git\n\
+         \x20 cd app && git commit --allow-empty -m hello\n\
+         \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/main   # denied: protect-main\n\
+         \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/feature # allowed\n\
+         \x20 latchkey audit tail{data_arg}\n",
+        data = data.display(),
+    );
+    run_server(gw, listen, Some(banner)).await
+}
+
+async fn run_server(gw: Arc<Gateway>, listen: std::net::SocketAddr, banner: Option<String>) -> Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, issuer = gw.public_url(), "latchkey listening");
+    if let Some(b) = banner {
+        println!("{b}");
+    }
+    // Upkeep: key rotation and revocation refresh.
+    let upkeep = gw.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            upkeep.maintain().await;
+        }
+    });
+    // SIGHUP reloads policies; a failing set is not loaded.
+    #[cfg(unix)]
+    {
+        let reload = gw.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reload.reload_policies().await {
+                    Ok(()) => tracing::info!("policies reloaded"),
+                    Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the previous set"),
+                }
+            }
+        });
+    }
+    let app = latchkey_gateway::router(gw.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    gw.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+fn dev_token(data: &Path, args: DevTokenArgs) -> Result<ExitCode> {
+    let key = data.join("dev-issuer-key.pk8");
+    if !key.exists() {
+        bail!(
+            "no development identity provider key in `{}`: start the sandbox first with `latchkey dev`",
+            data.display()
+        );
+    }
+    let url = args.url.trim_end_matches('/');
+    let dev = latchkey_identity::DevIssuer::load_or_create(&key, format!("{url}/dev-idp"))?;
+    let ttl = parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
+    let email = args.email.unwrap_or_else(|| format!("{}@example.com", args.user));
+    let token = dev.mint_id_token(
+        &args.user,
+        &args.groups,
+        Some(&email),
+        "latchkey",
+        ttl,
+        serde_json::Map::new(),
+        SystemClock.unix(),
+    )?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `root/OWNER/NAME.git` as an empty bare repository with `main` as
+/// its default branch.
+pub(crate) fn create_repo(root: &Path, name: &str) -> Result<PathBuf> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let Some((owner, repo)) = name.split_once('/') else {
+        bail!("repository name `{name}` must be `OWNER/NAME`, e.g. `acme/app`");
+    };
+    let repo = repo.strip_suffix(".git").unwrap_or(repo);
+    if !valid(owner) || !valid(repo) {
+        bail!("repository name `{name}` may use letters, digits, `-`, `_` and `.` only");
+    }
+    let path = root.join(owner).join(format!("{repo}.git"));
+    if path.exists() {
+        bail!("repository `{}` already exists", path.display());
+    }
+    std::fs::create_dir_all(&path)?;
+    let status = std::process::Command::new("git")
+        .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+        .arg(&path)
+        .status()
+        .context("cannot run `git`; is it installed?")?;
+    if !status.success() {
+        bail!("`git init --bare {}` failed", path.display());
+    }
+    Ok(path)
+}
+
+async fn token(args: TokenArgs) -> Result<ExitCode> {
+    let subject = if args.subject_token == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s.trim().to_owned()
+    } else {
+        args.subject_token.clone()
+    };
+    let mut form = vec![
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+        ("subject_token", subject),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+        ("audience", args.audience.clone()),
+    ];
+    if let Some(s) = &args.scope {
+        form.push(("scope", s.clone()));
+    }
+    if let Some(a) = &args.actor_token {
+        form.push(("actor_token", a.clone()));
+        form.push(("actor_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()));
+    }
+    if let Some(l) = args.lifetime {
+        form.push(("lifetime", l.to_string()));
+    }
+    let url = format!("{}/oauth2/token", args.url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .form(&form)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}; is the gateway running?"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("the gateway sent a non-JSON answer")?;
+    if !status.is_success() {
+        let code = body["error"].as_str().unwrap_or("error");
+        let desc = body["error_description"].as_str().unwrap_or("");
+        bail!("token exchange refused ({code}): {desc}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        let tok = body["access_token"].as_str().context("the answer has no access_token")?;
+        println!("{tok}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the config an operator command refers to.
+pub(crate) fn locate(loc: &Location) -> Result<Config> {
+    match &loc.config {
+        Some(path) => Ok(Config::load(path)?),
+        None => {
+            if !loc.data.exists() {
+                bail!(
+                    "no data directory `{}`; pass `--data DIR` or `--config FILE`",
+                    loc.data.display()
+                );
+            }
+            dev_config(&loc.data, "127.0.0.1:8080".parse()?)
+        }
+    }
+}
+
+fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
+    let dir_of = |pl: &PolicyLocation| -> Result<PathBuf> {
+        if let Some(d) = &pl.dir {
+            return Ok(d.clone());
+        }
+        let config = match &pl.location.config {
+            Some(p) => Config::load(p)?,
+            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?)?,
+        };
+        Ok(config.data_path(&config.policy.dir))
+    };
+    match cmd {
+        PolicyCommand::Schema => {
+            print!("{}", latchkey_policy::SCHEMA);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Validate(pl) => {
+            let dir = dir_of(&pl)?;
+            let engine = latchkey_policy::PolicyEngine::load(&dir)?;
+            println!(
+                "{} polic(ies) in `{}` are valid against the schema: {}",
+                engine.policy_count(),
+                dir.display(),
+                engine.policy_ids().join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Test { file, location } => {
+            let dir = dir_of(&location)?;
+            let engine = latchkey_policy::PolicyEngine::load(&dir)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            let report = latchkey_policy::run_policy_tests(&engine, &text)?;
+            print!("{report}");
+            Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+async fn keys(cmd: KeysCommand) -> Result<ExitCode> {
+    let (loc, rotate) = match cmd {
+        KeysCommand::List(l) => (l, false),
+        KeysCommand::Rotate(l) => (l, true),
+    };
+    let config = locate(&loc)?;
+    let dev = loc.config.is_none();
+    let master = latchkey_gateway::load_master_key(&config, false).or_else(|e| {
+        if dev { latchkey_gateway::load_master_key(&config, false) } else { Err(e) }
+    })?;
+    let store: latchkey_store::SharedStore = Arc::new(
+        latchkey_store::SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?,
+    );
+    let schedule = latchkey_tokens::KeySchedule {
+        rotation_period: config.keys.rotation_period,
+        publish_ahead: config.keys.publish_ahead,
+        max_token_lifetime: config.tokens.max_lifetime,
+    };
+    let ring = latchkey_tokens::SigningKeyRing::load(store, master, clock(), schedule).await?;
+    if rotate {
+        let info = ring.rotate_now().await?;
+        println!("rotated: `{}` signs from now; older keys stay published until their tokens expire", info.kid);
+    }
+    crate::output::print_keys(&ring.keys());
+    Ok(ExitCode::SUCCESS)
+}

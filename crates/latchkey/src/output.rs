@@ -1,0 +1,179 @@
+//! Audit and key output for people (tables) and tools (`--json`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use latchkey_core::{Clock, SystemClock};
+use latchkey_store::{AuditQuery, SqliteStore, Store};
+
+use crate::cli::{AuditCommand, AuditQueryArgs, AuditTailArgs};
+use crate::commands::locate;
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC (second precision).
+fn fmt_time(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses RFC 3339 or a duration ago (`1h`) into ms since the epoch.
+fn parse_when(s: &str) -> Result<u64> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp().max(0) as u64) * 1000);
+    }
+    let ago = latchkey_gateway::config::parse_duration(s)
+        .map_err(|_| anyhow::anyhow!("`{s}` is neither an RFC 3339 time nor a duration like `1h`"))?;
+    Ok(SystemClock.unix_millis().saturating_sub(ago.as_millis() as u64))
+}
+
+/// One line of the people-facing table for an event.
+fn event_line(seq: u64, ev: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let time = ev["time_ms"].as_u64().map(fmt_time).unwrap_or_default();
+    let principal = match (&ev["principal"]["kind"], &ev["principal"]["id"]) {
+        (serde_json::Value::String(k), serde_json::Value::String(i)) => format!("{k}:{i}"),
+        _ => "-".into(),
+    };
+    let action = s(&ev["action"]);
+    let resource = ev["resource"].as_str().unwrap_or("-").to_owned();
+    let (verdict, why) = if ev["decision"].is_object() {
+        let ids: Vec<String> = ev["decision"]["policy_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let policies = if ids.is_empty() { String::new() } else { format!(" [{}]", ids.join(",")) };
+        (s(&ev["decision"]["effect"]).to_uppercase(), format!("{}{}", s(&ev["decision"]["reason"]), policies))
+    } else if ev["outcome"].is_object() {
+        let detail = ev["outcome"]["detail"].as_str().map(|d| format!(" {d}")).unwrap_or_default();
+        ("OUTCOME".into(), format!("{}{}", s(&ev["outcome"]["status"]), detail))
+    } else {
+        ("EVENT".into(), String::new())
+    };
+    let mut extra = String::new();
+    for key in ["old", "new", "commit", "job_id"] {
+        if let Some(v) = ev["context"][key].as_str() {
+            let short = if v.len() > 12 && key != "job_id" { &v[..12] } else { v };
+            extra.push_str(&format!(" {key}={short}"));
+        }
+    }
+    format!("{seq:>6} {time} {verdict:<7} {principal:<24} {action:<14} {resource}{extra}  {why}")
+}
+
+pub(crate) async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify(loc) => verify(loc).await,
+        AuditCommand::Query(args) => query(args).await,
+        AuditCommand::Tail(args) => tail(args).await,
+    }
+}
+
+async fn verify(loc: crate::cli::Location) -> Result<ExitCode> {
+    let config = locate(&loc)?;
+    let data = &config.server.data_dir;
+    let store = SqliteStore::open(&data.join("latchkey.db")).await?;
+    let Some(public) = latchkey_gateway::audit_public_key(&store).await? else {
+        bail!("no audit key recorded in `{}`; has the gateway run here?", data.display());
+    };
+    match latchkey_audit::verify(&data.join("audit"), &[("audit-1".to_owned(), public)]) {
+        Ok(report) => {
+            println!(
+                "audit log intact: {} record(s), {} signed checkpoint(s), last record {}",
+                report.records, report.checkpoints, report.last_seq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("AUDIT LOG TAMPERED: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
+    let config = locate(&args.location)?;
+    let store = SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?;
+    let resource = match (&args.repo, &args.resource) {
+        (Some(r), None) => Some(r.clone()),
+        (None, r) => r.clone(),
+        (Some(_), Some(_)) => bail!("use either `--repo` or `--resource`"),
+    };
+    let q = AuditQuery {
+        principal: args.principal.clone(),
+        resource,
+        action: args.action.clone(),
+        decision: args.decision.clone(),
+        commit: args.commit.clone(),
+        since_ms: args.since.as_deref().map(parse_when).transpose()?,
+        until_ms: args.until.as_deref().map(parse_when).transpose()?,
+        limit: args.limit,
+        newest: true,
+        ..AuditQuery::default()
+    };
+    let rows = store.query_audit(&q).await.context("cannot query the audit index")?;
+    for row in rows {
+        let ev: serde_json::Value = serde_json::from_str(&row.event_json).unwrap_or_default();
+        if args.json {
+            let mut ev = ev;
+            ev["seq"] = row.seq.into();
+            println!("{ev}");
+        } else {
+            println!("{}", event_line(row.seq, &ev));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tail(args: AuditTailArgs) -> Result<ExitCode> {
+    let config = locate(&args.location)?;
+    let dir = config.server.data_dir.join("audit");
+    // Print the newest N, then follow the file.
+    let mut last = 0u64;
+    let mut recent = std::collections::VecDeque::new();
+    for rec in latchkey_audit::read_records(&dir, 0)? {
+        let rec = rec?;
+        last = rec.seq;
+        recent.push_back(rec);
+        if recent.len() > args.lines {
+            recent.pop_front();
+        }
+    }
+    let print = |rec: &latchkey_audit::AuditRecord| {
+        let ev = serde_json::to_value(&rec.event).unwrap_or_default();
+        if args.json {
+            let mut ev = ev;
+            ev["seq"] = rec.seq.into();
+            println!("{ev}");
+        } else {
+            println!("{}", event_line(rec.seq, &ev));
+        }
+    };
+    recent.iter().for_each(print);
+    if args.no_follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for rec in latchkey_audit::read_records(&dir, last)? {
+            let rec = rec?;
+            last = rec.seq;
+            print(&rec);
+        }
+    }
+}
+
+pub(crate) fn print_keys(keys: &[latchkey_tokens::KeyInfo]) {
+    println!("{:<24} {:<8} {:<22} {:<22} {:<22}", "KID", "STATE", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL");
+    for k in keys {
+        println!(
+            "{:<24} {:<8} {:<22} {:<22} {:<22}",
+            k.kid,
+            format!("{:?}", k.state).to_lowercase(),
+            fmt_time(k.signs_from * 1000),
+            fmt_time(k.signs_until * 1000),
+            fmt_time(k.published_until * 1000)
+        );
+    }
+}

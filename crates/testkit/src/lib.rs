@@ -1,0 +1,256 @@
+//! Test-only helpers shared by Latchkey's integration tests.
+//!
+//! [`OidcProvider`] starts the real `oidc-provider` harness in
+//! `testing/oidc/` (Node.js) on a loopback port, so identity tests verify
+//! tokens signed and published exactly as a production OIDC issuer does.
+//! This crate is never a dependency of shipped code and never published.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+/// The repository root (two levels above this crate's manifest).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The harness folder, `testing/oidc`.
+pub fn oidc_harness_dir() -> PathBuf {
+    repo_root().join("testing").join("oidc")
+}
+
+/// A loopback TCP port that was free a moment ago (for tests that need a
+/// port nothing listens on, or must pass one to a server).
+pub fn free_port() -> u16 {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    l.local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// The harness's client id (and so ID token audience) for an algorithm,
+/// e.g. `latchkey-rs256`.
+pub fn client_id(alg: &str) -> String {
+    format!("latchkey-{}", alg.to_ascii_lowercase())
+}
+
+/// A running `testing/oidc/server.mjs`: a real OpenID Connect provider on
+/// 127.0.0.1 with RS256, PS256, ES256, ES384 and EdDSA signing keys and one
+/// client per algorithm. Killed when dropped.
+#[derive(Debug)]
+pub struct OidcProvider {
+    child: Option<Child>,
+    _stdin: Option<ChildStdin>,
+    issuer: String,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl OidcProvider {
+    /// Installs the harness's npm dependencies if needed (once, under a file
+    /// lock shared by parallel test processes), starts it on a free port and
+    /// waits until it listens. Panics with a clear message when Node.js is
+    /// missing or the harness does not start.
+    pub async fn start() -> OidcProvider {
+        let dir = oidc_harness_dir();
+        let install_dir = dir.clone();
+        tokio::task::spawn_blocking(move || ensure_installed(&install_dir))
+            .await
+            .expect("npm install task panicked");
+
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .arg("--port")
+            .arg("0")
+            .arg("--exit-on-stdin-close")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}", node_missing(&e)));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("child stdout is piped");
+        let mut stderr = child.stderr.take().expect("child stderr is piped");
+
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = child.start_kill();
+                let mut err = String::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), stderr.read_to_string(&mut err))
+                        .await;
+                panic!(
+                    "the OIDC harness (node testing/oidc/server.mjs) did not start ({other:?}); its stderr:\n{err}\n\
+                     try `cd testing/oidc && npm ci && node server.mjs` by hand"
+                );
+            }
+        };
+        // Keep draining so the child never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut stderr, &mut sink).await;
+        });
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("the OIDC harness printed `{line}`, not its JSON start line: {e}")
+        });
+        let issuer = v["issuer"]
+            .as_str()
+            .expect("start line has `issuer`")
+            .to_owned();
+        let port = v["port"].as_u64().expect("start line has `port`") as u16;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("build a reqwest client");
+        OidcProvider {
+            child: Some(child),
+            _stdin: stdin,
+            issuer,
+            port,
+            http,
+        }
+    }
+
+    /// The issuer URL, `http://127.0.0.1:PORT` (the `iss` of its tokens).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Issues a real ID token through the provider's own machinery.
+    ///
+    /// `aud` selects the client (and so the audience); `None` means
+    /// [`client_id`]`(alg)`. A client signs only with its own algorithm, so
+    /// `aud` must be `latchkey-<alg>` for some supported alg with that alg.
+    /// `claims` (a JSON object) are added to the token; `iat`/`nbf` may be
+    /// overridden there, `iss`/`aud`/`exp` may not. `expires_in` is seconds
+    /// from now and may be negative for an already expired token.
+    pub async fn mint(
+        &self,
+        alg: &str,
+        sub: &str,
+        aud: Option<&str>,
+        claims: Value,
+        expires_in: i64,
+    ) -> String {
+        let body = json!({
+            "alg": alg,
+            "sub": sub,
+            "aud": aud,
+            "claims": claims,
+            "expires_in": expires_in,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/test/mint", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /test/mint to the OIDC harness");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("JSON from /test/mint");
+        assert!(status.is_success(), "OIDC harness refused to mint: {v}");
+        v["token"]
+            .as_str()
+            .expect("`token` in /test/mint answer")
+            .to_owned()
+    }
+
+    /// The provider's private signing keys as a JWKS (`{"keys": [...]}`),
+    /// so tests can forge tokens signed by a real key with bad claims.
+    pub async fn private_jwks(&self) -> Value {
+        self.http
+            .get(format!("{}/test/keys", self.issuer))
+            .send()
+            .await
+            .expect("GET /test/keys from the OIDC harness")
+            .json()
+            .await
+            .expect("JSON from /test/keys")
+    }
+
+    /// Kills the provider now (to test fail-closed behaviour), waiting until
+    /// it has exited so its port refuses connections.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+fn node_missing(e: &std::io::Error) -> String {
+    format!(
+        "could not run `node` ({e}); the OIDC integration tests need Node.js 20 or later on PATH \
+         (e.g. `apt-get install nodejs npm`)"
+    )
+}
+
+fn installed(dir: &Path) -> bool {
+    dir.join("node_modules")
+        .join("oidc-provider")
+        .join("package.json")
+        .is_file()
+}
+
+/// Runs `npm ci` in the harness folder unless its dependencies are there,
+/// serialized across processes with a lock file.
+fn ensure_installed(dir: &Path) {
+    if installed(dir) {
+        return;
+    }
+    let lock_path = dir.join(".install.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap_or_else(|e| panic!("cannot open `{}`: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock `{}`: {e}", lock_path.display()));
+    if !installed(dir) {
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("could not run `npm` ({e}); the OIDC integration tests need Node.js 20+ and npm on PATH")
+            });
+        assert!(
+            out.status.success(),
+            "`npm ci` in `{}` failed:\n{}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = lock.unlock();
+}

@@ -1,0 +1,299 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use latchkey_core::{Principal, SharedClock, UnixTime};
+use latchkey_store::{Revocation, RevocationKind, RevocationMode, SharedStore};
+
+use crate::sync::{read, write};
+use crate::{TokenClaims, TokenError};
+
+/// The revoke and/or freeze recorded for one (kind, value).
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    revoke: Option<Revocation>,
+    freeze: Option<Revocation>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.revoke.is_none() && self.freeze.is_none()
+    }
+}
+
+/// In-memory indexes, one map per kind so lookups borrow `&str`.
+#[derive(Debug, Default)]
+struct Indexes {
+    token: HashMap<String, Entry>,
+    subject: HashMap<String, Entry>,
+    job: HashMap<String, Entry>,
+    pipeline: HashMap<String, Entry>,
+}
+
+impl Indexes {
+    fn map(&self, kind: RevocationKind) -> &HashMap<String, Entry> {
+        match kind {
+            RevocationKind::Token => &self.token,
+            RevocationKind::Subject => &self.subject,
+            RevocationKind::Job => &self.job,
+            RevocationKind::Pipeline => &self.pipeline,
+        }
+    }
+
+    fn map_mut(&mut self, kind: RevocationKind) -> &mut HashMap<String, Entry> {
+        match kind {
+            RevocationKind::Token => &mut self.token,
+            RevocationKind::Subject => &mut self.subject,
+            RevocationKind::Job => &mut self.job,
+            RevocationKind::Pipeline => &mut self.pipeline,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.token.is_empty()
+            && self.subject.is_empty()
+            && self.job.is_empty()
+            && self.pipeline.is_empty()
+    }
+
+    /// Adds a revocation; a second revoke of the same thing keeps the later
+    /// `created_at` (it kills more tokens).
+    fn insert(&mut self, r: Revocation) {
+        let entry = self.map_mut(r.kind).entry(r.value.clone()).or_default();
+        let slot = match r.mode {
+            RevocationMode::Revoke => &mut entry.revoke,
+            RevocationMode::Freeze => &mut entry.freeze,
+        };
+        match slot {
+            Some(existing) if existing.created_at > r.created_at => {}
+            _ => *slot = Some(r),
+        }
+    }
+
+    fn remove(&mut self, kind: RevocationKind, value: &str, mode: RevocationMode) {
+        let map = self.map_mut(kind);
+        if let Some(entry) = map.get_mut(value) {
+            match mode {
+                RevocationMode::Revoke => entry.revoke = None,
+                RevocationMode::Freeze => entry.freeze = None,
+            }
+            if entry.is_empty() {
+                map.remove(value);
+            }
+        }
+    }
+
+    /// Why a token issued at `iat` for `value` is dead, if it is.
+    ///
+    /// INVARIANT: a freeze kills every live token of what it names (whatever
+    /// its `iat`); a revoke kills tokens issued at or before its `created_at`.
+    fn dead(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        iat: UnixTime,
+        now: UnixTime,
+    ) -> Option<&Revocation> {
+        let entry = self.map(kind).get(value)?;
+        let live = |r: &&Revocation| r.expires_at.is_none_or(|e| e > now);
+        if let Some(freeze) = entry.freeze.as_ref().filter(live) {
+            return Some(freeze);
+        }
+        entry
+            .revoke
+            .as_ref()
+            .filter(live)
+            .filter(|r| iat <= r.created_at)
+    }
+
+    fn frozen(&self, kind: RevocationKind, value: &str, now: UnixTime) -> Option<&Revocation> {
+        self.map(kind)
+            .get(value)?
+            .freeze
+            .as_ref()
+            .filter(|r| r.expires_at.is_none_or(|e| e > now))
+    }
+}
+
+fn describe(r: &Revocation) -> String {
+    let what = match r.kind {
+        RevocationKind::Token => "token",
+        RevocationKind::Subject => "subject",
+        RevocationKind::Job => "ci job",
+        RevocationKind::Pipeline => "ci pipeline",
+    };
+    if r.reason.is_empty() {
+        format!("{what} `{}`", r.value)
+    } else {
+        format!("{what} `{}` ({})", r.value, r.reason)
+    }
+}
+
+/// Revoked tokens and revoked or frozen subjects, CI jobs and pipelines.
+///
+/// Kept in memory so [`RevocationSet::check`] (run on every token use) never
+/// touches the store; changes are written to the store first, so an
+/// acknowledged revocation survives a crash and reaches other nodes on their
+/// next [`RevocationSet::refresh`].
+///
+/// A subject revocation names either the token's `sub` or `kind:sub`
+/// (`agent:deploy-bot`); it also matches tokens where that subject is the
+/// actor (`act.sub`), so revoking an agent kills what it holds for others.
+#[derive(Debug)]
+pub struct RevocationSet {
+    store: SharedStore,
+    clock: SharedClock,
+    indexes: RwLock<Indexes>,
+}
+
+impl RevocationSet {
+    /// Loads every unexpired revocation from the store.
+    pub async fn load(store: SharedStore, clock: SharedClock) -> Result<Self, TokenError> {
+        let set = Self {
+            store,
+            clock,
+            indexes: RwLock::new(Indexes::default()),
+        };
+        set.refresh().await?;
+        Ok(set)
+    }
+
+    /// Replaces the in-memory set with the store's (run periodically, and
+    /// when another node announces a change).
+    pub async fn refresh(&self) -> Result<(), TokenError> {
+        let rows = self.store.list_revocations(self.clock.unix()).await?;
+        let mut fresh = Indexes::default();
+        for r in rows {
+            fresh.insert(r);
+        }
+        *write(&self.indexes) = fresh;
+        Ok(())
+    }
+
+    /// Records a revocation or freeze: durable in the store first, then in
+    /// memory. Effective on this node when this returns.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<(), TokenError> {
+        self.store.insert_revocation(&revocation).await?;
+        tracing::info!(
+            kind = revocation.kind.as_str(),
+            mode = revocation.mode.as_str(),
+            value = %revocation.value,
+            "recorded revocation"
+        );
+        write(&self.indexes).insert(revocation);
+        Ok(())
+    }
+
+    /// Lifts a revocation or freeze; returns whether one existed.
+    pub async fn lift(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        mode: RevocationMode,
+    ) -> Result<bool, TokenError> {
+        let existed = self.store.delete_revocation(kind, value, mode).await?;
+        write(&self.indexes).remove(kind, value, mode);
+        tracing::info!(kind = kind.as_str(), mode = mode.as_str(), value = %value, "lifted revocation");
+        Ok(existed)
+    }
+
+    /// Fails with [`TokenError::Revoked`] if the token, its subject or actor,
+    /// its CI job or its pipeline was revoked after it was issued, or is
+    /// frozen.
+    pub fn check(&self, claims: &TokenClaims) -> Result<(), TokenError> {
+        let indexes = read(&self.indexes);
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.unix();
+        let iat = claims.iat;
+        let dead = indexes
+            .token
+            .get(&claims.jti)
+            .and_then(|e| e.revoke.as_ref().or(e.freeze.as_ref()))
+            .or_else(|| {
+                subject_names(claims.lk_kind.as_str(), &claims.sub)
+                    .find_map(|v| indexes.dead(RevocationKind::Subject, &v, iat, now))
+            })
+            .or_else(|| {
+                let act = claims.act.as_ref()?;
+                subject_names(act.kind.as_str(), &act.sub)
+                    .find_map(|v| indexes.dead(RevocationKind::Subject, &v, iat, now))
+            })
+            .or_else(|| {
+                let ci = claims.lk_ci.as_ref()?;
+                ci.job_id
+                    .as_deref()
+                    .and_then(|j| indexes.dead(RevocationKind::Job, j, iat, now))
+                    .or_else(|| {
+                        ci.pipeline
+                            .as_deref()
+                            .and_then(|p| indexes.dead(RevocationKind::Pipeline, p, iat, now))
+                    })
+            });
+        match dead {
+            Some(r) => Err(TokenError::Revoked {
+                reason: describe(r),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// What stops `principal` getting a new token, if anything: a freeze of
+    /// it, of its actor, or of its CI job or pipeline.
+    pub fn frozen(&self, principal: &Principal) -> Option<String> {
+        let indexes = read(&self.indexes);
+        if indexes.is_empty() {
+            return None;
+        }
+        let now = self.clock.unix();
+        let found = subject_names(principal.kind.as_str(), &principal.id)
+            .find_map(|v| indexes.frozen(RevocationKind::Subject, &v, now))
+            .or_else(|| {
+                let act = principal.actor.as_ref()?;
+                subject_names(act.kind.as_str(), &act.sub)
+                    .find_map(|v| indexes.frozen(RevocationKind::Subject, &v, now))
+            })
+            .or_else(|| {
+                principal
+                    .ci
+                    .job_id
+                    .as_deref()
+                    .and_then(|j| indexes.frozen(RevocationKind::Job, j, now))
+            })
+            .or_else(|| {
+                principal
+                    .ci
+                    .pipeline
+                    .as_deref()
+                    .and_then(|p| indexes.frozen(RevocationKind::Pipeline, p, now))
+            });
+        found.map(describe)
+    }
+
+    /// Every revocation and freeze in memory.
+    pub fn list(&self) -> Vec<Revocation> {
+        let indexes = read(&self.indexes);
+        let mut all: Vec<Revocation> = [
+            &indexes.token,
+            &indexes.subject,
+            &indexes.job,
+            &indexes.pipeline,
+        ]
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|e| e.revoke.iter().chain(e.freeze.iter()))
+        .cloned()
+        .collect();
+        all.sort_by(|a, b| (a.created_at, &a.value).cmp(&(b.created_at, &b.value)));
+        all
+    }
+}
+
+/// The two names a subject revocation may use: `sub` and `kind:sub` (the
+/// second only built if the first does not match).
+fn subject_names<'a>(kind: &'a str, sub: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
+    std::iter::once(Cow::Borrowed(sub)).chain(std::iter::once_with(move || {
+        Cow::Owned(format!("{kind}:{sub}"))
+    }))
+}
