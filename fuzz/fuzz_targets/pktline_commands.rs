@@ -2,21 +2,25 @@
 //! section, the report-status tap and the route parser.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use latchkey_git::pktline::{PktParse, parse_pkt};
 use latchkey_git::{CommandsParse, GitRoute, ReportStatusTap, parse_receive_pack_commands};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(PktParse::Complete { consumed, .. }) = parse_pkt(data) {
         assert!(consumed <= data.len().max(4));
     }
     match parse_receive_pack_commands(data) {
-        Ok(CommandsParse::Complete { consumed, updates, .. }) => {
+        Ok(CommandsParse::Complete {
+            consumed, updates, ..
+        }) => {
             assert!(consumed <= data.len());
             assert!(updates.iter().all(|u| u.name.starts_with("refs/")));
             // The section is self-delimiting: what follows never changes it.
             let again = parse_receive_pack_commands(&data[..consumed]);
-            assert!(matches!(again, Ok(CommandsParse::Complete { consumed: c, .. }) if c == consumed));
+            assert!(
+                matches!(again, Ok(CommandsParse::Complete { consumed: c, .. }) if c == consumed)
+            );
         }
         Ok(CommandsParse::Incomplete) => {
             for cut in [0, data.len() / 2] {

@@ -32,12 +32,49 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
+/// Query of `GET /admin/audit`: like the store's [`AuditQuery`], but every
+/// parameter may be left out (`limit` and `newest` included).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AuditParams {
+    principal: Option<String>,
+    resource: Option<String>,
+    action: Option<String>,
+    decision: Option<String>,
+    commit: Option<String>,
+    job_id: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    after_seq: Option<u64>,
+    limit: u32,
+    newest: bool,
+}
+
+impl From<AuditParams> for AuditQuery {
+    fn from(p: AuditParams) -> Self {
+        Self {
+            principal: p.principal,
+            resource: p.resource,
+            action: p.action,
+            decision: p.decision,
+            commit: p.commit,
+            job_id: p.job_id,
+            since_ms: p.since_ms,
+            until_ms: p.until_ms,
+            after_seq: p.after_seq,
+            limit: p.limit,
+            newest: p.newest,
+        }
+    }
+}
+
 /// `GET /admin/audit?principal=&resource=&action=&decision=&commit=&limit=`.
 pub(crate) async fn audit_query(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    Query(params): Query<AuditParams>,
 ) -> Response {
+    let q = AuditQuery::from(params);
     let request_id = new_request_id();
     if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::AdminRead).await {
         return e.into_response();

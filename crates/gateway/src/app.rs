@@ -311,6 +311,15 @@ impl Gateway {
         }
     }
 
+    /// Starts signing with a new key now (`latchkey keys rotate` on a running
+    /// gateway, and tests). The previous key stays published until its
+    /// tokens expire.
+    pub async fn rotate_keys(
+        &self,
+    ) -> Result<latchkey_tokens::KeyInfo, latchkey_tokens::TokenError> {
+        self.keyring.rotate_now().await
+    }
+
     /// Flushes the audit log and writes a final checkpoint.
     pub async fn shutdown(&self) {
         if let Err(e) = self.audit.shutdown().await {

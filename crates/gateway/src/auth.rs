@@ -100,6 +100,7 @@ pub(crate) fn authenticate(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

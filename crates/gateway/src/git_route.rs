@@ -25,7 +25,7 @@ fn plain(status: StatusCode, msg: String) -> Response {
 }
 
 /// The handler for every Git route.
-pub(crate) async fn git(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+pub(crate) async fn git(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response {
     let request_id = new_request_id();
     let path = req
         .uri()
@@ -71,6 +71,10 @@ pub(crate) async fn git(State(gw): State<Arc<Gateway>>, req: Request) -> Respons
             return resp;
         }
     };
+    req.extensions_mut().insert(latchkey_git::GitCaller {
+        remote_user: principal.id.clone(),
+        remote_addr: None,
+    });
     let phases = Arc::new(Phases {
         gw: gw.clone(),
         principal,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Form;
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{Action, Actor, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef};
@@ -191,9 +192,36 @@ fn check_token_type(t: Option<&str>, field: &str) -> Result<(), ApiError> {
 /// `POST /oauth2/token`: exchange an external identity for a Latchkey token.
 pub(crate) async fn token(
     State(gw): State<Arc<Gateway>>,
-    Form(form): Form<ExchangeForm>,
+    form: Result<Form<ExchangeForm>, FormRejection>,
 ) -> Response {
     let request_id = new_request_id();
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            // An unreadable form is refused in RFC 6749 form and audited,
+            // like every other refusal.
+            // RFC 6749 §5.2 says 400; keep axum's 413 and 415, which say more.
+            let status = match rejection.status() {
+                s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let e = ApiError::new(
+                status,
+                "invalid_request",
+                format!(
+                    "the request body is not a valid token-exchange form ({}); \
+                     send `application/x-www-form-urlencoded` fields as in RFC 8693",
+                    rejection.body_text()
+                ),
+            );
+            if let Err(audit) =
+                record_refusal(&gw, &request_id, "token.mint", None, e.code, &e.description).await
+            {
+                return audit.into_response();
+            }
+            return e.into_response();
+        }
+    };
     match exchange(&gw, &request_id, form).await {
         Ok(body) => no_store(body),
         Err(e) => e.into_response(),
@@ -223,11 +251,12 @@ async fn record_refusal(
     Ok(())
 }
 
-async fn exchange(
+/// The checks on the request itself, before any token is looked at:
+/// returns the subject token, the audience and the requested scopes.
+fn check_request<'f>(
     gw: &Gateway,
-    request_id: &str,
-    form: ExchangeForm,
-) -> Result<serde_json::Value, ApiError> {
+    form: &'f ExchangeForm,
+) -> Result<(&'f str, &'f str, Vec<String>), ApiError> {
     match form.grant_type.as_deref() {
         Some(GRANT_TOKEN_EXCHANGE) => {}
         Some(other) => {
@@ -243,15 +272,14 @@ async fn exchange(
             ));
         }
     }
-    if let Some(t) = form.requested_token_type.as_deref() {
-        if t != TT_ACCESS && t != TT_JWT {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!(
-                    "`requested_token_type` `{t}` is not supported; Latchkey issues `{TT_ACCESS}`"
-                ),
-            ));
-        }
+    if let Some(t) = form.requested_token_type.as_deref()
+        && t != TT_ACCESS
+        && t != TT_JWT
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`requested_token_type` `{t}` is not supported; Latchkey issues `{TT_ACCESS}`"),
+        ));
     }
     let subject_token = form
         .subject_token
@@ -285,6 +313,22 @@ async fn exchange(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    Ok((subject_token, audience, scope))
+}
+
+async fn exchange(
+    gw: &Gateway,
+    request_id: &str,
+    form: ExchangeForm,
+) -> Result<serde_json::Value, ApiError> {
+    let (subject_token, audience, scope) = match check_request(gw, &form) {
+        Ok(checked) => checked,
+        Err(e) => {
+            // Malformed requests are refusals too: audit them like the rest.
+            record_refusal(gw, request_id, "token.mint", None, e.code, &e.description).await?;
+            return Err(e);
+        }
+    };
 
     let subject = match gw.issuers.verify(subject_token).await {
         Ok(s) => s,
@@ -297,7 +341,18 @@ async fn exchange(
     let mut principal = subject.principal.clone();
 
     if let Some(actor_token) = form.actor_token.as_deref().filter(|s| !s.is_empty()) {
-        check_token_type(form.actor_token_type.as_deref(), "actor_token_type")?;
+        if let Err(e) = check_token_type(form.actor_token_type.as_deref(), "actor_token_type") {
+            record_refusal(
+                gw,
+                request_id,
+                "token.mint",
+                Some(&principal),
+                e.code,
+                &e.description,
+            )
+            .await?;
+            return Err(e);
+        }
         let actor = match gw.issuers.verify(actor_token).await {
             Ok(a) => a,
             Err(e) => {

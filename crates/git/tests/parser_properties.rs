@@ -31,9 +31,13 @@ fn check(data: &[u8]) {
 
 #[test]
 fn corpus_and_mutations_never_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/pktline_commands");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/pktline_commands");
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .map(|rd| rd.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect())
+        .map(|rd| {
+            rd.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     seeds.push(b"0000".to_vec());
     let mut x: u64 = 0x2545F4914F6CDD1D;

@@ -13,7 +13,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use latchkey_core::{Action, Intent};
-use latchkey_git::{GitLimits, GitOutcome, GitPhases, GitRoute, Refusal, Upstream, serve};
+use latchkey_git::{
+    BasicCredential, GitLimits, GitOutcome, GitPhases, GitRoute, Refusal, Upstream, serve,
+};
 
 /// Test double for the gateway: allows everything except pushes to the
 /// configured refs and reads of the configured repositories.
@@ -69,6 +71,8 @@ struct Env {
     work: PathBuf,
     base: String,
     phases: Arc<DenyListPhases>,
+    /// `Authorization` headers the server next to http-backend received.
+    seen_auth: Arc<Mutex<Vec<String>>>,
 }
 
 impl Env {
@@ -123,6 +127,10 @@ impl Env {
 }
 
 async fn start() -> Env {
+    start_with(false).await
+}
+
+async fn start_with(via_http: bool) -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("repos");
     let home = tmp.path().join("home");
@@ -137,20 +145,84 @@ async fn start() -> Env {
         outcomes: Mutex::new(Vec::new()),
     });
 
+    let upstream = Upstream::Local { root: root.clone() };
+    let seen_auth = Arc::new(Mutex::new(Vec::new()));
+    let server_phases: Arc<dyn GitPhases> = phases.clone();
+    let port = if via_http {
+        // Latchkey -> (HTTP upstream) -> a second server that runs http-backend.
+        let inner_phases: Arc<dyn GitPhases> = Arc::new(DenyListPhases {
+            denied_refs: vec![],
+            denied_repos: vec![],
+            authorized: Mutex::new(Vec::new()),
+            outcomes: Mutex::new(Vec::new()),
+        });
+        let inner = spawn_server(upstream, inner_phases, seen_auth.clone()).await;
+        let http = Upstream::Http {
+            base_url: format!("http://127.0.0.1:{inner}/git/local/"),
+            credential: Some(BasicCredential {
+                username: "latchkey".into(),
+                password: "upstream-secret".into(),
+            }),
+        };
+        spawn_server(http, server_phases, Arc::new(Mutex::new(Vec::new()))).await
+    } else {
+        spawn_server(upstream, server_phases, seen_auth.clone()).await
+    };
+
+    let env = Env {
+        base: format!("http://127.0.0.1:{port}/git/local/acme"),
+        root,
+        home,
+        work,
+        phases,
+        seen_auth,
+        _tmp: tmp,
+    };
+    // Seed the upstream: a bare repo with one commit on main.
+    std::fs::create_dir_all(env.root.join("acme")).unwrap();
+    env.ok(&env.root, &["init", "-q", "--bare", "acme/app.git"])
+        .await;
+    env.ok(&env.root, &["init", "-q", "--bare", "acme/secret.git"])
+        .await;
+    let seed = env.work.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    env.ok(&seed, &["init", "-q"]).await;
+    env.commit(&seed, "README", b"hello\n").await;
+    let bare = env.bare();
+    env.ok(&seed, &["push", "-q", bare.to_str().unwrap(), "main"])
+        .await;
+    env
+}
+
+/// Serves `serve()` on 127.0.0.1:0, recording the `Authorization` headers it receives.
+async fn spawn_server(
+    upstream: Upstream,
+    phases: Arc<dyn GitPhases>,
+    seen_auth: Arc<Mutex<Vec<String>>>,
+) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let upstream = Arc::new(Upstream::Local { root: root.clone() });
+    let upstream = Arc::new(upstream);
     let limits = Arc::new(GitLimits::default());
-    let server_phases: Arc<dyn GitPhases> = phases.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (upstream, limits, phases) =
-                (upstream.clone(), limits.clone(), server_phases.clone());
+            let (upstream, limits, phases, seen_auth) = (
+                upstream.clone(),
+                limits.clone(),
+                phases.clone(),
+                seen_auth.clone(),
+            );
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (upstream, limits, phases) =
                         (upstream.clone(), limits.clone(), phases.clone());
+                    if let Some(a) = req.headers().get("authorization") {
+                        seen_auth
+                            .lock()
+                            .unwrap()
+                            .push(a.to_str().unwrap().to_owned());
+                    }
                     async move {
                         let path = req
                             .uri()
@@ -180,29 +252,63 @@ async fn start() -> Env {
             });
         }
     });
+    port
+}
 
-    let env = Env {
-        base: format!("http://127.0.0.1:{port}/git/local/acme"),
-        root,
-        home,
-        work,
-        phases,
-        _tmp: tmp,
-    };
-    // Seed the upstream: a bare repo with one commit on main.
-    std::fs::create_dir_all(env.root.join("acme")).unwrap();
-    env.ok(&env.root, &["init", "-q", "--bare", "acme/app.git"])
-        .await;
-    env.ok(&env.root, &["init", "-q", "--bare", "acme/secret.git"])
-        .await;
-    let seed = env.work.join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    env.ok(&seed, &["init", "-q"]).await;
-    env.commit(&seed, "README", b"hello\n").await;
-    let bare = env.bare();
-    env.ok(&seed, &["push", "-q", bare.to_str().unwrap(), "main"])
-        .await;
-    env
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_upstream_gets_latchkeys_credential_not_the_callers() {
+    let env = start_with(true).await;
+    let url = format!("{}/app.git", env.base);
+    // The caller's own credential in the URL must not reach the upstream.
+    let with_user = url.replace("http://", "http://alice:caller-secret@");
+    env.ok(&env.work, &["clone", "-q", &with_user, "app"]).await;
+    let app = env.work.join("app");
+    env.ok(&app, &["checkout", "-q", "-b", "via-http"]).await;
+    env.commit(&app, "h.txt", b"h\n").await;
+    env.ok(
+        &app,
+        &[
+            "-c",
+            "protocol.version=2",
+            "push",
+            "-q",
+            "origin",
+            "via-http",
+        ],
+    )
+    .await;
+    assert!(env.upstream_ref("refs/heads/via-http").await.is_some());
+    env.ok(&app, &["checkout", "-q", "main"]).await;
+    env.commit(&app, "m.txt", b"m\n").await;
+    let out = env.git(&app, &["push", "origin", "main"]).await;
+    assert!(
+        stderr(&out).contains("main (denied by policy protect-main)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A caller's Authorization header is replaced, never forwarded.
+    let (status, _) = raw_request(
+        "GET",
+        &env.base,
+        "/git/local/acme/app.git/info/refs?service=git-upload-pack",
+        &[
+            ("Authorization", "Basic YWxpY2U6Y2FsbGVyLXNlY3JldA=="),
+            ("X-WEBAUTH-USER", "root"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let seen = env.seen_auth.lock().unwrap().clone();
+    assert!(seen.len() >= 5, "{seen:?}");
+    // base64("latchkey:upstream-secret")
+    assert!(
+        seen.iter()
+            .all(|a| a == "Basic bGF0Y2hrZXk6dXBzdHJlYW0tc2VjcmV0"),
+        "{seen:?}"
+    );
 }
 
 fn stderr(out: &Output) -> String {

@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
 /// tokens; Cedar policies decide every request; every decision lands in a
 /// tamper-evident audit log. Start with `latchkey dev`.
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "latchkey",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `latchkey=debug`.
     #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
@@ -45,6 +50,35 @@ pub(crate) enum Command {
     /// List and rotate token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A Git credential helper that hands Git short-lived Latchkey tokens.
+    ///
+    /// Configure it per gateway:
+    /// `git config --global credential.http://HOST:PORT.helper "!latchkey git-credential"`.
+    /// On `get` it prints a cached token with more than 60 s left, or exchanges
+    /// an identity token for a new one. The identity token comes from
+    /// `LATCHKEY_ID_TOKEN`, else the file `LATCHKEY_ID_TOKEN_FILE`, else the
+    /// standard output of `LATCHKEY_ID_TOKEN_COMMAND` (run with `sh -c`, with
+    /// `LATCHKEY_URL` set to the gateway's URL). Tokens are cached in
+    /// `$XDG_CACHE_HOME/latchkey` (or `~/.cache/latchkey`), readable only by you.
+    GitCredential(GitCredentialArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GitCredentialArgs {
+    /// What Git asks for: `get` (print a token), `erase` (drop the cached
+    /// token, after the gateway refused it) or `store` (ignored). Other
+    /// operations are ignored, as the credential protocol asks.
+    pub(crate) operation: String,
+    /// The audience of the Latchkey tokens to request.
+    #[arg(long, default_value = "git")]
+    pub(crate) audience: String,
+    /// A file holding the identity token to exchange.
+    #[arg(long, env = "LATCHKEY_ID_TOKEN_FILE", hide_env_values = true)]
+    pub(crate) id_token_file: Option<PathBuf>,
+    /// A shell command that prints the identity token to exchange, e.g.
+    /// `latchkey dev token --data /abs/latchkey-data --user alice`.
+    #[arg(long, env = "LATCHKEY_ID_TOKEN_COMMAND", hide_env_values = true)]
+    pub(crate) id_token_command: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(cmd) => crate::output::audit(cmd).await,
         Command::Policy(cmd) => policy(cmd),
         Command::Keys(cmd) => keys(cmd).await,
+        Command::GitCredential(args) => crate::credential::run(args, clock()).await,
     }
 }
 
@@ -51,12 +52,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
     if args.check {
         // Load everything that can fail without binding the port.
+        if config.dev_issuer.enabled && !config.dev_issuer.allow_in_serve {
+            bail!(
+                "config key `dev_issuer.enabled`: the development identity provider is for `latchkey dev` only; \
+                 set `dev_issuer.allow_in_serve = true` to run it anyway"
+            );
+        }
         latchkey_gateway::load_master_key(&config, false)?;
         let policy_dir = config.data_path(&config.policy.dir);
         let engine = latchkey_policy::PolicyEngine::load(&policy_dir)
             .with_context(|| format!("policies in `{}`", policy_dir.display()))?;
         for (name, up) in &config.git.upstreams {
-            up.password.load(&format!("git.upstreams.{name}.password"))?;
+            up.password
+                .load(&format!("git.upstreams.{name}.password"))?;
         }
         println!(
             "config `{}` is valid: {} issuer(s), {} polic(ies), {} git upstream(s)",
@@ -100,13 +108,19 @@ local_root = "repos"
 }
 
 async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create `{}`", data.display()))?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create `{}`", data.display()))?;
     let policy_dir = data.join("policies");
     if !policy_dir.exists() {
         std::fs::create_dir_all(&policy_dir)?;
         for (name, text) in latchkey_policy::starter_policy_files() {
             std::fs::write(policy_dir.join(name), text)?;
         }
+        // The group hierarchy (maintainers are developers) the starter policies rely on.
+        std::fs::write(
+            policy_dir.join(latchkey_policy::ENTITIES_FILE),
+            latchkey_policy::STARTER_ENTITIES,
+        )?;
     }
     let repos = data.join("repos");
     if !repos.join("acme/app.git").exists() {
@@ -137,7 +151,11 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
     run_server(gw, listen, Some(banner)).await
 }
 
-async fn run_server(gw: Arc<Gateway>, listen: std::net::SocketAddr, banner: Option<String>) -> Result<ExitCode> {
+async fn run_server(
+    gw: Arc<Gateway>,
+    listen: std::net::SocketAddr,
+    banner: Option<String>,
+) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -163,7 +181,9 @@ async fn run_server(gw: Arc<Gateway>, listen: std::net::SocketAddr, banner: Opti
             while hup.recv().await.is_some() {
                 match reload.reload_policies().await {
                     Ok(()) => tracing::info!("policies reloaded"),
-                    Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the previous set"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy reload failed; keeping the previous set")
+                    }
                 }
             }
         });
@@ -180,13 +200,14 @@ async fn run_server(gw: Arc<Gateway>, listen: std::net::SocketAddr, banner: Opti
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -208,7 +229,9 @@ fn dev_token(data: &Path, args: DevTokenArgs) -> Result<ExitCode> {
     let url = args.url.trim_end_matches('/');
     let dev = latchkey_identity::DevIssuer::load_or_create(&key, format!("{url}/dev-idp"))?;
     let ttl = parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
-    let email = args.email.unwrap_or_else(|| format!("{}@example.com", args.user));
+    let email = args
+        .email
+        .unwrap_or_else(|| format!("{}@example.com", args.user));
     let token = dev.mint_id_token(
         &args.user,
         &args.groups,
@@ -229,7 +252,8 @@ pub(crate) fn create_repo(root: &Path, name: &str) -> Result<PathBuf> {
         !s.is_empty()
             && s != "."
             && s != ".."
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     let Some((owner, repo)) = name.split_once('/') else {
         bail!("repository name `{name}` must be `OWNER/NAME`, e.g. `acme/app`");
@@ -262,43 +286,69 @@ async fn token(args: TokenArgs) -> Result<ExitCode> {
     } else {
         args.subject_token.clone()
     };
-    let mut form = vec![
-        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
-        ("subject_token", subject),
-        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
-        ("audience", args.audience.clone()),
-    ];
+    let mut form = exchange_form(subject, &args.audience);
     if let Some(s) = &args.scope {
         form.push(("scope", s.clone()));
     }
     if let Some(a) = &args.actor_token {
         form.push(("actor_token", a.clone()));
-        form.push(("actor_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()));
+        form.push((
+            "actor_token_type",
+            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+        ));
     }
     if let Some(l) = args.lifetime {
         form.push(("lifetime", l.to_string()));
     }
-    let url = format!("{}/oauth2/token", args.url.trim_end_matches('/'));
+    let body = exchange(&args.url, &form).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        let tok = body["access_token"]
+            .as_str()
+            .context("the answer has no access_token")?;
+        println!("{tok}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Posts an RFC 8693 token exchange to the gateway at `base_url` and returns
+/// the JSON answer. Errors name the gateway's `error` and description, never
+/// a token.
+pub(crate) async fn exchange(base_url: &str, form: &[(&str, String)]) -> Result<serde_json::Value> {
+    let url = format!("{}/oauth2/token", base_url.trim_end_matches('/'));
     let resp = reqwest::Client::new()
         .post(&url)
-        .form(&form)
+        .form(form)
         .send()
         .await
         .with_context(|| format!("cannot reach {url}; is the gateway running?"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp.json().await.context("the gateway sent a non-JSON answer")?;
+    let body: serde_json::Value = resp.json().await.with_context(|| {
+        format!("{url} sent a non-JSON answer (HTTP {status}); is that a Latchkey gateway?")
+    })?;
     if !status.is_success() {
         let code = body["error"].as_str().unwrap_or("error");
         let desc = body["error_description"].as_str().unwrap_or("");
         bail!("token exchange refused ({code}): {desc}");
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    } else {
-        let tok = body["access_token"].as_str().context("the answer has no access_token")?;
-        println!("{tok}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(body)
+}
+
+/// The form of a token exchange for `subject` and `audience`.
+pub(crate) fn exchange_form(subject: String, audience: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ),
+        ("subject_token", subject),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+        ),
+        ("audience", audience.to_owned()),
+    ]
 }
 
 /// Loads the config an operator command refers to.
@@ -351,7 +401,11 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
             let report = latchkey_policy::run_policy_tests(&engine, &text)?;
             print!("{report}");
-            Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.all_passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }
@@ -363,8 +417,16 @@ async fn keys(cmd: KeysCommand) -> Result<ExitCode> {
     };
     let config = locate(&loc)?;
     let dev = loc.config.is_none();
-    let master = latchkey_gateway::load_master_key(&config, false).or_else(|e| {
-        if dev { latchkey_gateway::load_master_key(&config, false) } else { Err(e) }
+    let master = latchkey_gateway::load_master_key(&config, false).map_err(|e| {
+        if dev && !config.server.data_dir.join("master.key").exists() {
+            anyhow::anyhow!(
+                "no master key in `{}`: start the sandbox there first with `latchkey dev --data {}`",
+                loc.data.display(),
+                loc.data.display()
+            )
+        } else {
+            e.into()
+        }
     })?;
     let store: latchkey_store::SharedStore = Arc::new(
         latchkey_store::SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?,
@@ -377,7 +439,10 @@ async fn keys(cmd: KeysCommand) -> Result<ExitCode> {
     let ring = latchkey_tokens::SigningKeyRing::load(store, master, clock(), schedule).await?;
     if rotate {
         let info = ring.rotate_now().await?;
-        println!("rotated: `{}` signs from now; older keys stay published until their tokens expire", info.kid);
+        println!(
+            "rotated: `{}` signs from now; older keys stay published until their tokens expire",
+            info.kid
+        );
     }
     crate::output::print_keys(&ring.keys());
     Ok(ExitCode::SUCCESS)

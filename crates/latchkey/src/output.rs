@@ -15,7 +15,10 @@ fn fmt_time(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -24,9 +27,12 @@ fn parse_when(s: &str) -> Result<u64> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok((t.unix_timestamp().max(0) as u64) * 1000);
     }
-    let ago = latchkey_gateway::config::parse_duration(s)
-        .map_err(|_| anyhow::anyhow!("`{s}` is neither an RFC 3339 time nor a duration like `1h`"))?;
-    Ok(SystemClock.unix_millis().saturating_sub(ago.as_millis() as u64))
+    let ago = latchkey_gateway::config::parse_duration(s).map_err(|_| {
+        anyhow::anyhow!("`{s}` is neither an RFC 3339 time nor a duration like `1h`")
+    })?;
+    Ok(SystemClock
+        .unix_millis()
+        .saturating_sub(ago.as_millis() as u64))
 }
 
 /// One line of the people-facing table for an event.
@@ -42,20 +48,41 @@ fn event_line(seq: u64, ev: &serde_json::Value) -> String {
     let (verdict, why) = if ev["decision"].is_object() {
         let ids: Vec<String> = ev["decision"]["policy_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
-        let policies = if ids.is_empty() { String::new() } else { format!(" [{}]", ids.join(",")) };
-        (s(&ev["decision"]["effect"]).to_uppercase(), format!("{}{}", s(&ev["decision"]["reason"]), policies))
+        let policies = if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", ids.join(","))
+        };
+        (
+            s(&ev["decision"]["effect"]).to_uppercase(),
+            format!("{}{}", s(&ev["decision"]["reason"]), policies),
+        )
     } else if ev["outcome"].is_object() {
-        let detail = ev["outcome"]["detail"].as_str().map(|d| format!(" {d}")).unwrap_or_default();
-        ("OUTCOME".into(), format!("{}{}", s(&ev["outcome"]["status"]), detail))
+        let detail = ev["outcome"]["detail"]
+            .as_str()
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        (
+            "OUTCOME".into(),
+            format!("{}{}", s(&ev["outcome"]["status"]), detail),
+        )
     } else {
         ("EVENT".into(), String::new())
     };
     let mut extra = String::new();
     for key in ["old", "new", "commit", "job_id"] {
         if let Some(v) = ev["context"][key].as_str() {
-            let short = if v.len() > 12 && key != "job_id" { &v[..12] } else { v };
+            let short = if v.len() > 12 && key != "job_id" {
+                &v[..12]
+            } else {
+                v
+            };
             extra.push_str(&format!(" {key}={short}"));
         }
     }
@@ -75,7 +102,10 @@ async fn verify(loc: crate::cli::Location) -> Result<ExitCode> {
     let data = &config.server.data_dir;
     let store = SqliteStore::open(&data.join("latchkey.db")).await?;
     let Some(public) = latchkey_gateway::audit_public_key(&store).await? else {
-        bail!("no audit key recorded in `{}`; has the gateway run here?", data.display());
+        bail!(
+            "no audit key recorded in `{}`; has the gateway run here?",
+            data.display()
+        );
     };
     match latchkey_audit::verify(&data.join("audit"), &[("audit-1".to_owned(), public)]) {
         Ok(report) => {
@@ -112,7 +142,10 @@ async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
         newest: true,
         ..AuditQuery::default()
     };
-    let rows = store.query_audit(&q).await.context("cannot query the audit index")?;
+    let rows = store
+        .query_audit(&q)
+        .await
+        .context("cannot query the audit index")?;
     for row in rows {
         let ev: serde_json::Value = serde_json::from_str(&row.event_json).unwrap_or_default();
         if args.json {
@@ -165,10 +198,13 @@ async fn tail(args: AuditTailArgs) -> Result<ExitCode> {
 }
 
 pub(crate) fn print_keys(keys: &[latchkey_tokens::KeyInfo]) {
-    println!("{:<24} {:<8} {:<22} {:<22} {:<22}", "KID", "STATE", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL");
+    println!(
+        "{:<44} {:<8} {:<22} {:<22} {:<22}",
+        "KID", "STATE", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL"
+    );
     for k in keys {
         println!(
-            "{:<24} {:<8} {:<22} {:<22} {:<22}",
+            "{:<44} {:<8} {:<22} {:<22} {:<22}",
             k.kid,
             format!("{:?}", k.state).to_lowercase(),
             fmt_time(k.signs_from * 1000),

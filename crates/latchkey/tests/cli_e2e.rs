@@ -1,0 +1,233 @@
+//! End to end for the operator commands that need no running gateway:
+//! `serve --check`, `policy validate|test` and every `--help`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// 32 bytes, base64.
+const MASTER_KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+const MASTER_ENV: &str = "LATCHKEY_E2E_MASTER_KEY";
+
+fn good_config(dir: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:1"
+public_url = "http://127.0.0.1:1"
+data_dir = "{data}"
+
+[keys]
+master_key = {{ env = "{MASTER_ENV}" }}
+
+[tokens]
+max_lifetime = "1h"
+
+[policy]
+dir = "{policies}"
+
+[git.upstreams.local]
+local_root = "repos"
+"#,
+        data = dir.join("data").display(),
+        policies = starter_dir().display(),
+    )
+}
+
+/// `latchkey serve --config <file with text> [extra]` with the master key set.
+fn serve(dir: &Path, name: &str, text: &str, extra: &[&str], key: bool) -> std::process::Output {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = latchkey_cmd(["serve", "--config"]);
+    cmd.arg(&path).args(extra);
+    if key {
+        cmd.env(MASTER_ENV, MASTER_KEY);
+    } else {
+        cmd.env_remove(MASTER_ENV);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A config that should be refused must never start serving; don't hang if it does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn refused(o: &std::process::Output, names: &[&str]) {
+    assert!(
+        !o.status.success(),
+        "must be refused:\n{}\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    let err = stderr(o);
+    for n in names {
+        assert!(err.contains(n), "expected `{n}` in:\n{err}");
+    }
+}
+
+#[test]
+fn serve_check_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = good_config(d);
+
+    let o = serve(d, "good.toml", &good, &["--check"], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("is valid"), "{}", stdout(&o));
+
+    let typo = good.replace(
+        "max_lifetime = \"1h\"",
+        "max_lifetime = \"1h\"\nmax_lifetme = \"2h\"",
+    );
+    refused(
+        &serve(d, "unknown.toml", &typo, &["--check"], true),
+        &["max_lifetme"],
+    );
+
+    let long = good.replace("max_lifetime = \"1h\"", "max_lifetime = \"13h\"");
+    refused(
+        &serve(d, "long.toml", &long, &["--check"], true),
+        &["tokens.max_lifetime", "12h"],
+    );
+
+    refused(
+        &serve(d, "good.toml", &good, &["--check"], false),
+        &["keys.master_key", MASTER_ENV],
+    );
+
+    let dev = format!("{good}\n[dev_issuer]\nenabled = true\n");
+    refused(
+        &serve(d, "dev.toml", &dev, &[], true),
+        &["dev_issuer", "allow_in_serve"],
+    );
+    refused(
+        &serve(d, "dev.toml", &dev, &["--check"], true),
+        &["dev_issuer", "allow_in_serve"],
+    );
+    let allowed = format!("{good}\n[dev_issuer]\nenabled = true\nallow_in_serve = true\n");
+    let o = serve(d, "dev-allowed.toml", &allowed, &["--check"], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A data directory holding the starter policies as `latchkey dev` writes them.
+fn dev_data() -> Sandbox {
+    let mut sb = Sandbox::start();
+    sb.stop();
+    sb
+}
+
+#[test]
+fn policy_validate_and_test() {
+    let sb = dev_data();
+    let o = ok(sb.cli(&["policy", "validate"]));
+    assert!(stdout(&o).contains("protect-main"), "{}", stdout(&o));
+
+    let tests = starter_dir().join("tests.toml");
+    let o = sb.cli(&["policy", "test", tests.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "starter tests must pass on the sandbox's policies:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains(" 0 failed"), "{}", stdout(&o));
+
+    // A wrong expectation fails naming the row.
+    let text = std::fs::read_to_string(&tests).unwrap();
+    let first = text.find("expect = \"allow\"").unwrap();
+    let mut wrong = text.clone();
+    wrong.replace_range(
+        first..first + "expect = \"allow\"".len(),
+        "expect = \"deny\"",
+    );
+    let wrong_file = sb.dir.path().join("wrong.toml");
+    std::fs::write(&wrong_file, wrong).unwrap();
+    let o = sb.cli(&["policy", "test", wrong_file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        fail.contains("#1") && fail.contains("admins may rotate keys"),
+        "{fail}"
+    );
+
+    // Broken policy files are refused naming the file.
+    for (i, broken) in [
+        "permit (principal, action, resource", // syntax
+        "@id(\"pull\") permit (principal, action == Latchkey::Action::\"git.pull\", resource);", // schema
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = sb.dir.path().join(format!("broken-{i}"));
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        for e in std::fs::read_dir(sb.data.join("policies")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), policies.join(e.file_name())).unwrap();
+        }
+        std::fs::write(policies.join("50-broken.cedar"), broken).unwrap();
+        let o = latchkey_cmd(["policy", "validate", "--data"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{}", stdout(&o));
+        assert!(stderr(&o).contains("50-broken.cedar"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["dev"],
+        &["dev", "token"],
+        &["dev", "repo", "create"],
+        &["token"],
+        &["audit", "verify"],
+        &["audit", "query"],
+        &["audit", "tail"],
+        &["policy", "validate"],
+        &["policy", "test"],
+        &["policy", "schema"],
+        &["keys", "list"],
+        &["keys", "rotate"],
+        &["git-credential"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let o = latchkey(&args);
+        assert!(
+            o.status.success(),
+            "`latchkey {}` failed: {}",
+            args.join(" "),
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).contains("Usage:"),
+            "`latchkey {}`: {}",
+            args.join(" "),
+            stdout(&o)
+        );
+    }
+}

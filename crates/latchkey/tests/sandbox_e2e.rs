@@ -1,0 +1,424 @@
+//! End to end against a running `latchkey dev` sandbox: the README quick start
+//! with real `git`, audit tampering detection, the git credential helper and
+//! key rotation.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Events from `latchkey audit query ... --json`.
+fn query_json(sb: &Sandbox, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["audit", "query", "--json"];
+    all.extend_from_slice(args);
+    let o = ok(sb.cli(&all));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn readme_quick_start_with_real_git() {
+    let sb = Sandbox::start();
+    let home = GitHome::new();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    let id = sb.id_token("alice", &["developers"]);
+    let token = sb.token(&id, "git");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let header = format!("http.extraHeader=Authorization: Bearer {token}");
+    let git = |cwd: &Path, args: &[&str]| {
+        let mut cmd = home.git(cwd, ["-c", "credential.helper=", "-c", &header]);
+        cmd.args(args).output().unwrap()
+    };
+
+    ok(git(&work, &["clone", &sb.repo_url(), "app"]));
+    let app = work.join("app");
+    ok(home
+        .git(&app, ["commit", "--allow-empty", "-m", "hello"])
+        .output()
+        .unwrap());
+    let commit = stdout(&ok(home.git(&app, ["rev-parse", "HEAD"]).output().unwrap()))
+        .trim()
+        .to_owned();
+
+    ok(git(&app, &["push", "origin", "HEAD:refs/heads/feature"]));
+    let denied = git(&app, &["push", "origin", "HEAD:refs/heads/main"]);
+    assert!(!denied.status.success(), "push to main must be refused");
+    let err = stderr(&denied);
+    assert!(err.contains("[remote rejected]"), "{err}");
+    assert!(err.contains("protect-main"), "{err}");
+    // The refused push did not reach the upstream.
+    let heads = stdout(&ok(git(&work, &["ls-remote", "--heads", &sb.repo_url()])));
+    assert!(
+        heads.contains("refs/heads/feature") && !heads.contains("refs/heads/main"),
+        "{heads}"
+    );
+
+    // `audit tail --no-follow`: the mint, the denied push naming protect-main, the allowed push.
+    let tail = eventually("the pushes in `audit tail`", || {
+        let o = ok(sb.cli(&["audit", "tail", "--no-follow", "-n", "1000"]));
+        let t = stdout(&o);
+        t.lines()
+            .any(|l| l.contains("git.push") && l.contains("refs/heads/feature"))
+            .then_some(t)
+    });
+    assert!(
+        tail.lines()
+            .any(|l| l.contains("token.mint") && l.contains("ALLOW")),
+        "{tail}"
+    );
+    assert!(
+        tail.lines().any(|l| l.contains("DENY")
+            && l.contains("git.push")
+            && l.contains("refs/heads/main")
+            && l.contains("protect-main")),
+        "{tail}"
+    );
+    assert!(
+        tail.lines().any(|l| l.contains("ALLOW")
+            && l.contains("git.push")
+            && l.contains("refs/heads/feature")),
+        "{tail}"
+    );
+
+    // `audit query --repo acme/app --json`: the push events carry the commit id.
+    let events = query_json(&sb, &["--repo", "acme/app"]);
+    let pushes: Vec<_> = events
+        .iter()
+        .filter(|e| e["action"] == "git.push")
+        .collect();
+    assert!(pushes.len() >= 2, "{events:#?}");
+    for p in &pushes {
+        assert_eq!(p["context"]["commit"], commit.as_str(), "{p}");
+        assert_eq!(p["principal"]["id"], "alice", "{p}");
+    }
+    assert!(pushes.iter().any(|p| p["decision"]["effect"] == "deny"));
+    assert!(pushes.iter().any(|p| p["decision"]["effect"] == "allow"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["resource"].as_str().unwrap_or("").contains("acme/app"))
+    );
+
+    // `audit query --principal alice --decision deny`: only the refused push.
+    let denied = query_json(&sb, &["--principal", "alice", "--decision", "deny"]);
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["action"], "git.push");
+    assert!(
+        denied[0]["resource"]
+            .as_str()
+            .unwrap()
+            .contains("refs/heads/main")
+    );
+    assert_eq!(denied[0]["decision"]["policy_ids"][0], "protect-main");
+    // The table form names the policy too.
+    let table = stdout(&ok(sb.cli(&[
+        "audit",
+        "query",
+        "--principal",
+        "alice",
+        "--decision",
+        "deny",
+    ])));
+    assert!(
+        table.contains("protect-main") && table.contains("DENY"),
+        "{table}"
+    );
+    // Tokens never land in the audit log.
+    let log = std::fs::read_to_string(sb.data.join("audit/audit.log")).unwrap();
+    assert!(!log.contains(&token) && !log.contains(&id));
+}
+
+/// Copies the data directory, changes the audit log with `f`, and runs
+/// `audit verify` on the copy.
+fn verify_tampered(
+    sb: &Sandbox,
+    name: &str,
+    f: impl FnOnce(Vec<String>) -> Vec<String>,
+) -> std::process::Output {
+    let copy = sb.dir.path().join(name);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&sb.data)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = copy.join("audit/audit.log");
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut text = f(lines).join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    latchkey_cmd(["audit", "verify", "--data"])
+        .arg(&copy)
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_tampered(o: &std::process::Output, names: &str) {
+    assert!(!o.status.success(), "verify must fail:\n{}", stdout(o));
+    let all = format!("{}{}", stdout(o), stderr(o));
+    assert!(all.contains(names), "expected `{names}` in:\n{all}");
+}
+
+#[test]
+fn audit_verify_detects_tampering() {
+    let mut sb = Sandbox::start();
+    let id = sb.id_token("alice", &["developers"]);
+    for _ in 0..4 {
+        sb.token(&id, "git");
+    }
+    let ok_live = ok(sb.cli(&["audit", "verify"]));
+    assert!(stdout(&ok_live).contains("intact"), "{}", stdout(&ok_live));
+
+    sb.stop();
+    let after = stdout(&ok(sb.cli(&["audit", "verify"])));
+    assert!(
+        after.contains("intact") && !after.contains(" 0 signed checkpoint"),
+        "{after}"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(sb.data.join("audit/audit.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let n = lines.len();
+    assert!(n >= 8, "{n} records");
+    let seq = |i: usize| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&lines[i]).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(seq(2), 3);
+
+    // (a) one byte inside record 3.
+    let o = verify_tampered(&sb, "byte", |mut l| {
+        let at = l[2].find("\"request_id\":\"").unwrap() + 14;
+        let old = l[2].as_bytes()[at];
+        let new = if old == b'a' { "b" } else { "a" };
+        l[2].replace_range(at..at + 1, new);
+        l
+    });
+    assert_tampered(&o, "record 3");
+
+    // (b) record 3 removed: record 4 is the first that does not follow.
+    let o = verify_tampered(&sb, "removed", |mut l| {
+        l.remove(2);
+        l
+    });
+    assert_tampered(&o, "record 4");
+
+    // (c) records 3 and 4 swapped.
+    let o = verify_tampered(&sb, "swapped", |mut l| {
+        l.swap(2, 3);
+        l
+    });
+    assert_tampered(&o, "record 4");
+
+    // (d) the tail after the shutdown checkpoint cut off.
+    let o = verify_tampered(&sb, "truncated", |mut l| {
+        l.truncate(n - 2);
+        l
+    });
+    assert_tampered(&o, &format!("record {}", seq(n - 3)));
+    assert_tampered(&o, "checkpoint");
+}
+
+#[test]
+fn git_credential_helper_end_to_end() {
+    let sb = Sandbox::start();
+    let home = GitHome::new();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // As the README configures it; the identity command finds the gateway's
+    // URL in `LATCHKEY_URL`, which the helper sets.
+    let helper = format!("credential.helper=!{} git-credential", sh_quote(BIN));
+    let id_command = format!(
+        "{} dev token --data {} --user alice --group developers",
+        sh_quote(BIN),
+        sh_quote(&sb.data.display().to_string())
+    );
+    let git = |cwd: &Path, id_cmd: &str, args: &[&str]| {
+        let mut cmd = home.git(cwd, ["-c", "credential.helper=", "-c", &helper]);
+        cmd.env("LATCHKEY_ID_TOKEN_COMMAND", id_cmd)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    ok(git(&work, &id_command, &["clone", &sb.repo_url(), "app"]));
+    let app = work.join("app");
+    ok(home
+        .git(&app, ["commit", "--allow-empty", "-m", "via helper"])
+        .output()
+        .unwrap());
+    ok(git(
+        &app,
+        &id_command,
+        &["push", "origin", "HEAD:refs/heads/helper-feature"],
+    ));
+    let refused = git(
+        &app,
+        &id_command,
+        &["push", "origin", "HEAD:refs/heads/main"],
+    );
+    assert!(
+        stderr(&refused).contains("protect-main"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // One private cache file for this gateway, holding a Latchkey token.
+    let cache_dir = home.cache().join("latchkey");
+    let files: Vec<_> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let cache_file = &files[0];
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache_dir), 0o700);
+        assert_eq!(mode(cache_file), 0o600);
+    }
+    let cached = std::fs::read_to_string(cache_file).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&cached).unwrap();
+    assert_eq!(entry["url"], sb.url.as_str());
+    let token = entry["token"].as_str().unwrap().to_owned();
+
+    // A second fetch reuses the cached token: no identity is available now.
+    ok(git(&app, "false", &["fetch", "origin"]));
+    assert_eq!(
+        std::fs::read_to_string(cache_file).unwrap(),
+        cached,
+        "the cache was not rewritten"
+    );
+
+    // `get` by hand prints it; `store` is a no-op; `erase` drops it.
+    let helper_io = |op: &str, id_cmd: &str| {
+        let mut cmd = latchkey_cmd(["git-credential", op]);
+        cmd.env("XDG_CACHE_HOME", home.cache())
+            .env("LATCHKEY_ID_TOKEN_COMMAND", id_cmd);
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let host = sb.url.trim_start_matches("http://");
+        let input = format!(
+            "protocol=http\nhost={host}\npath=git/local/acme/app.git\nusername=latchkey\n\n"
+        );
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let got = ok(helper_io("get", "false"));
+    let out = stdout(&got);
+    assert!(
+        out.starts_with(&format!("username=latchkey\npassword={token}\n")),
+        "{out}"
+    );
+    ok(helper_io("store", "false"));
+    assert!(cache_file.exists());
+    ok(helper_io("erase", "false"));
+    assert!(!cache_file.exists(), "erase removes the cached token");
+
+    // Without a cached token a failing identity command is an error that names
+    // the command and shows no token.
+    let failed = helper_io("get", "false");
+    assert!(!failed.status.success());
+    assert!(stdout(&failed).is_empty());
+    assert!(
+        stderr(&failed).contains("LATCHKEY_ID_TOKEN_COMMAND"),
+        "{}",
+        stderr(&failed)
+    );
+    // With no identity source at all: a clear message, nothing for git, exit 0.
+    let none = helper_io("get", "");
+    assert!(none.status.success());
+    assert!(stdout(&none).is_empty());
+    assert!(
+        stderr(&none).contains("LATCHKEY_ID_TOKEN"),
+        "{}",
+        stderr(&none)
+    );
+
+    // A token the gateway refuses (401): git erases it, and the next fetch
+    // exchanges a new one.
+    let bogus_payload = "eyJleHAiOjQxMDI0NDQ4MDB9"; // {"exp":4102444800}
+    let bogus = format!("eyJhbGciOiJub25lIn0.{bogus_payload}.c2ln");
+    let mut forged = entry.clone();
+    forged["token"] = bogus.clone().into();
+    std::fs::write(cache_file, forged.to_string()).unwrap();
+    let rejected = git(&app, "false", &["fetch", "origin"]);
+    assert!(!rejected.status.success());
+    assert!(!stderr(&rejected).contains(&bogus), "{}", stderr(&rejected));
+    assert!(!cache_file.exists(), "git called `erase` after the 401");
+    ok(git(&app, &id_command, &["fetch", "origin"]));
+    assert!(cache_file.exists());
+    let renewed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cache_file).unwrap()).unwrap();
+    assert_ne!(renewed["token"].as_str().unwrap(), bogus);
+
+    // The pushes are alice's in the audit log.
+    let q = stdout(&ok(sb.cli(&[
+        "audit",
+        "query",
+        "--json",
+        "--action",
+        "git.push",
+        "--decision",
+        "allow",
+    ])));
+    assert!(
+        q.contains("refs/heads/helper-feature") && q.contains("\"alice\""),
+        "{q}"
+    );
+}
+
+#[test]
+fn keys_list_and_rotate() {
+    let mut sb = Sandbox::start();
+    sb.stop();
+    let rows = |o: &std::process::Output| -> Vec<(String, String)> {
+        stdout(o)
+            .lines()
+            .skip_while(|l| !l.starts_with("KID"))
+            .skip(1)
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap().to_owned(), w.next().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let before = rows(&ok(sb.cli(&["keys", "list"])));
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, "active");
+    let rotated = ok(sb.cli(&["keys", "rotate"]));
+    assert!(stdout(&rotated).contains("rotated"), "{}", stdout(&rotated));
+    let after = rows(&ok(sb.cli(&["keys", "list"])));
+    assert_eq!(after.len(), 2, "{after:?}");
+    let old = after
+        .iter()
+        .find(|(kid, _)| *kid == before[0].0)
+        .expect("the old key is still listed");
+    assert_eq!(old.1, "retired");
+    let new: Vec<_> = after
+        .iter()
+        .filter(|(kid, _)| *kid != before[0].0)
+        .collect();
+    assert_eq!(new[0].1, "active");
+}
