@@ -26,6 +26,7 @@
 # Output: one JSON line per measurement on stdout, progress on stderr:
 #   {"bench":"git_clone","baseline_s":..,"latchkey_s":..,"ratio":..,...}
 #   {"bench":"git_push",...}
+#   {"bench":"git_gateway_cpu_s_per_gib","value":..,...}  (Latchkey's CPU time per GiB relayed)
 #   {"bench":"git_gateway_peak_rss_mib","value":..,...}
 # Targets: ratio <= 1.10, peak RSS <= 64 MiB (printed beside the figures;
 # the script reports what it measures and does not fail on a miss).
@@ -141,6 +142,10 @@ ln -s "$CACHE" "$REPOS/bench/repo.git"
 NGINX_PORT=$(free_port)
 setsid fcgiwrap -c 4 -s "unix:$TMP/fcgiwrap.sock" 2>"$TMP/fcgiwrap.log" &
 PIDS+=($!)
+# nginx's default fastcgi_buffer_size (one page) makes it forward the pack in
+# ~4 KiB chunks; BENCH_GIT_NGINX_BUFFER (e.g. 64k) sets it for both sides.
+buffer_line=""
+[ -n "${BENCH_GIT_NGINX_BUFFER:-}" ] && buffer_line="fastcgi_buffer_size ${BENCH_GIT_NGINX_BUFFER}; fastcgi_buffers 8 ${BENCH_GIT_NGINX_BUFFER};"
 user_line=""
 [ "$(id -u)" = 0 ] && user_line="user root root;"
 cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -164,6 +169,7 @@ http {
       fastcgi_request_buffering off;
       fastcgi_buffering off;
       fastcgi_read_timeout 600s;
+      $buffer_line
       fastcgi_param SCRIPT_FILENAME $HTTP_BACKEND;
       fastcgi_param GIT_PROJECT_ROOT $REPOS;
       fastcgi_param GIT_HTTP_EXPORT_ALL 1;
@@ -276,11 +282,11 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 # --- 6. report -----------------------------------------------------------------
+kill -0 "$LK_PID" 2>/dev/null || die "latchkey exited; see $TMP/latchkey.log"
 HWM_KB=$(awk '/^VmHWM:/{print $2}' "/proc/$LK_PID/status")
 # utime + stime (fields 14 and 15 of /proc/PID/stat, in clock ticks; the
 # command name in field 2 has no spaces here).
 LK_CPU_S=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$LK_PID/stat")
-kill -0 "$LK_PID" 2>/dev/null || die "latchkey exited; see $TMP/latchkey.log"
 line() { # name baseline-list latchkey-list
   local b l
   b=$(median $2); l=$(median $3)

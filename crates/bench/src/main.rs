@@ -27,7 +27,10 @@ fn clock() -> SharedClock {
 #[tokio::main]
 async fn main() -> Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     if what == "all" || what == "decide" {
         verify_and_decide().await?;
     }
@@ -88,18 +91,31 @@ fn bench_policies() -> (Vec<(String, String)>, String) {
 async fn token_stack(cache: usize) -> Result<(TokenIssuer, TokenVerifier)> {
     let store: SharedStore = Arc::new(SqliteStore::open_in_memory().await?);
     let ring = Arc::new(
-        SigningKeyRing::load(store.clone(), MasterKey::generate()?, clock(), KeySchedule::default()).await?,
+        SigningKeyRing::load(
+            store.clone(),
+            MasterKey::generate()?,
+            clock(),
+            KeySchedule::default(),
+        )
+        .await?,
     );
     let revs = Arc::new(RevocationSet::load(store, clock()).await?);
     let url = "https://latchkey.bench".to_owned();
-    let issuer = TokenIssuer::new(url.clone(), ring.clone(), revs.clone(), clock(), Lifetimes::default());
+    let issuer = TokenIssuer::new(
+        url.clone(),
+        ring.clone(),
+        revs.clone(),
+        clock(),
+        Lifetimes::default(),
+    );
     let verifier = TokenVerifier::new(url, ring, revs, clock(), cache);
     Ok((issuer, verifier))
 }
 
 async fn verify_and_decide() -> Result<()> {
     let (policies, entities) = bench_policies();
-    let engine = PolicyEngine::from_sources(&policies, Some(&entities)).context("bench policies")?;
+    let engine =
+        PolicyEngine::from_sources(&policies, Some(&entities)).context("bench policies")?;
     let mut alice = Principal::new(PrincipalKind::User, "alice", "bench");
     alice.groups = vec!["team-1".into(), "team-5".into(), "team-9".into()];
     let repo = ResourceRef::new(ResourceKind::Repository, "local/acme/repo-7")
@@ -118,7 +134,10 @@ async fn verify_and_decide() -> Result<()> {
     .with("old", "1".repeat(40))
     .with("new", "2".repeat(40));
 
-    for (label, cache) in [("cache_hit", 100_000usize), ("cold_full_signature_check", 0)] {
+    for (label, cache) in [
+        ("cache_hit", 100_000usize),
+        ("cold_full_signature_check", 0),
+    ] {
         let (issuer, verifier) = token_stack(cache).await?;
         let minted = issuer.mint(&MintRequest {
             principal: alice.clone(),
@@ -162,10 +181,19 @@ async fn verify_and_decide() -> Result<()> {
 }
 
 async fn audit_appends(secs: u64) -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("latchkey-bench-audit").tempdir_in(".")?;
+    let dir = tempfile::Builder::new()
+        .prefix("latchkey-bench-audit")
+        .tempdir_in(".")?;
     let signer = AuditSigner::from_pkcs8("bench", &AuditSigner::generate_pkcs8()?)?;
     let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("index.db")).await?);
-    let log = AuditLog::open(dir.path(), signer, Some(store), clock(), AuditConfig::default()).await?;
+    let log = AuditLog::open(
+        dir.path(),
+        signer,
+        Some(store),
+        clock(),
+        AuditConfig::default(),
+    )
+    .await?;
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -193,7 +221,10 @@ async fn audit_appends(secs: u64) -> Result<()> {
 
     // Baseline: one write + fdatasync per event, no grouping.
     let path = dir.path().join("baseline.log");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let line = vec![b'x'; 400];
     let start = Instant::now();
     let mut base = 0u64;
@@ -218,7 +249,9 @@ async fn audit_appends(secs: u64) -> Result<()> {
 }
 
 async fn exchanges(secs: u64) -> Result<()> {
-    let data = tempfile::Builder::new().prefix("latchkey-bench-gw").tempdir_in(".")?;
+    let data = tempfile::Builder::new()
+        .prefix("latchkey-bench-gw")
+        .tempdir_in(".")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let policy_dir = data.path().join("policies");
@@ -226,11 +259,17 @@ async fn exchanges(secs: u64) -> Result<()> {
     for (name, text) in latchkey_policy::starter_policy_files() {
         std::fs::write(policy_dir.join(name), text)?;
     }
+    let master = MasterKey::generate()?.to_base64();
     let config = latchkey_gateway::config::Config::parse(&format!(
-        "[server]\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n[dev_issuer]\nenabled = true\n",
+        "[server]\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n[keys]\nmaster_key = {{ value = \"{master}\" }}\n[dev_issuer]\nenabled = true\n",
         data.path().display()
     ))?;
-    let gw = latchkey_gateway::Gateway::start(config, latchkey_gateway::StartOptions { dev: true }, clock()).await?;
+    let gw = latchkey_gateway::Gateway::start(
+        config,
+        latchkey_gateway::StartOptions { dev: true },
+        clock(),
+    )
+    .await?;
     let dev = gw.dev_issuer().context("dev issuer")?;
     let id_token = dev.mint_id_token(
         "alice",
@@ -270,7 +309,10 @@ async fn exchanges(secs: u64) -> Result<()> {
     Ok(())
 }
 
-type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 fn client() -> Client {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -278,7 +320,11 @@ fn client() -> Client {
         .build_http()
 }
 
-fn request(addr: std::net::SocketAddr, path: &str, body: Option<&String>) -> Result<hyper::Request<Full<Bytes>>> {
+fn request(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Option<&String>,
+) -> Result<hyper::Request<Full<Bytes>>> {
     let uri = format!("http://{addr}{path}");
     Ok(match body {
         Some(b) => hyper::Request::post(uri)
@@ -288,13 +334,24 @@ fn request(addr: std::net::SocketAddr, path: &str, body: Option<&String>) -> Res
     })
 }
 
-async fn one_request(addr: std::net::SocketAddr, path: &str, body: Option<String>) -> Result<(u16, Bytes)> {
-    let resp = client().request(request(addr, path, body.as_ref())?).await?;
+async fn one_request(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, Bytes)> {
+    let resp = client()
+        .request(request(addr, path, body.as_ref())?)
+        .await?;
     let status = resp.status().as_u16();
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
-async fn load(addr: std::net::SocketAddr, path: &str, body: Option<String>, secs: u64) -> Result<f64> {
+async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Option<String>,
+    secs: u64,
+) -> Result<f64> {
     let client = client();
     let ok = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -304,7 +361,9 @@ async fn load(addr: std::net::SocketAddr, path: &str, body: Option<String>, secs
         let (client, ok, body, path) = (client.clone(), ok.clone(), body.clone(), path.to_owned());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let Ok(req) = request(addr, &path, body.as_ref()) else { break };
+                let Ok(req) = request(addr, &path, body.as_ref()) else {
+                    break;
+                };
                 match client.request(req).await {
                     Ok(resp) => {
                         let good = resp.status().is_success();

@@ -43,7 +43,10 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a?c", "ac"));
-        assert!(glob_match("repo:acme/*:ref:refs/heads/*", "repo:acme/x:ref:refs/heads/main"));
+        assert!(glob_match(
+            "repo:acme/*:ref:refs/heads/*",
+            "repo:acme/x:ref:refs/heads/main"
+        ));
         assert!(!glob_match("acme-*", "other-acme"));
     }
 }

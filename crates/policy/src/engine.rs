@@ -181,6 +181,12 @@ pub(crate) struct Loaded {
     pub(crate) ids: Vec<String>,
     /// Per (action, resource kind, principal kind): the policies whose scope can match.
     pub(crate) index: Vec<PolicySet>,
+    /// Per index slot: each policy with its principal scope, so a request
+    /// only evaluates the policies whose principal scope it can satisfy.
+    pub(crate) scopes: Vec<Vec<(PrincipalScope, Policy)>>,
+    /// Narrowed policy sets by (slot, positions of the policies that apply).
+    /// Bounded; cleared when full.
+    pub(crate) narrowed: RwLock<HashMap<NarrowedKey, Arc<PolicySet>>>,
     /// Configured entities (from entities.json), by uid, with closed ancestors.
     pub(crate) configured: HashMap<EntityUid, Configured>,
     pub(crate) authorizer: Authorizer,
@@ -405,7 +411,94 @@ fn build_index(statics: &Statics, all: &PolicySet) -> Result<Vec<PolicySet>, Pol
     Ok(index)
 }
 
+/// What a policy's principal scope requires of the principal.
+#[derive(Debug, Clone)]
+pub(crate) enum PrincipalScope {
+    /// `principal` or `principal is T`: any principal of the slot's type.
+    Any,
+    /// `principal == E`: exactly that entity.
+    Is(EntityUid),
+    /// `principal in E` or `principal is T in E`: E itself or a descendant.
+    In(EntityUid),
+}
+
+impl PrincipalScope {
+    fn of(policy: &Policy) -> Self {
+        match policy.principal_constraint() {
+            PrincipalConstraint::Any | PrincipalConstraint::Is(_) => Self::Any,
+            PrincipalConstraint::Eq(uid) => Self::Is(uid),
+            PrincipalConstraint::In(uid) | PrincipalConstraint::IsIn(_, uid) => Self::In(uid),
+        }
+    }
+
+    fn admits(&self, principal: &EntityUid, ancestors: &HashSet<&EntityUid>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Is(uid) => uid == principal,
+            Self::In(uid) => uid == principal || ancestors.contains(uid),
+        }
+    }
+}
+
+/// An index slot and the positions of the policies in it that apply.
+pub(crate) type NarrowedKey = (usize, Vec<u16>);
+
+/// Bound on cached narrowed policy sets (distinct group combinations).
+const NARROWED_CAPACITY: usize = 4096;
+
 impl Loaded {
+    /// The policies of `slot` whose principal scope this principal satisfies.
+    /// Excluding the others cannot change a decision: a policy whose scope
+    /// does not match is never satisfied.
+    fn narrowed(&self, slot: usize, built: &request::Built) -> Option<Arc<PolicySet>> {
+        let scoped = self.scopes.get(slot)?;
+        let ancestors: HashSet<&EntityUid> = built
+            .entities
+            .ancestors(&built.principal)
+            .map(|it| it.collect())
+            .unwrap_or_default();
+        let positions: Vec<u16> = scoped
+            .iter()
+            .enumerate()
+            .filter(|(_, (scope, _))| scope.admits(&built.principal, &ancestors))
+            .map(|(i, _)| i as u16)
+            .collect();
+        let key = (slot, positions);
+        if let Some(set) = self.narrowed.read().ok().and_then(|c| c.get(&key).cloned()) {
+            return Some(set);
+        }
+        let mut set = PolicySet::new();
+        for &i in &key.1 {
+            let (_, policy) = scoped.get(usize::from(i))?;
+            set.add(policy.clone()).ok()?;
+        }
+        let set = Arc::new(set);
+        if let Ok(mut cache) = self.narrowed.write() {
+            if cache.len() >= NARROWED_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(key, set.clone());
+        }
+        Some(set)
+    }
+
+    /// Decides with the index: the slot for (action, principal kind,
+    /// resource kind), narrowed to the policies the principal's scope allows.
+    pub(crate) fn authorize_indexed(&self, principal: &Principal, intent: &Intent) -> Decision {
+        let slot = slot(intent.action, principal.kind, intent.resource.kind);
+        let Some(full) = self.index.get(slot) else {
+            return deny_internal("no policy index slot");
+        };
+        let built = match request::build(self, principal, intent) {
+            Ok(b) => b,
+            Err(message) => return deny_internal(&message),
+        };
+        match self.narrowed(slot, &built) {
+            Some(set) => self.authorize_built(principal, intent, Ok(built), &set),
+            None => self.authorize_built(principal, intent, Ok(built), full),
+        }
+    }
+
     pub(crate) fn from_sources(
         sources: &[(String, String)],
         entities: Option<(&str, &str)>,
@@ -415,6 +508,14 @@ impl Loaded {
         validate(statics, &all, &files, sources)?;
         let configured = load_entities(statics, entities)?;
         let index = build_index(statics, &all)?;
+        let scopes = index
+            .iter()
+            .map(|set| {
+                set.policies()
+                    .map(|p| (PrincipalScope::of(p), p.clone()))
+                    .collect()
+            })
+            .collect();
         let mut ids: Vec<String> = files.keys().cloned().collect();
         ids.sort();
         Ok(Self {
@@ -423,19 +524,11 @@ impl Loaded {
             files,
             ids,
             index,
+            scopes,
+            narrowed: RwLock::new(HashMap::new()),
             configured,
             authorizer: Authorizer::new(),
         })
-    }
-
-    /// The policies that can apply to this combination.
-    pub(crate) fn applicable(
-        &self,
-        action: Action,
-        principal: PrincipalKind,
-        resource: ResourceKind,
-    ) -> Option<&PolicySet> {
-        self.index.get(slot(action, principal, resource))
     }
 
     pub(crate) fn authorize_with(
@@ -734,11 +827,7 @@ impl PolicyEngine {
     /// Decides one intent. Default deny; a policy that fails to evaluate
     /// never allows, and a forbid that fails to evaluate denies.
     pub fn authorize(&self, principal: &Principal, intent: &Intent) -> Decision {
-        let loaded = self.loaded();
-        match loaded.applicable(intent.action, principal.kind, intent.resource.kind) {
-            Some(set) => loaded.authorize_with(principal, intent, set),
-            None => deny_internal("no policy index slot"),
-        }
+        self.loaded().authorize_indexed(principal, intent)
     }
 
     /// Decides one intent against every loaded policy, bypassing the index.

@@ -135,6 +135,7 @@ pub struct AuditIndexRow {
 
 /// A filter over the audit index. Every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditQuery {
     /// Principal `kind:id`, or just the id (matches any kind).
     pub principal: Option<String>,
