@@ -20,7 +20,8 @@
 #        git_push:  `git push` of the whole repository, from the cached copy,
 #                   as a new branch `bench` of a new empty bare repository
 #                   (main is protected by the starter policies);
-#      and prints the median of each side and their ratio;
+#      and prints the median of each side and their ratio (and `min_ratio`,
+#      fastest vs fastest, which a busy machine disturbs less);
 #   6. reads Latchkey's peak RSS (VmHWM in /proc/PID/status) after all runs.
 #
 # Output: one JSON line per measurement on stdout, progress on stderr:
@@ -33,7 +34,9 @@
 #
 # Environment: LATCHKEY_BIN (default target/release/latchkey),
 # BENCH_GIT_MIB (default 256, at least 200 for the quoted figures),
-# BENCH_GIT_RUNS (default 3), BENCH_GIT_KEEP=1 keeps the temporary directory.
+# BENCH_GIT_RUNS (default 3), BENCH_GIT_KEEP=1 keeps the temporary directory,
+# BENCH_GIT_NGINX_BUFFER (e.g. 64k: nginx's fastcgi buffers, which set the
+# size of the chunks nginx sends; default nginx's own, one page).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -291,9 +294,12 @@ line() { # name baseline-list latchkey-list
   local b l
   b=$(median $2); l=$(median $3)
   awk -v n="$1" -v b="$b" -v l="$l" -v m="$MIB" -v r="$RUNS" -v all_b="$2" -v all_l="$3" 'BEGIN{
+    nb = split(all_b, xb, " "); nl = split(all_l, xl, " ");
+    mb = xb[1]; for (i = 2; i <= nb; i++) if (xb[i] < mb) mb = xb[i];
+    ml = xl[1]; for (i = 2; i <= nl; i++) if (xl[i] < ml) ml = xl[i];
     gsub(/ /, ",", all_b); gsub(/ /, ",", all_l);
-    printf "{\"bench\":\"%s\",\"baseline_s\":%.3f,\"latchkey_s\":%.3f,\"ratio\":%.3f,\"target_ratio_max\":1.10,\"repo_mib\":%d,\"runs\":%d,\"baseline_runs_s\":[%s],\"latchkey_runs_s\":[%s],\"baseline\":\"git http-backend via nginx+fcgiwrap\"}\n",
-      n, b, l, l/b, m, r, all_b, all_l }'
+    printf "{\"bench\":\"%s\",\"baseline_s\":%.3f,\"latchkey_s\":%.3f,\"ratio\":%.3f,\"target_ratio_max\":1.10,\"min_ratio\":%.3f,\"repo_mib\":%d,\"runs\":%d,\"baseline_runs_s\":[%s],\"latchkey_runs_s\":[%s],\"baseline\":\"git http-backend via nginx+fcgiwrap\"}\n",
+      n, b, l, l/b, ml/mb, m, r, all_b, all_l }'
 }
 line git_clone "${cb[*]}" "${cl[*]}"
 line git_push "${pb[*]}" "${pl[*]}"

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body::{Body, Frame};
@@ -297,6 +297,7 @@ where
     let observed = ObservedBody {
         inner: body,
         tap,
+        ready: BytesMut::new(),
         held: None,
         bytes_out: 0,
         error: None,
@@ -484,6 +485,9 @@ impl OutcomeCtx {
     }
 }
 
+/// Merge ready upstream chunks up to this size before writing them.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 enum State {
@@ -499,6 +503,9 @@ enum State {
 struct ObservedBody {
     inner: StreamBody,
     tap: Option<ReportStatusTap>,
+    /// Chunks already received and ready to go, merged so that a small-chunk
+    /// upstream (4 KiB FastCGI pages) does not cost a syscall per page.
+    ready: BytesMut,
     held: Option<Bytes>,
     bytes_out: u64,
     error: Option<String>,
@@ -532,7 +539,11 @@ impl Body for ObservedBody {
         loop {
             match &mut this.state {
                 State::Streaming => match Pin::new(&mut this.inner).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending if this.ready.is_empty() => return Poll::Pending,
+                    Poll::Pending => {
+                        let out = this.ready.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
                     Poll::Ready(Some(Ok(frame))) => {
                         let Ok(data) = frame.into_data() else {
                             continue;
@@ -542,7 +553,14 @@ impl Body for ObservedBody {
                             tap.feed(&data);
                         }
                         if let Some(prev) = this.held.replace(data) {
-                            return Poll::Ready(Some(Ok(Frame::data(prev))));
+                            if this.ready.is_empty() && prev.len() >= COALESCE_BYTES {
+                                return Poll::Ready(Some(Ok(Frame::data(prev))));
+                            }
+                            this.ready.extend_from_slice(&prev);
+                            if this.ready.len() >= COALESCE_BYTES {
+                                let out = this.ready.split().freeze();
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -557,6 +575,10 @@ impl Body for ObservedBody {
                     Poll::Ready(()) => this.state = State::Flushing,
                 },
                 State::Flushing => {
+                    if !this.ready.is_empty() {
+                        let out = this.ready.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
                     if let Some(data) = this.held.take() {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
