@@ -17,6 +17,14 @@ use crate::request_id::new_request_id;
 
 /// `GET /admin/health`: unauthenticated liveness and readiness.
 pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    if let Some(why) = gw.audit.failure() {
+        tracing::error!(error = %why, "health: audit log unavailable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "audit log unavailable" })),
+        )
+            .into_response();
+    }
     match gw.store.max_audit_seq().await {
         Ok(_) => {
             Json(json!({ "status": "ok", "policies": gw.policy.policy_count() })).into_response()

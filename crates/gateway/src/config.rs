@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use latchkey_identity::IssuerConfig;
+use latchkey_core::PrincipalKind;
+use latchkey_identity::{ClaimMatch, IssuerConfig, claim_matches};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// A configuration problem, naming the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,202 @@ pub struct Config {
     /// The built-in development identity provider (never for production).
     #[serde(default)]
     pub dev_issuer: DevIssuerConfig,
+    /// `[[trust]]`: which CI workloads may mint which tokens.
+    #[serde(default)]
+    pub trust: Vec<TrustRule>,
+}
+
+/// One `[[trust]]` rule: tokens of workload issuer `issuer` whose claims all
+/// match `claims` may be exchanged for tokens of `audiences`, with at most
+/// `scopes` and `max_lifetime` (like Vault's `bound_claims` or octo-sts trust
+/// policies).
+///
+/// A workload principal needs at least one matching rule for the requested
+/// audience, *and* Cedar must allow `token.mint`. Rules are tried in file
+/// order; the first whose claims, audience and scopes fit decides the scopes
+/// and lifetime. Users and agents are never subject to trust rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRule {
+    /// The `name` of a workload `[[issuers]]` entry.
+    pub issuer: String,
+    /// Token claims that must all match (exact or glob; a list is any-of).
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimMatch>,
+    /// Audiences this rule lets the workload mint tokens for.
+    pub audiences: Vec<String>,
+    /// Scopes allowed; a request must ask for a subset. A request with no
+    /// scope gets all of them. Empty (the default) leaves scopes unrestricted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Longest lifetime of a token minted under this rule (capped further by
+    /// `tokens.max_lifetime` and the CI token's own expiry).
+    #[serde(default, with = "opt_duration_str")]
+    pub max_lifetime: Option<Duration>,
+}
+
+/// What a matching trust rule grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustGrant {
+    /// The index of the rule in `[[trust]]`.
+    pub rule: usize,
+    /// The scopes to mint with.
+    pub scope: Vec<String>,
+    /// The rule's lifetime cap.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// Why no trust rule lets a workload mint; the message names what failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustRefusal {
+    /// No rule names the issuer at all.
+    #[error(
+        "no trust rule names issuer `{issuer}`; add a `[[trust]]` rule for it to let its CI jobs mint tokens"
+    )]
+    NoRuleForIssuer {
+        /// The issuer's name.
+        issuer: String,
+    },
+    /// Rules name the issuer, but the token's claims match none of them.
+    #[error(
+        "no trust rule for issuer `{issuer}` matches this token: {claims} did not match; check the job's pipeline and branch against `[[trust]]`"
+    )]
+    ClaimsMismatch {
+        /// The issuer's name.
+        issuer: String,
+        /// The claims that failed, backticked and comma-separated.
+        claims: String,
+    },
+    /// The claims match, but no such rule lists the audience.
+    #[error("no trust rule lets issuer `{issuer}` claims mint for audience `{audience}`")]
+    AudienceNotAllowed {
+        /// The issuer's name.
+        issuer: String,
+        /// The requested audience.
+        audience: String,
+    },
+    /// A rule fits claims and audience, but not the requested scopes.
+    #[error(
+        "scope `{scope}` is not allowed by the trust rules for issuer `{issuer}` and audience `{audience}`; ask for a subset of: {allowed}"
+    )]
+    ScopeNotAllowed {
+        /// The issuer's name.
+        issuer: String,
+        /// The requested audience.
+        audience: String,
+        /// The first refused scope.
+        scope: String,
+        /// What the fitting rules allow.
+        allowed: String,
+    },
+}
+
+impl TrustRefusal {
+    /// The OAuth error code (RFC 6749 §5.2, RFC 8693 §2.2.2).
+    pub fn oauth_error_code(&self) -> &'static str {
+        match self {
+            Self::NoRuleForIssuer { .. } | Self::ClaimsMismatch { .. } => "invalid_grant",
+            Self::AudienceNotAllowed { .. } => "invalid_target",
+            Self::ScopeNotAllowed { .. } => "invalid_scope",
+        }
+    }
+}
+
+/// Finds the first rule that lets a token of `issuer` with `claims` mint for
+/// `audience` with the requested `scope` (pure; no I/O).
+pub fn match_trust(
+    rules: &[TrustRule],
+    issuer: &str,
+    claims: &Map<String, Value>,
+    audience: &str,
+    scope: &[String],
+) -> Result<TrustGrant, TrustRefusal> {
+    let for_issuer: Vec<(usize, &TrustRule)> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.issuer == issuer)
+        .collect();
+    if for_issuer.is_empty() {
+        return Err(TrustRefusal::NoRuleForIssuer {
+            issuer: issuer.to_owned(),
+        });
+    }
+    let mut failed: Vec<String> = Vec::new();
+    let matching: Vec<(usize, &TrustRule)> = for_issuer
+        .into_iter()
+        .filter(|(_, r)| {
+            match r
+                .claims
+                .iter()
+                .find(|(name, m)| !claim_matches(claims, name, m))
+            {
+                Some((name, _)) => {
+                    let shown = format!("`{name}`");
+                    if !failed.contains(&shown) {
+                        failed.push(shown);
+                    }
+                    false
+                }
+                None => true,
+            }
+        })
+        .collect();
+    if matching.is_empty() {
+        return Err(TrustRefusal::ClaimsMismatch {
+            issuer: issuer.to_owned(),
+            claims: failed.join(", "),
+        });
+    }
+    let for_audience: Vec<(usize, &TrustRule)> = matching
+        .into_iter()
+        .filter(|(_, r)| r.audiences.iter().any(|a| a == audience))
+        .collect();
+    if for_audience.is_empty() {
+        return Err(TrustRefusal::AudienceNotAllowed {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        });
+    }
+    for (i, r) in &for_audience {
+        if r.scopes.is_empty() {
+            return Ok(TrustGrant {
+                rule: *i,
+                scope: scope.to_vec(),
+                max_lifetime: r.max_lifetime,
+            });
+        }
+        if scope.iter().all(|s| r.scopes.contains(s)) {
+            return Ok(TrustGrant {
+                rule: *i,
+                scope: if scope.is_empty() {
+                    r.scopes.clone()
+                } else {
+                    scope.to_vec()
+                },
+                max_lifetime: r.max_lifetime,
+            });
+        }
+    }
+    let mut allowed: Vec<String> = Vec::new();
+    for (_, r) in &for_audience {
+        for s in &r.scopes {
+            if !allowed.contains(s) {
+                allowed.push(s.clone());
+            }
+        }
+    }
+    let refused = scope
+        .iter()
+        .find(|s| !allowed.contains(s))
+        .or_else(|| scope.first())
+        .cloned()
+        .unwrap_or_default();
+    Err(TrustRefusal::ScopeNotAllowed {
+        issuer: issuer.to_owned(),
+        audience: audience.to_owned(),
+        scope: refused,
+        allowed: allowed.join(" "),
+    })
 }
 
 /// `[server]`.
@@ -445,6 +643,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_trust()?;
         for (name, up) in &self.git.upstreams {
             let key = format!("git.upstreams.{name}");
             if name.is_empty()
@@ -491,6 +690,96 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[[trust]]`: each rule names a workload issuer, known
+    /// audiences and a lifetime within `tokens.max_lifetime`.
+    fn validate_trust(&self) -> Result<(), ConfigError> {
+        for (i, rule) in self.trust.iter().enumerate() {
+            let key = |k: &str| format!("trust[{i}].{k}");
+            let Some(issuer) = self.issuers.iter().find(|c| c.name == rule.issuer) else {
+                let names: Vec<&str> = self.issuers.iter().map(|c| c.name.as_str()).collect();
+                return Err(invalid(
+                    key("issuer"),
+                    format!(
+                        "`{}` is not the name of an `[[issuers]]` entry; known: {}",
+                        rule.issuer,
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+            };
+            if issuer.kind != PrincipalKind::Workload {
+                return Err(invalid(
+                    key("issuer"),
+                    format!(
+                        "issuer `{}` has kind `{}`; trust rules apply to workload issuers (CI), users are governed by policy alone",
+                        issuer.name, issuer.kind
+                    ),
+                ));
+            }
+            for (claim, m) in &rule.claims {
+                if claim.is_empty()
+                    || m.patterns().is_empty()
+                    || m.patterns().iter().any(String::is_empty)
+                {
+                    return Err(invalid(
+                        key("claims"),
+                        format!("claim `{claim}` needs at least one non-empty pattern"),
+                    ));
+                }
+            }
+            if issuer.preset.is_some_and(|p| !p.allows_sub_match())
+                && rule.claims.contains_key(&issuer.subject_claim)
+            {
+                return Err(invalid(
+                    key("claims"),
+                    format!(
+                        "`{}` cannot be matched for issuer `{}`: it embeds the commit; match typed claims such as `pipeline_slug` and `build_branch`",
+                        issuer.subject_claim, issuer.name
+                    ),
+                ));
+            }
+            if rule.audiences.is_empty() {
+                return Err(invalid(key("audiences"), "list at least one audience"));
+            }
+            for a in &rule.audiences {
+                if !self.tokens.audiences.contains(a) {
+                    return Err(invalid(
+                        key("audiences"),
+                        format!(
+                            "`{a}` is not in `tokens.audiences` ({})",
+                            self.tokens.audiences.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(s) = rule
+                .scopes
+                .iter()
+                .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+            {
+                return Err(invalid(
+                    key("scopes"),
+                    format!("`{s}` is not a scope: a scope is a non-empty word without spaces"),
+                ));
+            }
+            if let Some(max) = rule.max_lifetime {
+                if max.is_zero() {
+                    return Err(invalid(key("max_lifetime"), "must be greater than zero"));
+                }
+                if max > self.tokens.max_lifetime {
+                    return Err(invalid(
+                        key("max_lifetime"),
+                        "must be at most `tokens.max_lifetime`",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves a path relative to the data directory.
     pub fn data_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -517,6 +806,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}` has an unknown unit; use s, m, h or d")),
     };
     Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
 }
 
 mod duration_str {
@@ -580,6 +881,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("git.upstreams.gogs"), "{e}");
+    }
+
+    #[test]
+    fn trust_rules_match_in_order() {
+        let rule =
+            |claims: &[(&str, ClaimMatch)], aud: &[&str], scopes: &[&str], max: u64| TrustRule {
+                issuer: "bk".into(),
+                claims: claims
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                audiences: aud.iter().map(|s| (*s).to_owned()).collect(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                max_lifetime: Some(Duration::from_secs(max)),
+            };
+        let rules = vec![
+            rule(
+                &[("pipeline_slug", ClaimMatch::One("pay*".into()))],
+                &["git"],
+                &["read"],
+                60,
+            ),
+            rule(
+                &[(
+                    "build_branch",
+                    ClaimMatch::Any(vec!["main".into(), "rel/*".into()]),
+                )],
+                &["git", "documents"],
+                &[],
+                120,
+            ),
+        ];
+        let claims = |p: &str, b: &str| -> Map<String, Value> {
+            serde_json::from_value(serde_json::json!({"pipeline_slug": p, "build_branch": b}))
+                .unwrap()
+        };
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let g = match_trust(&rules, "bk", &claims("payments", "x"), "git", &[]).unwrap();
+        assert_eq!((g.rule, g.scope.clone()), (0, s(&["read"])));
+        // The first rule refuses `write`; the second (no scope limit) takes it.
+        let g = match_trust(
+            &rules,
+            "bk",
+            &claims("payments", "main"),
+            "git",
+            &s(&["write"]),
+        )
+        .unwrap();
+        assert_eq!((g.rule, g.scope), (1, s(&["write"])));
+        assert_eq!(g.max_lifetime, Some(Duration::from_secs(120)));
+        let e = match_trust(
+            &rules,
+            "bk",
+            &claims("payments", "x"),
+            "git",
+            &s(&["write"]),
+        )
+        .unwrap_err();
+        assert_eq!(e.oauth_error_code(), "invalid_scope");
+        let e = match_trust(&rules, "bk", &claims("web", "dev"), "git", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no trust rule for issuer `bk` matches this token: `pipeline_slug`, `build_branch` did not match; \
+             check the job's pipeline and branch against `[[trust]]`"
+        );
+        let e = match_trust(&rules, "bk", &claims("payments", "x"), "documents", &[]).unwrap_err();
+        assert_eq!(e.oauth_error_code(), "invalid_target");
+        let e = match_trust(&rules, "gha", &claims("payments", "main"), "git", &[]).unwrap_err();
+        assert_eq!(e.oauth_error_code(), "invalid_grant");
+        assert!(e.to_string().contains("no trust rule names issuer `gha`"));
     }
 
     #[test]

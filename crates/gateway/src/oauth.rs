@@ -375,6 +375,39 @@ async fn exchange(
         });
     }
 
+    // Trust rules: a CI workload mints only what a `[[trust]]` rule for its
+    // issuer, claims and audience allows, on top of what Cedar allows.
+    let mut scope = scope;
+    let mut trust_max = None;
+    if subject.principal.kind == PrincipalKind::Workload {
+        match crate::config::match_trust(
+            &gw.config.trust,
+            &subject.issuer_name,
+            &subject.claims,
+            audience,
+            &scope,
+        ) {
+            Ok(grant) => {
+                tracing::debug!(rule = grant.rule, request_id, "trust rule matched");
+                scope = grant.scope;
+                trust_max = grant.max_lifetime;
+            }
+            Err(refusal) => {
+                let e = ApiError::bad_request(refusal.oauth_error_code(), refusal.to_string());
+                record_refusal(
+                    gw,
+                    request_id,
+                    "token.mint",
+                    Some(&principal),
+                    "trust_refused",
+                    &e.description,
+                )
+                .await?;
+                return Err(e);
+            }
+        }
+    }
+
     let intent = Intent::new(
         Action::TokenMint,
         ResourceRef::new(ResourceKind::Audience, audience),
@@ -398,7 +431,16 @@ async fn exchange(
         principal: principal.clone(),
         audience: audience.to_owned(),
         scope,
-        lifetime: form.lifetime.map(Duration::from_secs),
+        // min(requested, trust rule max); the issuer applies the global max
+        // and `not_after` (the CI token's expiry).
+        lifetime: match (form.lifetime.map(Duration::from_secs), trust_max) {
+            (requested, None) => requested,
+            (requested, Some(max)) => Some(
+                requested
+                    .unwrap_or(gw.config.tokens.default_lifetime)
+                    .min(max),
+            ),
+        },
         not_after,
     };
     let minted = match gw.token_issuer.mint(&req) {

@@ -3,7 +3,7 @@
 use latchkey_core::{CiClaims, Principal, UnixTime, glob_match};
 use serde_json::{Map, Value};
 
-use crate::{IdentityError, IssuerConfig};
+use crate::{CiPreset, ClaimMatch, IdentityError, IssuerConfig};
 
 /// The fixed clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
 pub const CLOCK_SKEW_SECS: u64 = 60;
@@ -81,6 +81,17 @@ fn claim_strings(v: &Value) -> Vec<String> {
     }
 }
 
+/// Whether claim `name` is present and (any element of it) matches one of
+/// `m`'s patterns: the test behind bound claims and trust rules.
+pub fn claim_matches(claims: &Map<String, Value>, name: &str, m: &ClaimMatch) -> bool {
+    claims
+        .get(name)
+        .map(claim_strings)
+        .unwrap_or_default()
+        .iter()
+        .any(|v| m.patterns().iter().any(|p| glob_match(p, v)))
+}
+
 /// Checks every bound claim: present, and (any element) matching one of its
 /// patterns.
 pub(crate) fn check_bound_claims(
@@ -88,11 +99,7 @@ pub(crate) fn check_bound_claims(
     claims: &Map<String, Value>,
 ) -> Result<(), IdentityError> {
     for (name, m) in &cfg.bound_claims {
-        let values = claims.get(name).map(claim_strings).unwrap_or_default();
-        let ok = values
-            .iter()
-            .any(|v| m.patterns().iter().any(|p| glob_match(p, v)));
-        if !ok {
+        if !claim_matches(claims, name, m) {
             return Err(IdentityError::BoundClaimMismatch {
                 claim: name.clone(),
             });
@@ -150,7 +157,35 @@ pub(crate) fn map_principal(
             _ => {}
         }
     }
+    if ci.system.is_none() {
+        ci.system = cfg.ci_system.clone();
+    }
+    if cfg.preset == Some(CiPreset::GithubActions) {
+        // `ref` is `refs/heads/NAME` for branches; tags and pull requests
+        // keep their full ref so a branch policy never matches them.
+        if let Some(b) = ci.branch.take() {
+            ci.branch = Some(
+                b.strip_prefix("refs/heads/")
+                    .map(str::to_owned)
+                    .unwrap_or(b),
+            );
+        }
+        // GitHub names the job by its check run; without that claim (older
+        // GitHub Enterprise Server) the run attempt is the finest unit.
+        if !cfg.ci_claims.contains_key("job_id") {
+            ci.job_id = scalar(claims, "check_run_id").or_else(|| {
+                let run = scalar(claims, "run_id")?;
+                let attempt = scalar(claims, "run_attempt")?;
+                Some(format!("{run}-{attempt}"))
+            });
+        }
+    }
     p.ci = ci;
+    for name in &cfg.attribute_claims {
+        if let Some(v) = scalar(claims, name) {
+            p.attributes.insert(name.clone(), v);
+        }
+    }
     Ok(p)
 }
 
@@ -158,7 +193,6 @@ pub(crate) fn map_principal(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::ClaimMatch;
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {

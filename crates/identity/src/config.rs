@@ -3,8 +3,9 @@ use std::collections::BTreeMap;
 use latchkey_core::PrincipalKind;
 use serde::Deserialize;
 
-use crate::ConfigError;
 use crate::keys::{DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS, is_forbidden_alg};
+use crate::preset::check_pin;
+use crate::{CiPreset, ConfigError};
 
 /// The `CiClaims` fields a `ci_claims` entry may fill.
 pub const CI_CLAIM_FIELDS: &[&str] = &[
@@ -19,8 +20,13 @@ pub const CI_CLAIM_FIELDS: &[&str] = &[
 ];
 
 /// One trusted external OIDC issuer: a `[[issuers]]` table in latchkey.toml.
+///
+/// With `preset = "buildkite" | "github-actions"` the issuer URL, `kind =
+/// "workload"`, the `ci_claims` mapping, `ci_system` and `attribute_claims`
+/// default to that CI system's (see [`CiPreset`]); anything set explicitly
+/// wins (entries of `ci_claims` are merged over the preset's).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawIssuerConfig")]
 pub struct IssuerConfig {
     /// Short name used in principals, audit records and errors.
     pub name: String,
@@ -55,6 +61,87 @@ pub struct IssuerConfig {
     /// Marks Latchkey's built-in development issuer (`latchkey dev`).
     #[serde(default)]
     pub dev: bool,
+    /// The CI system preset the defaults came from, if any; it also turns on
+    /// the preset's safety checks in [`IssuerConfig::validate`].
+    pub preset: Option<CiPreset>,
+    /// A constant `CiClaims::system` for this issuer's principals (a preset
+    /// sets it to its name).
+    pub ci_system: Option<String>,
+    /// Token claims copied into `Principal::attributes` (audit and policy
+    /// context).
+    pub attribute_claims: Vec<String>,
+}
+
+/// `[[issuers]]` as written, before preset defaults are applied.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuerConfig {
+    name: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    #[serde(default)]
+    preset: Option<CiPreset>,
+    #[serde(default)]
+    kind: Option<PrincipalKind>,
+    #[serde(default)]
+    subject_claim: Option<String>,
+    #[serde(default)]
+    groups_claim: Option<String>,
+    #[serde(default)]
+    email_claim: Option<String>,
+    #[serde(default)]
+    bound_claims: BTreeMap<String, ClaimMatch>,
+    #[serde(default)]
+    ci_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    ci_system: Option<String>,
+    #[serde(default)]
+    attribute_claims: Vec<String>,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    dev: bool,
+}
+
+impl From<RawIssuerConfig> for IssuerConfig {
+    fn from(raw: RawIssuerConfig) -> Self {
+        let mut cfg = match raw.preset {
+            Some(p) => IssuerConfig::with_preset(raw.name, p, raw.audiences),
+            None => IssuerConfig::new(raw.name, String::new(), raw.audiences),
+        };
+        if let Some(i) = raw.issuer {
+            cfg.issuer = i;
+        }
+        if let Some(k) = raw.kind {
+            cfg.kind = k;
+        }
+        if let Some(s) = raw.subject_claim {
+            cfg.subject_claim = s;
+        }
+        cfg.groups_claim = raw.groups_claim;
+        if raw.email_claim.is_some() {
+            cfg.email_claim = raw.email_claim;
+        }
+        cfg.bound_claims = raw.bound_claims;
+        cfg.ci_claims.extend(raw.ci_claims);
+        if raw.ci_system.is_some() {
+            cfg.ci_system = raw.ci_system;
+        }
+        for a in raw.attribute_claims {
+            if !cfg.attribute_claims.contains(&a) {
+                cfg.attribute_claims.push(a);
+            }
+        }
+        if let Some(a) = raw.algorithms {
+            cfg.algorithms = a;
+        }
+        cfg.jwks_uri = raw.jwks_uri;
+        cfg.dev = raw.dev;
+        cfg
+    }
 }
 
 /// The patterns a bound claim must match: one, or any of several.
@@ -106,7 +193,78 @@ impl IssuerConfig {
             algorithms: default_algorithms(),
             jwks_uri: None,
             dev: false,
+            preset: None,
+            ci_system: None,
+            attribute_claims: Vec::new(),
         }
+    }
+
+    /// A workload issuer with a CI preset's defaults: the vendor's issuer URL
+    /// (replace `issuer` to point elsewhere, e.g. at a test provider), its
+    /// claim mapping and `ci_system`. Pin the organisation in
+    /// `bound_claims` before use: [`IssuerConfig::validate`] insists.
+    pub fn with_preset(name: impl Into<String>, preset: CiPreset, audiences: Vec<String>) -> Self {
+        let mut cfg = Self::new(name, preset.issuer_url(), audiences);
+        cfg.kind = PrincipalKind::Workload;
+        cfg.email_claim = None;
+        cfg.ci_claims = preset.ci_claims();
+        cfg.ci_system = Some(preset.as_str().to_owned());
+        cfg.attribute_claims = preset
+            .attribute_claims()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        cfg.preset = Some(preset);
+        cfg
+    }
+
+    /// Checks a preset issuer's safety rules: the organisation pinned in
+    /// `bound_claims`, no pattern on Buildkite's `sub`.
+    fn validate_preset(&self, preset: CiPreset) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::new(&self.name, field, reason);
+        if self.kind != PrincipalKind::Workload {
+            return Err(err(
+                "kind",
+                format!(
+                    "preset `{preset}` issues CI workload identities; remove `kind` or set it to `workload`"
+                ),
+            ));
+        }
+        if !preset.allows_sub_match() && self.bound_claims.contains_key("sub") {
+            return Err(err(
+                "bound_claims",
+                format!(
+                    "`sub` cannot be bound for preset `{preset}`: its `sub` embeds the commit; \
+                     bind typed claims such as `pipeline_slug` and `build_branch` instead"
+                ),
+            ));
+        }
+        let pins = preset.required_pins();
+        let mut pinned = false;
+        for claim in pins {
+            if let Some(m) = self.bound_claims.get(*claim) {
+                for p in m.patterns() {
+                    check_pin(claim, p).map_err(|r| err("bound_claims", r))?;
+                }
+                pinned = true;
+            }
+        }
+        if !pinned {
+            let keys: Vec<String> = pins.iter().map(|p| format!("`{p}`")).collect();
+            return Err(err(
+                "bound_claims",
+                format!(
+                    "preset `{preset}` needs your organisation pinned with {}: every {} customer shares the issuer `{}`",
+                    keys.join(" or "),
+                    match preset {
+                        CiPreset::Buildkite => "Buildkite",
+                        CiPreset::GithubActions => "GitHub",
+                    },
+                    preset.issuer_url()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the configuration, naming the field that is wrong.
@@ -114,6 +272,12 @@ impl IssuerConfig {
         let err = |field: &str, reason: String| ConfigError::new(&self.name, field, reason);
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
+        }
+        if self.issuer.is_empty() {
+            return Err(err(
+                "issuer",
+                "is required (the URL in the tokens' `iss`), unless a `preset` supplies it".into(),
+            ));
         }
         check_url(&self.issuer).map_err(|r| err("issuer", r))?;
         if self.audiences.is_empty() || self.audiences.iter().any(|a| a.is_empty()) {
@@ -186,6 +350,25 @@ impl IssuerConfig {
         }
         if let Some(uri) = &self.jwks_uri {
             check_url(uri).map_err(|r| err("jwks_uri", r))?;
+        }
+        if self.ci_system.as_deref() == Some("") {
+            return Err(err(
+                "ci_system",
+                "must not be empty; omit it instead".into(),
+            ));
+        }
+        if let Some(a) = self
+            .attribute_claims
+            .iter()
+            .find(|a| a.is_empty() || a.as_str() == "client_id")
+        {
+            return Err(err(
+                "attribute_claims",
+                format!("`{a}` cannot be copied into attributes; remove it"),
+            ));
+        }
+        if let Some(p) = self.preset {
+            self.validate_preset(p)?;
         }
         Ok(())
     }

@@ -7,7 +7,9 @@
 //! from the issuer's allowlist and the key's type (never from the header
 //! alone), checks `iss`, `aud`, `exp`, `nbf`, `iat` against a
 //! [`latchkey_core::SharedClock`] with a fixed skew, enforces bound claims and
-//! maps subject, groups, e-mail and CI claims.
+//! maps subject, groups, e-mail and CI claims. CI presets ([`CiPreset`]) know
+//! the claim sets of Buildkite and GitHub Actions tokens and refuse configs
+//! that would let another organisation's jobs in.
 //!
 //! It deliberately does not mint Latchkey tokens (`latchkey-tokens` does),
 //! decide access (`latchkey-policy`), run browser login flows, or accept
@@ -21,9 +23,10 @@ mod error;
 mod fetch;
 mod jwt;
 mod keys;
+mod preset;
 mod verify;
 
-pub use claims::CLOCK_SKEW_SECS;
+pub use claims::{CLOCK_SKEW_SECS, claim_matches};
 pub use config::{CI_CLAIM_FIELDS, ClaimMatch, IssuerConfig};
 pub use dev::DevIssuer;
 pub use error::{ConfigError, IdentityError};
@@ -31,4 +34,5 @@ pub use fetch::{
     DEFAULT_CACHE, FETCH_TIMEOUT, MAX_BODY_BYTES, MAX_CACHE, MIN_CACHE, cache_lifetime,
 };
 pub use jwt::{MAX_TOKEN_BYTES, UnverifiedJwt, parse_unverified};
+pub use preset::CiPreset;
 pub use verify::{HARD_MAX_KEY_AGE, IssuerSet, MIN_REFRESH_INTERVAL, VerifiedIdentity};

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Latchkey: an identity-aware access gateway for Git, documents, CI and
 /// internal apps.
@@ -61,6 +61,64 @@ pub(crate) enum Command {
     /// `LATCHKEY_URL` set to the gateway's URL). Tokens are cached in
     /// `$XDG_CACHE_HOME/latchkey` (or `~/.cache/latchkey`), readable only by you.
     GitCredential(GitCredentialArgs),
+    /// Commands for CI jobs (Buildkite, GitHub Actions).
+    #[command(subcommand)]
+    Ci(CiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CiCommand {
+    /// Exchange this CI job's OIDC token for a Latchkey token and print it
+    /// (or hand it to `git` with `--git-credential-cache`).
+    ///
+    /// Buildkite: runs `buildkite-agent oidc request-token --audience AUD`.
+    /// GitHub Actions: asks `ACTIONS_ID_TOKEN_REQUEST_URL` (the job needs
+    /// `permissions: id-token: write`). The CI token itself is never printed.
+    Token(CiTokenArgs),
+}
+
+/// Where `latchkey ci token` gets the CI's OIDC token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CiSource {
+    /// `buildkite-agent oidc request-token` (detected by `BUILDKITE=true`).
+    Buildkite,
+    /// `ACTIONS_ID_TOKEN_REQUEST_URL` (detected by `GITHUB_ACTIONS=true`).
+    GithubActions,
+    /// The file given with `--file`.
+    File,
+    /// Standard input.
+    Stdin,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CiTokenArgs {
+    /// The audience of the Latchkey token: `git`, `documents`, ...
+    #[arg(long)]
+    pub(crate) audience: String,
+    /// The gateway's URL.
+    #[arg(long, env = "LATCHKEY_URL")]
+    pub(crate) url: String,
+    /// The audience to request from the CI's OIDC issuer (one of the
+    /// issuer's `audiences` in latchkey.toml). Default: the gateway URL.
+    #[arg(long)]
+    pub(crate) oidc_audience: Option<String>,
+    /// Where the CI token comes from; detected from the environment when omitted.
+    #[arg(long, value_enum)]
+    pub(crate) from: Option<CiSource>,
+    /// The file holding the CI token (with `--from file`).
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Space-separated scopes to request (a subset of the trust rule's).
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// Requested lifetime in seconds (capped by the trust rule, the server
+    /// and the CI token's expiry).
+    #[arg(long)]
+    pub(crate) lifetime: Option<u64>,
+    /// Store the token in `latchkey git-credential`'s cache instead of
+    /// printing it, so `git` (with that helper configured) uses it.
+    #[arg(long)]
+    pub(crate) git_credential_cache: bool,
 }
 
 #[derive(Debug, Args)]

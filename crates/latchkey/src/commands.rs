@@ -32,6 +32,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(cmd) => policy(cmd),
         Command::Keys(cmd) => keys(cmd).await,
         Command::GitCredential(args) => crate::credential::run(args, clock()).await,
+        Command::Ci(CiCommand::Token(args)) => crate::ci::token(args).await,
     }
 }
 

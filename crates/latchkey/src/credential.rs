@@ -102,6 +102,44 @@ async fn get(args: &GitCredentialArgs, request: &Request, clock: &SharedClock) -
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stores `token` in the cache this helper reads, for the gateway at
+/// `gateway_url` (any URL on it; only scheme, host and port count) and
+/// `audience`, so that `git` gets it from `latchkey git-credential get`
+/// without an identity token of its own (`latchkey ci token
+/// --git-credential-cache`). Returns the gateway origin the entry is for.
+pub(crate) fn cache_token(gateway_url: &str, audience: &str, token: &str) -> Result<String> {
+    let parsed = reqwest::Url::parse(gateway_url)
+        .with_context(|| format!("`{gateway_url}` is not a URL"))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .with_context(|| format!("`{gateway_url}` has no host"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("`{gateway_url}` is not an http or https URL");
+    }
+    // Git's credential request names the host with a port only when it is
+    // not the scheme's default; `Url::port` follows the same rule.
+    let url = match parsed.port() {
+        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    };
+    if !is_protocol_safe(token) {
+        bail!("the gateway's `access_token` is not a single printable line; refusing to cache it");
+    }
+    let dir = cache_dir()?;
+    let path = dir.join(cache_file_name(&url, audience));
+    write_cache(
+        &dir,
+        &path,
+        &CacheEntry {
+            url: url.clone(),
+            audience: audience.to_owned(),
+            token: token.to_owned(),
+        },
+    )?;
+    Ok(url)
+}
+
 fn print_credential(token: &str) {
     let mut out = format!("username={USERNAME}\npassword={token}\n");
     if let Some(exp) = token_exp(token) {

@@ -1,6 +1,7 @@
 //! `latchkey`: the command-line front of the Latchkey gateway. A thin binary
 //! over the library crates: argument parsing, config loading and wiring.
 
+mod ci;
 mod cli;
 mod commands;
 mod credential;

@@ -31,6 +31,9 @@ pub struct Opts {
     pub issuer_extra: String,
     /// Policy files to write instead of the starter set.
     pub policies: Option<Vec<(String, String)>>,
+    /// Make the audit log unwritable: `audit/audit.log` is a symlink to
+    /// `/dev/full`, so every write fails with ENOSPC (a real device, no fake).
+    pub audit_on_full_device: bool,
 }
 
 /// A running gateway: its data directory, clock and base URL.
@@ -82,6 +85,10 @@ impl TestGateway {
             .unwrap();
         assert!(out.status.success(), "git init --bare failed: {out:?}");
 
+        if opts.audit_on_full_device {
+            std::fs::create_dir_all(data.join("audit")).unwrap();
+            std::os::unix::fs::symlink("/dev/full", data.join("audit").join("audit.log")).unwrap();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
