@@ -123,6 +123,8 @@ pub struct Gateway {
     pub(crate) git_upstreams: BTreeMap<String, latchkey_git::Upstream>,
     pub(crate) git_limits: latchkey_git::GitLimits,
     pub(crate) public_url: String,
+    /// Loaded `[webhooks.<source>]` secrets; a source not here answers 404.
+    pub(crate) webhook_secrets: BTreeMap<latchkey_events::Source, Vec<u8>>,
 }
 
 impl Gateway {
@@ -151,6 +153,20 @@ impl Gateway {
         }
 
         let master = load_master_key(&config, opts.dev)?;
+        let mut webhook_secrets = BTreeMap::new();
+        for source in latchkey_events::Source::ALL {
+            if let Some(w) = config.webhooks.get(source) {
+                let key = format!("webhooks.{source}.secret");
+                let secret =
+                    w.secret
+                        .load(&key)?
+                        .ok_or_else(|| crate::config::ConfigError::Secret {
+                            key: key.clone(),
+                            message: "required: set `value`, `env` or `file`".into(),
+                        })?;
+                webhook_secrets.insert(source, secret.into_bytes());
+            }
+        }
         let store: SharedStore = Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
 
         let dev_issuer = if config.dev_issuer.enabled {
@@ -267,6 +283,7 @@ impl Gateway {
             git_upstreams,
             git_limits,
             public_url,
+            webhook_secrets,
         }))
     }
 
@@ -419,6 +436,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/admin/keys", get(crate::admin::keys))
         .route("/git/{*path}", any(crate::git_route::git))
+        .route(
+            "/hooks/{source}",
+            post(crate::webhooks::hook).layer(axum::extract::DefaultBodyLimit::max(
+                latchkey_events::MAX_PAYLOAD_BYTES,
+            )),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(gw)
 }

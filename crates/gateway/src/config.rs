@@ -85,6 +85,59 @@ pub struct Config {
     /// `[[trust]]`: which CI workloads may mint which tokens.
     #[serde(default)]
     pub trust: Vec<TrustRule>,
+    /// `[webhooks.<source>]`: secrets and options of webhook senders.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    /// `[[rules]]`: what the gateway does when a webhook event arrives.
+    #[serde(default)]
+    pub rules: Vec<latchkey_events::Rule>,
+}
+
+/// `[webhooks]`: one optional table per sender. A sender without a table
+/// has its `/hooks/{source}` route answer 404.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// `[webhooks.gogs]`.
+    pub gogs: Option<WebhookSource>,
+    /// `[webhooks.gitea]`.
+    pub gitea: Option<WebhookSource>,
+    /// `[webhooks.github]`.
+    pub github: Option<WebhookSource>,
+    /// `[webhooks.buildkite]`.
+    pub buildkite: Option<WebhookSource>,
+}
+
+impl WebhooksConfig {
+    /// The table for `source`, if configured.
+    pub fn get(&self, source: latchkey_events::Source) -> Option<&WebhookSource> {
+        use latchkey_events::Source;
+        match source {
+            Source::Gogs => self.gogs.as_ref(),
+            Source::Gitea => self.gitea.as_ref(),
+            Source::GitHub => self.github.as_ref(),
+            Source::Buildkite => self.buildkite.as_ref(),
+        }
+    }
+}
+
+/// One `[webhooks.<source>]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSource {
+    /// The shared secret the sender signs with (required).
+    pub secret: SecretSource,
+    /// How far a Buildkite signature timestamp may be from now, either way.
+    #[serde(default = "default_timestamp_window", with = "duration_str")]
+    pub timestamp_window: Duration,
+    /// Buildkite only: accept the unsigned `X-Buildkite-Token` scheme (no
+    /// integrity, no freshness). Off by default.
+    #[serde(default)]
+    pub allow_plain_token: bool,
+}
+
+fn default_timestamp_window() -> Duration {
+    latchkey_events::DEFAULT_TIMESTAMP_WINDOW
 }
 
 /// One `[[trust]]` rule: tokens of workload issuer `issuer` whose claims all
@@ -644,6 +697,7 @@ impl Config {
             }
         }
         self.validate_trust()?;
+        self.validate_webhooks()?;
         for (name, up) in &self.git.upstreams {
             let key = format!("git.upstreams.{name}");
             if name.is_empty()
@@ -776,6 +830,51 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Checks `[webhooks]` and `[[rules]]`. Rules that write documents are
+    /// refused: the document API is not in this version, and a rule that
+    /// silently did nothing would be worse than none.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        for source in latchkey_events::Source::ALL {
+            let Some(w) = self.webhooks.get(source) else {
+                continue;
+            };
+            let key = format!("webhooks.{source}");
+            if !w.secret.is_set() {
+                return Err(invalid(
+                    format!("{key}.secret"),
+                    "required: set `secret = { env = \"...\" }` (or `file`) to the secret configured on the sender",
+                ));
+            }
+            if w.allow_plain_token && source != latchkey_events::Source::Buildkite {
+                return Err(invalid(
+                    format!("{key}.allow_plain_token"),
+                    "only Buildkite has a plain-token scheme; remove the key",
+                ));
+            }
+            if w.timestamp_window.is_zero() || w.timestamp_window > Duration::from_secs(3600) {
+                return Err(invalid(
+                    format!("{key}.timestamp_window"),
+                    "must be greater than zero and at most 1h",
+                ));
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.write_document.is_some() {
+                return Err(invalid(
+                    format!("rules[{i}]"),
+                    format!(
+                        "`{}`: write_document needs the document API (not available in this version); remove it or wait for the documents target",
+                        rule.name
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = latchkey_events::validate_rules(&self.rules) {
+            return Err(invalid("rules", e.to_string()));
         }
         Ok(())
     }
@@ -961,5 +1060,31 @@ mod tests {
             file: None,
         };
         assert!(s.load("k").unwrap_err().to_string().contains("only one"));
+    }
+
+    #[test]
+    fn write_document_rules_and_secretless_webhooks_are_refused() {
+        let err = Config::parse(
+            "[[rules]]\nname = \"record\"\non = \"push\"\n[rules.write_document]\npath = \"pushes/{commit}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rules[0]") && err.contains("`record`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("write_document needs the document API"),
+            "{err}"
+        );
+        let err = Config::parse("[webhooks.github]\nsecret = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhooks.github.secret"), "{err}");
+        let ok = Config::parse(
+            "[webhooks.buildkite]\nsecret = { env = \"BK_SECRET\" }\n[[rules]]\nname = \"freeze\"\non = \"build_finished\"\nstate = \"failed\"\nfreeze_pipeline = true\n",
+        )
+        .unwrap();
+        assert_eq!(ok.rules.len(), 1);
     }
 }

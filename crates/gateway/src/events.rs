@@ -219,3 +219,25 @@ pub(crate) fn git_outcomes(
         }
     }
 }
+
+/// Something a webhook delivery caused or that happened to it (received,
+/// duplicate, rule_failed), recorded as `principal` (the `latchkey` service).
+pub(crate) fn webhook(
+    request_id: &str,
+    principal: &Principal,
+    action: &str,
+    context: Map<String, serde_json::Value>,
+    outcome: Outcome,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id.to_owned(),
+        EventKind::Outcome,
+        Some(principal),
+        action,
+        time_ms,
+    );
+    e.context = context;
+    e.outcome = Some(outcome);
+    e
+}

@@ -16,5 +16,6 @@ mod events;
 mod git_route;
 mod oauth;
 mod request_id;
+mod webhooks;
 
 pub use app::{Gateway, GatewayError, StartOptions, audit_public_key, load_master_key, router};

@@ -23,7 +23,12 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
                 let path = create_repo(&args.data.join("repos"), &name)?;
                 println!("created {}", path.display());
-                println!("clone URL: http://127.0.0.1:8080/git/local/{name}.git");
+                let base = std::env::var("LATCHKEY_URL")
+                    .unwrap_or_else(|_| format!("http://{}", args.listen));
+                println!(
+                    "clone URL: {}/git/local/{name}.git",
+                    base.trim_end_matches('/')
+                );
                 Ok(ExitCode::SUCCESS)
             }
         },
