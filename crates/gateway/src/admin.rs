@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use latchkey_audit::AuditEvent;
 use latchkey_core::{Action, Principal};
 use latchkey_store::{AuditQuery, Revocation, RevocationKind, RevocationMode};
 use serde::Deserialize;
@@ -140,7 +141,36 @@ fn parse_kind_mode(
     Ok((kind, mode))
 }
 
-/// Writes a revocation durably, audits it, and evicts cached tokens.
+/// Which step of [`record_revocation`] failed; callers answer in their own
+/// error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevocationFailure {
+    /// The revocation could not be stored (nothing changed).
+    Store,
+    /// The revocation is stored but its audit record could not be written.
+    Audit,
+}
+
+/// Stores a revocation durably (which also evicts cached tokens), then
+/// appends its audit record. The one path every revocation takes: the admin
+/// API, RFC 7009 and webhook rules.
+pub(crate) async fn record_revocation(
+    gw: &Gateway,
+    revocation: Revocation,
+    event: AuditEvent,
+) -> Result<(), RevocationFailure> {
+    gw.revocations.revoke(revocation).await.map_err(|e| {
+        tracing::error!(error = %e, "revocation could not be stored");
+        RevocationFailure::Store
+    })?;
+    gw.audit.append(event).await.map_err(|e| {
+        tracing::error!(error = %e, "audit log unavailable");
+        RevocationFailure::Audit
+    })?;
+    Ok(())
+}
+
+/// Writes a revocation made by `by` durably and audits it.
 pub(crate) async fn apply_revocation(
     gw: &Gateway,
     request_id: &str,
@@ -148,15 +178,12 @@ pub(crate) async fn apply_revocation(
     revocation: Revocation,
 ) -> Result<(), ApiError> {
     let event = crate::events::revocation(request_id, by, &revocation, gw.clock.unix_millis());
-    gw.revocations.revoke(revocation).await.map_err(|e| {
-        tracing::error!(error = %e, "revocation could not be stored");
-        ApiError::unavailable("the revocation could not be stored")
-    })?;
-    gw.audit.append(event).await.map_err(|e| {
-        tracing::error!(error = %e, "audit log unavailable");
-        ApiError::unavailable("the audit log cannot be written")
-    })?;
-    Ok(())
+    record_revocation(gw, revocation, event)
+        .await
+        .map_err(|f| match f {
+            RevocationFailure::Store => ApiError::unavailable("the revocation could not be stored"),
+            RevocationFailure::Audit => ApiError::unavailable("the audit log cannot be written"),
+        })
 }
 
 /// `POST /admin/revocations`: revoke or freeze by token id, subject, job or pipeline.

@@ -20,6 +20,7 @@ use latchkey_events::{ActionKind, Event, PlannedAction, Proof, Source, WebhookEr
 use latchkey_store::{AuditQuery, Revocation, RevocationKind, RevocationMode};
 use serde_json::{Map, Value, json};
 
+use crate::admin::RevocationFailure;
 use crate::app::Gateway;
 use crate::request_id::new_request_id;
 
@@ -332,16 +333,14 @@ async fn perform(
             .insert("organization".into(), json!(organization));
     }
     record.caused_by = Some(request_id.to_owned());
-    gw.revocations.revoke(revocation).await.map_err(|e| {
-        tracing::error!(error = %e, "revocation could not be stored");
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revocation could not be stored",
-        )
-    })?;
-    gw.audit.append(record).await.map_err(|e| {
-        tracing::error!(error = %e, "audit log unavailable");
-        audit_unavailable()
-    })?;
+    crate::admin::record_revocation(gw, revocation, record)
+        .await
+        .map_err(|f| match f {
+            RevocationFailure::Store => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the revocation could not be stored",
+            ),
+            RevocationFailure::Audit => audit_unavailable(),
+        })?;
     Ok(json!({ "rule": planned.rule, "action": name, "value": value }))
 }
