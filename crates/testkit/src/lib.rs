@@ -5,6 +5,8 @@
 //! tokens signed and published exactly as a production OIDC issuer does.
 //! This crate is never a dependency of shipped code and never published.
 
+pub mod forge;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

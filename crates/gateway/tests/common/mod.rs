@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::rsa::{KeyPair, KeyPairComponents, PublicKeyComponents};
-use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey_audit::AuditRecord;
 use latchkey_core::{Clock, FakeClock, SharedClock, SystemClock};
 use latchkey_gateway::config::Config;
 use latchkey_gateway::{Gateway, StartOptions, router};
+#[allow(unused_imports)] // each test binary uses a subset
+pub use latchkey_testkit::forge::{b64, rsa_key, sign_rs256};
 use latchkey_testkit::{OidcProvider, client_id};
 use serde_json::{Value, json};
 
@@ -242,10 +242,6 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Decodes a JWT part without verifying anything.
 pub fn jwt_part(token: &str, i: usize) -> Value {
     let part = token.split('.').nth(i).unwrap();
@@ -260,51 +256,6 @@ pub fn unsigned(header: &Value, claims: &Value, sig: &[u8]) -> String {
         b64(claims.to_string().as_bytes()),
         b64(sig)
     )
-}
-
-/// The provider's RSA private key (from its private JWKS) and its kid.
-pub fn rsa_key(jwks: &Value) -> (String, KeyPair) {
-    let k = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kty"] == "RSA")
-        .unwrap();
-    let f = |name: &str| URL_SAFE_NO_PAD.decode(k[name].as_str().unwrap()).unwrap();
-    let comps = KeyPairComponents {
-        public_key: PublicKeyComponents {
-            n: f("n"),
-            e: f("e"),
-        },
-        d: f("d"),
-        p: f("p"),
-        q: f("q"),
-        dP: f("dp"),
-        dQ: f("dq"),
-        qInv: f("qi"),
-    };
-    (
-        k["kid"].as_str().unwrap().to_owned(),
-        KeyPair::from_components(&comps).unwrap(),
-    )
-}
-
-/// Signs `header`/`claims` with RSASSA-PKCS1-v1_5 SHA-256 whatever the header says.
-pub fn sign_rs256(key: &KeyPair, header: &Value, claims: &Value) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0u8; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &aws_lc_rs::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
-    format!("{input}.{}", b64(&sig))
 }
 
 /// The JWKS the gateway publishes.

@@ -5,17 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_lc_rs::rsa::{KeyPair, KeyPairComponents, PublicKeyComponents};
-use aws_lc_rs::signature::RSA_PKCS1_SHA256;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_core::{Clock, FakeClock, SharedClock, SystemClock};
+#[allow(unused_imports)] // each test binary uses a subset
+pub use latchkey_testkit::forge::{b64, rsa_key, sign_rs256};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 pub fn now() -> u64 {
     SystemClock.unix()
@@ -39,51 +33,6 @@ pub fn unsigned(header: &Value, claims: &Value) -> String {
         b64(claims.to_string().as_bytes()),
         b64(b"not-a-signature")
     )
-}
-
-/// The RSA private key from a harness JWKS as an aws-lc-rs key pair.
-pub fn rsa_key(jwks: &Value) -> (String, KeyPair) {
-    let k = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kty"] == "RSA")
-        .unwrap();
-    let f = |name: &str| URL_SAFE_NO_PAD.decode(k[name].as_str().unwrap()).unwrap();
-    let comps = KeyPairComponents {
-        public_key: PublicKeyComponents {
-            n: f("n"),
-            e: f("e"),
-        },
-        d: f("d"),
-        p: f("p"),
-        q: f("q"),
-        dP: f("dp"),
-        dQ: f("dq"),
-        qInv: f("qi"),
-    };
-    (
-        k["kid"].as_str().unwrap().to_owned(),
-        KeyPair::from_components(&comps).unwrap(),
-    )
-}
-
-/// Signs `header`/`claims` with RS256 using `key` (the header is used as is).
-pub fn sign_rs256(key: &KeyPair, header: &Value, claims: &Value) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0u8; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &aws_lc_rs::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
-    format!("{input}.{}", b64(&sig))
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed JSON bodies by path,
