@@ -258,9 +258,8 @@ pub(crate) async fn lift(
                 mode,
                 gw.clock.unix_millis(),
             );
-            if let Err(e) = gw.audit.append(event).await {
-                tracing::error!(error = %e, "audit log unavailable");
-                return ApiError::unavailable("the audit log cannot be written").into_response();
+            if let Err(e) = gw.record(event).await {
+                return e.into_response();
             }
             Json(json!({ "lifted": existed })).into_response()
         }

@@ -360,11 +360,17 @@ impl Gateway {
             &decision,
             self.clock.unix_millis(),
         );
-        self.audit.append(event).await.map_err(|e| {
+        self.record(event).await?;
+        Ok(decision)
+    }
+
+    /// Appends an audit event durably. When the log cannot be written the
+    /// caller refuses the request (fail closed) with this error.
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), crate::oauth::ApiError> {
+        self.audit.append(event).await.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit log unavailable; refusing request");
             crate::oauth::ApiError::unavailable("the audit log cannot be written")
-        })?;
-        Ok(decision)
+        })
     }
 }
 
