@@ -15,9 +15,17 @@ pub enum Action {
     /// Read one document.
     #[serde(rename = "document.get")]
     DocumentGet,
-    /// List a collection.
+    /// List a collection's documents, or the collection ids under a
+    /// document or a database root.
     #[serde(rename = "document.list")]
     DocumentList,
+    /// Run a query (or an aggregation such as a count) over a collection,
+    /// or over every collection of one id below a parent.
+    #[serde(rename = "document.query")]
+    DocumentQuery,
+    /// Watch documents or a query for changes (Firestore `Listen`).
+    #[serde(rename = "document.listen")]
+    DocumentListen,
     /// Create a document.
     #[serde(rename = "document.create")]
     DocumentCreate,
@@ -49,11 +57,13 @@ pub enum Action {
 
 impl Action {
     /// Every action, in schema order.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 15] = [
         Self::GitRead,
         Self::GitPush,
         Self::DocumentGet,
         Self::DocumentList,
+        Self::DocumentQuery,
+        Self::DocumentListen,
         Self::DocumentCreate,
         Self::DocumentUpdate,
         Self::DocumentDelete,
@@ -72,6 +82,8 @@ impl Action {
             Self::GitPush => "git.push",
             Self::DocumentGet => "document.get",
             Self::DocumentList => "document.list",
+            Self::DocumentQuery => "document.query",
+            Self::DocumentListen => "document.listen",
             Self::DocumentCreate => "document.create",
             Self::DocumentUpdate => "document.update",
             Self::DocumentDelete => "document.delete",
@@ -97,6 +109,8 @@ impl Action {
             Self::GitRead
                 | Self::DocumentGet
                 | Self::DocumentList
+                | Self::DocumentQuery
+                | Self::DocumentListen
                 | Self::TokenIntrospect
                 | Self::AppAccess
                 | Self::AdminRead

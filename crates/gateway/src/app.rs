@@ -125,6 +125,8 @@ pub struct Gateway {
     pub(crate) public_url: String,
     /// Loaded `[webhooks.<source>]` secrets; a source not here answers 404.
     pub(crate) webhook_secrets: BTreeMap<latchkey_events::Source, Vec<u8>>,
+    /// The Firestore front end, when `[firestore]` is configured.
+    pub(crate) firestore: Option<Arc<crate::firestore::FirestoreFront>>,
 }
 
 impl Gateway {
@@ -267,7 +269,23 @@ impl Gateway {
             ..latchkey_git::GitLimits::default()
         };
 
+        let firestore = match &config.firestore {
+            Some(fs) => Some(
+                crate::firestore::FirestoreFront::new(
+                    fs.clone(),
+                    clock.clone(),
+                    config.server.upstream_timeout,
+                )
+                .map_err(|message| crate::config::ConfigError::Invalid {
+                    key: "firestore".into(),
+                    message,
+                })?,
+            ),
+            None => None,
+        };
+
         Ok(Arc::new(Self {
+            firestore,
             config,
             clock,
             store,
@@ -352,14 +370,30 @@ impl Gateway {
         principal: &Principal,
         intent: &Intent,
     ) -> Result<Decision, crate::oauth::ApiError> {
+        self.decide_with(request_id, principal, intent, serde_json::Map::new())
+            .await
+    }
+
+    /// [`Self::decide`], with extra facts for the audit record's context
+    /// (a write's field names, the environment) that policy does not read.
+    pub(crate) async fn decide_with(
+        &self,
+        request_id: &str,
+        principal: &Principal,
+        intent: &Intent,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Decision, crate::oauth::ApiError> {
         let decision = self.policy.authorize(principal, intent);
-        let event = AuditEvent::decision(
+        let mut event = AuditEvent::decision(
             request_id.to_owned(),
             principal,
             intent,
             &decision,
             self.clock.unix_millis(),
         );
+        for (k, v) in extra {
+            event.context.entry(k).or_insert(v);
+        }
         self.record(event).await?;
         Ok(decision)
     }
@@ -442,6 +476,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/admin/keys", get(crate::admin::keys))
         .route("/git/{*path}", any(crate::git_route::git))
+        .route(
+            "/google.firestore.v1.Firestore/{method}",
+            post(crate::firestore::grpc),
+        )
+        .route("/v1/{*path}", any(crate::firestore::rest))
         .route(
             "/hooks/{source}",
             post(crate::webhooks::hook).layer(axum::extract::DefaultBodyLimit::max(

@@ -49,9 +49,17 @@ impl AuthFailure {
 
 /// Extracts the bearer token or Basic-auth password from the headers.
 pub(crate) fn credential(headers: &HeaderMap) -> Result<(Scheme, String), AuthFailure> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(AuthFailure::Missing);
     };
+    if values.next().is_some() {
+        // Two credentials are ambiguous: a proxy in between might pick the
+        // other one. Refuse rather than guess.
+        return Err(AuthFailure::Unreadable(
+            "more than one Authorization header; send exactly one",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| AuthFailure::Unreadable("not ASCII"))?
@@ -108,6 +116,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let mut h = headers("Bearer a.b.c");
+        h.append(http::header::AUTHORIZATION, "Bearer owner".parse().unwrap());
+        assert!(matches!(credential(&h), Err(AuthFailure::Unreadable(_))));
     }
 
     #[test]

@@ -91,6 +91,116 @@ pub struct Config {
     /// `[[rules]]`: what the gateway does when a webhook event arrives.
     #[serde(default)]
     pub rules: Vec<latchkey_events::Rule>,
+    /// `[firestore]`: the Firestore front end (gRPC and REST). Absent: the
+    /// Firestore routes answer that no upstream is configured.
+    #[serde(default)]
+    pub firestore: Option<FirestoreConfig>,
+}
+
+/// `[firestore]`: where Firestore calls go and how databases map to
+/// environments. Exactly one of `emulator`, `service_account_file` and
+/// `metadata` says where the upstream credential comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirestoreConfig {
+    /// `host:port` of a Firestore emulator. Calls go over cleartext with the
+    /// emulator's admin credential `Bearer owner`.
+    pub emulator: Option<String>,
+    /// A Google service-account key file; Latchkey trades it for
+    /// short-lived OAuth access tokens.
+    pub service_account_file: Option<PathBuf>,
+    /// Take access tokens from the GCE/GKE metadata server.
+    #[serde(default)]
+    pub metadata: bool,
+    /// The Google endpoint (TLS); only with real Google credentials.
+    #[serde(default = "default_firestore_endpoint")]
+    pub endpoint: String,
+    /// The Google Cloud project callers may name. Unset: any project (an
+    /// emulator accepts any).
+    pub project: Option<String>,
+    /// Firestore database id → environment (`prod = "prod"`,
+    /// `"(default)" = "dev"`). A database not listed is refused.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    /// Collection paths (globs, e.g. `flags` or `teams/*/settings`) whose
+    /// written field values are copied into the audit log. Elsewhere only
+    /// the field names are.
+    #[serde(default)]
+    pub record_values: Vec<String>,
+    /// Largest request body (REST JSON or one gRPC message). Firestore's
+    /// own limit is 10 MiB.
+    #[serde(default = "default_firestore_max_request")]
+    pub max_request_bytes: usize,
+}
+
+fn default_firestore_endpoint() -> String {
+    "https://firestore.googleapis.com".into()
+}
+fn default_firestore_max_request() -> usize {
+    11 * 1024 * 1024
+}
+
+impl FirestoreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let sources = usize::from(self.emulator.is_some())
+            + usize::from(self.service_account_file.is_some())
+            + usize::from(self.metadata);
+        if sources != 1 {
+            return Err(invalid(
+                "firestore",
+                "set exactly one of `emulator = \"host:port\"`, \
+                 `service_account_file = \"key.json\"` and `metadata = true`",
+            ));
+        }
+        if let Some(e) = &self.emulator {
+            if e.contains("://")
+                || e.rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(invalid(
+                    "firestore.emulator",
+                    format!("`{e}` is not `host:port` (no scheme), e.g. \"127.0.0.1:8681\""),
+                ));
+            }
+        } else if !self.endpoint.starts_with("https://") {
+            return Err(invalid(
+                "firestore.endpoint",
+                "Google's endpoint must be https:// (the credential would otherwise travel in the clear)",
+            ));
+        }
+        if self.databases.is_empty() {
+            return Err(invalid(
+                "firestore.databases",
+                "map at least one database to an environment, e.g. `databases = { \"(default)\" = \"dev\" }`",
+            ));
+        }
+        for (db, env) in &self.databases {
+            if env.trim().is_empty() || env.contains('/') {
+                return Err(invalid(
+                    format!("firestore.databases.{db}"),
+                    "the environment must be a non-empty name without `/`",
+                ));
+            }
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid(
+                "firestore.max_request_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of
+/// cleartext. gRPC clients other than on loopback need this.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[webhooks]`: one optional table per sender. A sender without a table
@@ -351,6 +461,9 @@ pub struct ServerConfig {
     /// Time allowed to read a request's headers and for upstreams to answer.
     #[serde(default = "default_request_timeout", with = "duration_str")]
     pub upstream_timeout: Duration,
+    /// `[server.tls]`: certificate and key for HTTPS. Unset: cleartext
+    /// HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC clients speak it).
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -374,6 +487,7 @@ impl Default for ServerConfig {
             data_dir: default_data_dir(),
             max_body_bytes: default_max_body(),
             upstream_timeout: default_request_timeout(),
+            tls: None,
         }
     }
 }
@@ -650,6 +764,9 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(fs) = &self.firestore {
+            fs.validate()?;
         }
         let t = &self.tokens;
         if t.max_lifetime > Duration::from_secs(12 * 3600) {

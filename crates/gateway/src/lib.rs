@@ -13,9 +13,12 @@ mod admin;
 mod app;
 mod auth;
 mod events;
+mod firestore;
 mod git_route;
+mod listener;
 mod oauth;
 mod request_id;
 mod webhooks;
 
 pub use app::{Gateway, GatewayError, StartOptions, audit_public_key, load_master_key, router};
+pub use listener::{ServeError, serve, tls_server_config};

@@ -158,6 +158,11 @@ pub(crate) struct DevArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,
+    /// Put a Firestore emulator (`host:port`, e.g. one started with
+    /// `gcloud emulators firestore start`) behind the sandbox's Firestore
+    /// routes; its `(default)` database is environment `dev`.
+    #[arg(long, value_name = "HOST:PORT", env = "LATCHKEY_FIRESTORE_EMULATOR")]
+    pub(crate) firestore_emulator: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Option<DevCommand>,
 }

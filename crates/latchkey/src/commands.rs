@@ -18,7 +18,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => match args.command {
-            None => dev(args.data, args.listen).await,
+            None => dev(args.data, args.listen, args.firestore_emulator).await,
             Some(DevCommand::Token(t)) => dev_token(&args.data, t),
             Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
                 let path = create_repo(&args.data.join("repos"), &name)?;
@@ -82,12 +82,20 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let listen = config.server.listen;
+    let tls = match &config.server.tls {
+        Some(t) => Some(latchkey_gateway::tls_server_config(t)?),
+        None => None,
+    };
     let gw = Gateway::start(config, StartOptions { dev: false }, clock()).await?;
-    run_server(gw, listen, None).await
+    run_server(gw, listen, tls, None).await
 }
 
 /// The dev sandbox's config: everything embedded.
-pub(crate) fn dev_config(data: &Path, listen: std::net::SocketAddr) -> Result<Config> {
+pub(crate) fn dev_config(
+    data: &Path,
+    listen: std::net::SocketAddr,
+    firestore_emulator: Option<&str>,
+) -> Result<Config> {
     let data_str = data.display().to_string().replace('\\', "/");
     let text = format!(
         r#"
@@ -105,6 +113,13 @@ enabled = true
 local_root = "repos"
 "#
     );
+    let text = match firestore_emulator {
+        Some(hostport) => format!(
+            "{text}\n[firestore]\nemulator = {}\ndatabases = {{ \"(default)\" = \"dev\" }}\n",
+            toml::Value::String(hostport.to_owned())
+        ),
+        None => text,
+    };
     let mut config: Config = Config::parse(&text)?;
     // The master key file may not exist yet; `latchkey dev` generates it.
     if !data.join("master.key").exists() {
@@ -113,7 +128,11 @@ local_root = "repos"
     Ok(config)
 }
 
-async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
+async fn dev(
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+    firestore_emulator: Option<String>,
+) -> Result<ExitCode> {
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create `{}`", data.display()))?;
     let policy_dir = data.join("policies");
@@ -132,7 +151,7 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
     if !repos.join("acme/app.git").exists() {
         create_repo(&repos, "acme/app")?;
     }
-    let config = dev_config(&data, listen)?;
+    let config = dev_config(&data, listen, firestore_emulator.as_deref())?;
     let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
     let url = gw.public_url().to_owned();
     let data_arg = if data == Path::new("latchkey-data") {
@@ -154,12 +173,13 @@ async fn dev(data: PathBuf, listen: std::net::SocketAddr) -> Result<ExitCode> {
          \x20 latchkey audit tail{data_arg}\n",
         data = data.display(),
     );
-    run_server(gw, listen, Some(banner)).await
+    run_server(gw, listen, None, Some(banner)).await
 }
 
 async fn run_server(
     gw: Arc<Gateway>,
     listen: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     banner: Option<String>,
 ) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -195,8 +215,7 @@ async fn run_server(
         });
     }
     let app = latchkey_gateway::router(gw.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    latchkey_gateway::serve(listener, app, tls, shutdown_signal())
         .await
         .context("server failed")?;
     gw.shutdown().await;
@@ -368,7 +387,7 @@ pub(crate) fn locate(loc: &Location) -> Result<Config> {
                     loc.data.display()
                 );
             }
-            dev_config(&loc.data, "127.0.0.1:8080".parse()?)
+            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None)
         }
     }
 }
@@ -380,7 +399,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         }
         let config = match &pl.location.config {
             Some(p) => Config::load(p)?,
-            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?)?,
+            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None)?,
         };
         Ok(config.data_path(&config.policy.dir))
     };

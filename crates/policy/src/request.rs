@@ -48,8 +48,23 @@ pub(crate) fn resource_attrs(kind: ResourceKind) -> &'static [&'static str] {
     match kind {
         ResourceKind::Repository => &["upstream", "owner", "name"],
         ResourceKind::Ref => &["name", "kind", "short"],
-        ResourceKind::Document => &["path"],
-        ResourceKind::Collection
+        ResourceKind::Document | ResourceKind::Collection => {
+            &["path", "collection_id", "database", "environment"]
+        }
+        ResourceKind::Environment
+        | ResourceKind::App
+        | ResourceKind::Audience
+        | ResourceKind::Gateway => &[],
+    }
+}
+
+/// The parent kinds the schema allows for a resource kind.
+pub(crate) fn resource_parents(kind: ResourceKind) -> &'static [ResourceKind] {
+    match kind {
+        ResourceKind::Ref => &[ResourceKind::Repository],
+        ResourceKind::Document => &[ResourceKind::Collection],
+        ResourceKind::Collection => &[ResourceKind::Document, ResourceKind::Environment],
+        ResourceKind::Repository
         | ResourceKind::Environment
         | ResourceKind::App
         | ResourceKind::Audience
@@ -57,24 +72,11 @@ pub(crate) fn resource_attrs(kind: ResourceKind) -> &'static [&'static str] {
     }
 }
 
-/// The parent kind the schema allows for a resource kind.
-pub(crate) fn resource_parent(kind: ResourceKind) -> Option<ResourceKind> {
-    match kind {
-        ResourceKind::Ref => Some(ResourceKind::Repository),
-        ResourceKind::Document => Some(ResourceKind::Collection),
-        ResourceKind::Repository
-        | ResourceKind::Collection
-        | ResourceKind::Environment
-        | ResourceKind::App
-        | ResourceKind::Audience
-        | ResourceKind::Gateway => None,
-    }
-}
-
 /// The type of a context key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CtxType {
     String,
+    Bool,
 }
 
 /// Context keys the schema declares for an action, besides `delegated`
@@ -93,12 +95,21 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
             ("scope", CtxType::String),
             ("subject_kind", CtxType::String),
         ],
-        Action::GitRead
-        | Action::DocumentGet
+        Action::DocumentGet
         | Action::DocumentList
         | Action::DocumentCreate
         | Action::DocumentUpdate
-        | Action::DocumentDelete
+        | Action::DocumentDelete => &[
+            ("request_id", CtxType::String),
+            ("operation", CtxType::String),
+        ],
+        Action::DocumentQuery | Action::DocumentListen => &[
+            ("request_id", CtxType::String),
+            ("operation", CtxType::String),
+            ("collection_id", CtxType::String),
+            ("all_descendants", CtxType::Bool),
+        ],
+        Action::GitRead
         | Action::TokenRevoke
         | Action::TokenIntrospect
         | Action::AppAccess
@@ -140,9 +151,24 @@ fn derived_attrs(r: &ResourceRef) -> Vec<(&'static str, String)> {
                 ("name", name.to_owned()),
             ]
         }
-        ResourceKind::Document => vec![("path", r.id.clone())],
-        ResourceKind::Collection
-        | ResourceKind::Environment
+        // Documents and collections are `{database}/{path}`; the classifier
+        // sets `environment`, which the id cannot give.
+        ResourceKind::Document | ResourceKind::Collection => {
+            let (database, path) = r.id.split_once('/').unwrap_or(("", r.id.as_str()));
+            let segments: Vec<&str> = path.split('/').collect();
+            let collection_id = if r.kind == ResourceKind::Document && segments.len() >= 2 {
+                segments[segments.len() - 2]
+            } else {
+                segments.last().copied().unwrap_or("")
+            };
+            vec![
+                ("path", path.to_owned()),
+                ("collection_id", collection_id.to_owned()),
+                ("database", database.to_owned()),
+                ("environment", String::new()),
+            ]
+        }
+        ResourceKind::Environment
         | ResourceKind::App
         | ResourceKind::Audience
         | ResourceKind::Gateway => Vec::new(),
@@ -250,15 +276,15 @@ impl Loaded {
         }
         let mut ancestors = HashSet::new();
         let mut current = r;
-        let mut expected = resource_parent(r.kind);
-        while let Some(parent_kind) = expected {
+        let mut expected = resource_parents(r.kind);
+        while !expected.is_empty() {
             match current.parent.as_deref() {
-                Some(parent) if parent.kind == parent_kind => {
+                Some(parent) if expected.contains(&parent.kind) => {
                     if let Some(puid) = self.resource_uid(parent.kind, &parent.id) {
                         self.add_closed(&mut ancestors, puid);
                     }
                     current = parent;
-                    expected = resource_parent(parent.kind);
+                    expected = resource_parents(parent.kind);
                 }
                 Some(parent) => {
                     tracing::warn!(
@@ -310,6 +336,9 @@ pub(crate) fn context(principal: &Principal, intent: &Intent) -> Result<Context,
         }
         match (declared.iter().find(|(name, _)| name == k), v) {
             (Some((_, CtxType::String)), ContextValue::String(v)) => pairs.push((k.clone(), s(v))),
+            (Some((_, CtxType::Bool)), ContextValue::Bool(b)) => {
+                pairs.push((k.clone(), RestrictedExpression::new_bool(*b)));
+            }
             (Some(_), _) => {
                 tracing::warn!(key = %k, action = %intent.action, "context value has the wrong type; dropped");
             }

@@ -24,6 +24,10 @@ pub fn starter_policy_files() -> Vec<(&'static str, &'static str)> {
             include_str!("../starter/10-tokens.cedar"),
         ),
         ("20-git.cedar", include_str!("../starter/20-git.cedar")),
+        (
+            "30-documents.cedar",
+            include_str!("../starter/30-documents.cedar"),
+        ),
     ]
 }
 

@@ -17,12 +17,18 @@ fn resource_for(action: Action) -> ResourceRef {
         Action::GitPush => {
             ResourceRef::new(ResourceKind::Ref, "local/acme/app:refs/heads/main").with_parent(repo)
         }
-        Action::DocumentList => ResourceRef::new(ResourceKind::Collection, "flags"),
+        Action::DocumentList | Action::DocumentQuery | Action::DocumentListen => {
+            ResourceRef::new(ResourceKind::Collection, "prod/flags")
+                .with_parent(ResourceRef::new(ResourceKind::Environment, "prod"))
+        }
         Action::DocumentGet
         | Action::DocumentCreate
         | Action::DocumentUpdate
-        | Action::DocumentDelete => ResourceRef::new(ResourceKind::Document, "flags/x")
-            .with_parent(ResourceRef::new(ResourceKind::Collection, "flags")),
+        | Action::DocumentDelete => ResourceRef::new(ResourceKind::Document, "prod/flags/x")
+            .with_parent(
+                ResourceRef::new(ResourceKind::Collection, "prod/flags")
+                    .with_parent(ResourceRef::new(ResourceKind::Environment, "prod")),
+            ),
         Action::TokenMint => ResourceRef::new(ResourceKind::Audience, "git"),
         Action::TokenRevoke | Action::TokenIntrospect | Action::AdminRead | Action::AdminWrite => {
             ResourceRef::new(ResourceKind::Gateway, "latchkey")

@@ -5,6 +5,7 @@
 //! tokens signed and published exactly as a production OIDC issuer does.
 //! This crate is never a dependency of shipped code and never published.
 
+pub mod firestore;
 pub mod forge;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,516 @@
+//! The gRPC front end: `POST /google.firestore.v1.Firestore/{Method}` over
+//! HTTP/2. Request messages are decoded to classify them and forwarded as
+//! they came; responses stream back frame by frame, read only to learn a
+//! new transaction id and the final status.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::body::Incoming;
+use latchkey_core::{Intent, Principal};
+use latchkey_documents::{
+    ClassifyOptions, FrameDecoder, GrpcCode, Method, classify_grpc, transaction_in_response,
+};
+use tokio::sync::{Mutex, mpsc};
+
+use super::upstream::relay_response_headers;
+use super::{FirestoreFront, Refusal, read_body};
+use crate::app::Gateway;
+use crate::request_id::new_request_id;
+
+type FrameResult = Result<Frame<Bytes>, axum::Error>;
+
+/// The handler for every gRPC method.
+pub(crate) async fn grpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let request_id = new_request_id();
+    let mut resp = match handle(&gw, &request_id, req).await {
+        Ok(r) => r,
+        Err(r) => r.grpc_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn front(gw: &Gateway) -> Result<Arc<FirestoreFront>, Refusal> {
+    gw.firestore.clone().ok_or_else(|| {
+        Refusal::new(
+            GrpcCode::Unimplemented,
+            "no Firestore upstream is configured: add a [firestore] table to latchkey.toml",
+        )
+    })
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+proto"))
+}
+
+/// Everything a call needs after authorization, shared with the task that
+/// relays its response.
+struct Call {
+    gw: Arc<Gateway>,
+    front: Arc<FirestoreFront>,
+    method: Method,
+    principal: Principal,
+    request_id: String,
+    /// Intents decided so far (a stream adds to them).
+    intents: Mutex<Vec<Intent>>,
+    /// The transaction the call commits or rolls back, if any.
+    transaction: Option<Bytes>,
+    /// Whether the response may carry a new transaction id.
+    begins_transaction: bool,
+}
+
+impl Call {
+    /// Records the outcome; on success ends a committed or rolled-back
+    /// transaction's binding.
+    async fn finish(&self, status: i32, message: Option<&str>) -> Result<(), Refusal> {
+        let name = GrpcCode::from_i32(status).name();
+        let intents = self.intents.lock().await;
+        self.front
+            .record_outcome(
+                &self.gw,
+                &self.request_id,
+                &self.principal,
+                &intents,
+                name,
+                message,
+            )
+            .await?;
+        if status == 0
+            && matches!(self.method, Method::Commit | Method::Rollback)
+            && let Some(tx) = &self.transaction
+        {
+            self.front.end_transaction(tx);
+        }
+        Ok(())
+    }
+}
+
+fn status_of(headers: &HeaderMap) -> Option<(i32, Option<String>)> {
+    let status = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(latchkey_documents::status::grpc_message_decode);
+    Some((status, message))
+}
+
+fn trailers(code: GrpcCode, message: &str) -> Frame<Bytes> {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from(code.as_i32()));
+    if let Ok(v) = HeaderValue::from_str(&latchkey_documents::grpc_message_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    Frame::trailers(h)
+}
+
+/// A response body fed by a channel (the relay task's output).
+fn channel_body(rx: mpsc::Receiver<FrameResult>) -> Body {
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    Body::new(StreamBody::new(stream))
+}
+
+fn grpc_head(status: http::StatusCode, upstream: &HeaderMap, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    relay_response_headers(upstream, resp.headers_mut());
+    resp
+}
+
+async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Response, Refusal> {
+    let front = front(gw)?;
+    let path = req.uri().path().to_owned();
+    let method = Method::from_grpc_path(&path).ok_or_else(|| {
+        Refusal::new(
+            GrpcCode::Unimplemented,
+            format!("`{path}` is not a google.firestore.v1.Firestore method"),
+        )
+    })?;
+    if !is_grpc(req.headers()) {
+        return Err(Refusal::new(
+            GrpcCode::InvalidArgument,
+            "content-type must be application/grpc",
+        ));
+    }
+    let principal = front.authenticate(gw, request_id, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    if method.client_streaming() {
+        return Ok(stream_call(
+            gw.clone(),
+            front,
+            method,
+            principal,
+            request_id,
+            parts,
+            body,
+        ));
+    }
+
+    let max = front.max_request();
+    let raw = read_body(body, max + 5).await?;
+    let mut decoder = FrameDecoder::new(max);
+    decoder.push(&raw);
+    let message = match decoder.next_message() {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            let r = Refusal::new(
+                GrpcCode::InvalidArgument,
+                "the request holds no complete message",
+            );
+            return Err(front
+                .refuse(gw, request_id, &principal, "malformed", r)
+                .await);
+        }
+        Err(e) => {
+            let r = Refusal::new(GrpcCode::InvalidArgument, e.to_string());
+            return Err(front
+                .refuse(gw, request_id, &principal, "malformed", r)
+                .await);
+        }
+    };
+    if !matches!(decoder.next_message(), Ok(None)) || !decoder.is_empty() {
+        let r = Refusal::new(
+            GrpcCode::InvalidArgument,
+            format!("{} takes exactly one request message", method.as_str()),
+        );
+        return Err(front
+            .refuse(gw, request_id, &principal, "malformed", r)
+            .await);
+    }
+    let classified = {
+        let record_values = |p: &latchkey_documents::DocPath| front.records_values(p);
+        let opts = ClassifyOptions {
+            record_values: &record_values,
+        };
+        classify_grpc(method, &message, &opts)
+    };
+    let classified = match classified {
+        Ok(c) => c,
+        Err(e) => {
+            let r = Refusal::new(e.code(), e.to_string());
+            return Err(front
+                .refuse(gw, request_id, &principal, "malformed", r)
+                .await);
+        }
+    };
+    let authorized = front
+        .authorize(gw, request_id, &principal, &classified)
+        .await?;
+    let call = Arc::new(Call {
+        gw: gw.clone(),
+        front: front.clone(),
+        method,
+        principal,
+        request_id: request_id.to_owned(),
+        intents: Mutex::new(authorized.intents),
+        transaction: classified.transaction.clone(),
+        begins_transaction: classified.begins_transaction,
+    });
+    let upstream = match front
+        .upstream
+        .grpc(&path, &parts.headers, Body::from(raw), true)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            call.finish(GrpcCode::Unavailable.as_i32(), Some(&e.to_string()))
+                .await?;
+            return Err(Refusal::new(GrpcCode::Unavailable, e.to_string()));
+        }
+    };
+    relay(call, upstream, None).await
+}
+
+/// Relays an upstream response. A trailers-only answer is recorded before
+/// it is returned; otherwise a task forwards frames, binds a new
+/// transaction before the caller can see its id, and records the outcome
+/// before the trailers (the success) reach the caller.
+async fn relay(
+    call: Arc<Call>,
+    upstream: http::Response<Incoming>,
+    sender: Option<SharedSender>,
+) -> Result<Response, Refusal> {
+    let (parts, mut body) = upstream.into_parts();
+    if let Some((status, message)) = status_of(&parts.headers)
+        && sender.is_none()
+    {
+        call.finish(status, message.as_deref()).await?;
+        return Ok(grpc_head(parts.status, &parts.headers, Body::new(body)));
+    }
+    let (sender, out) = match sender {
+        Some(s) => (s, None),
+        None => {
+            let (tx, rx) = mpsc::channel::<FrameResult>(8);
+            (Arc::new(Mutex::new(Some(tx))), Some(channel_body(rx)))
+        }
+    };
+    let head_status = status_of(&parts.headers);
+    let head_headers = parts.headers.clone();
+    let relay_task = {
+        let sender = sender.clone();
+        async move {
+            if let Some((status, message)) = head_status {
+                // A stream's upstream answered trailers-only.
+                let frame = match call.finish(status, message.as_deref()).await {
+                    Ok(()) => {
+                        let mut h = HeaderMap::new();
+                        for key in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+                            if let Some(v) = head_headers.get(key) {
+                                h.insert(key, v.clone());
+                            }
+                        }
+                        Frame::trailers(h)
+                    }
+                    Err(r) => trailers(r.code, &r.message),
+                };
+                send_last(&sender, frame).await;
+                return;
+            }
+            let mut tap = call
+                .begins_transaction
+                .then(|| FrameDecoder::new(64 * 1024 * 1024));
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            if let Some(decoder) = tap.as_mut() {
+                                decoder.push(data);
+                                while let Ok(Some(msg)) = decoder.next_message() {
+                                    if let Some(tx) = transaction_in_response(call.method, &msg) {
+                                        call.front.bind_transaction(
+                                            tx,
+                                            &call.principal,
+                                            call.gw.clock.unix_millis(),
+                                        );
+                                        tap = None;
+                                        break;
+                                    }
+                                }
+                            }
+                            if !send(&sender, Ok(frame)).await {
+                                return;
+                            }
+                        } else if let Some(t) = frame.trailers_ref() {
+                            let (status, message) =
+                                status_of(t).unwrap_or((GrpcCode::Unknown.as_i32(), None));
+                            let frame = match call.finish(status, message.as_deref()).await {
+                                Ok(()) => frame,
+                                Err(r) => trailers(r.code, &r.message),
+                            };
+                            send_last(&sender, frame).await;
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let message = format!("the Firestore upstream stream failed: {e}");
+                        let frame = match call
+                            .finish(GrpcCode::Unavailable.as_i32(), Some(&message))
+                            .await
+                        {
+                            Ok(()) => trailers(GrpcCode::Unavailable, &message),
+                            Err(r) => trailers(r.code, &r.message),
+                        };
+                        send_last(&sender, frame).await;
+                        return;
+                    }
+                    None => {
+                        let message = "the Firestore upstream ended the stream without a status";
+                        let _ = call.finish(GrpcCode::Unknown.as_i32(), Some(message)).await;
+                        send_last(&sender, trailers(GrpcCode::Unknown, message)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::spawn(relay_task);
+    Ok(match out {
+        Some(body) => grpc_head(parts.status, &parts.headers, body),
+        // A stream's head was returned already; this response is unused.
+        None => Response::new(Body::empty()),
+    })
+}
+
+/// The response channel, shared by the relay and (for streams) the request
+/// pump; whoever sends the trailers takes it, so nothing follows them.
+type SharedSender = Arc<Mutex<Option<mpsc::Sender<FrameResult>>>>;
+
+async fn send(sender: &SharedSender, frame: FrameResult) -> bool {
+    let guard = sender.lock().await;
+    match guard.as_ref() {
+        Some(tx) => tx.send(frame).await.is_ok(),
+        None => false,
+    }
+}
+
+async fn send_last(sender: &SharedSender, frame: Frame<Bytes>) {
+    let tx = sender.lock().await.take();
+    if let Some(tx) = tx {
+        let _ = tx.send(Ok(frame)).await;
+    }
+}
+
+/// A client-streaming call (`Listen`, `Write`): each request message is
+/// classified and decided as it arrives; a denied message ends the call
+/// with PERMISSION_DENIED and cancels the upstream stream before the
+/// message reaches it.
+fn stream_call(
+    gw: Arc<Gateway>,
+    front: Arc<FirestoreFront>,
+    method: Method,
+    principal: Principal,
+    request_id: &str,
+    parts: http::request::Parts,
+    mut body: Body,
+) -> Response {
+    let call = Arc::new(Call {
+        gw: gw.clone(),
+        front: front.clone(),
+        method,
+        principal,
+        request_id: request_id.to_owned(),
+        intents: Mutex::new(Vec::new()),
+        transaction: None,
+        begins_transaction: false,
+    });
+    let (down_tx, down_rx) = mpsc::channel::<FrameResult>(8);
+    let sender: SharedSender = Arc::new(Mutex::new(Some(down_tx)));
+    let (up_tx, up_rx) = mpsc::channel::<FrameResult>(8);
+    let upstream_body = channel_body(up_rx);
+
+    // The upstream side: open the stream, then relay its frames.
+    let relay_handle = {
+        let call = call.clone();
+        let sender = sender.clone();
+        let path = parts.uri.path().to_owned();
+        let headers = parts.headers.clone();
+        tokio::spawn(async move {
+            match call
+                .front
+                .upstream
+                .grpc(&path, &headers, upstream_body, false)
+                .await
+            {
+                Ok(resp) => {
+                    let _ = relay(call, resp, Some(sender)).await;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let frame = match call
+                        .finish(GrpcCode::Unavailable.as_i32(), Some(&message))
+                        .await
+                    {
+                        Ok(()) => trailers(GrpcCode::Unavailable, &message),
+                        Err(r) => trailers(r.code, &r.message),
+                    };
+                    send_last(&sender, frame).await;
+                }
+            }
+        })
+    };
+
+    // The request side: decode, classify, decide, forward.
+    {
+        let call = call.clone();
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let max = call.front.max_request();
+            let mut decoder = FrameDecoder::new(max);
+            let mut classifier = latchkey_documents::StreamClassifier::new(method);
+            let refuse = |r: Refusal| {
+                let call = call.clone();
+                let sender = sender.clone();
+                let relay_handle = relay_handle.abort_handle();
+                async move {
+                    relay_handle.abort();
+                    let _ = call.finish(r.code.as_i32(), Some(&r.message)).await;
+                    send_last(&sender, trailers(r.code, &r.message)).await;
+                }
+            };
+            loop {
+                let frame = match body.frame().await {
+                    Some(Ok(f)) => f,
+                    // The caller went away or half-closed: end the upstream
+                    // request stream too.
+                    Some(Err(_)) | None => return,
+                };
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                decoder.push(data);
+                loop {
+                    let message = match decoder.next_message() {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(e) => {
+                            refuse(Refusal::new(GrpcCode::InvalidArgument, e.to_string())).await;
+                            return;
+                        }
+                    };
+                    let classified = {
+                        let record_values =
+                            |p: &latchkey_documents::DocPath| call.front.records_values(p);
+                        let opts = ClassifyOptions {
+                            record_values: &record_values,
+                        };
+                        classifier.classify(&message, &opts)
+                    };
+                    let classified = match classified {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let r = Refusal::new(e.code(), e.to_string());
+                            let r = call
+                                .front
+                                .refuse(&call.gw, &call.request_id, &call.principal, "malformed", r)
+                                .await;
+                            refuse(r).await;
+                            return;
+                        }
+                    };
+                    if !classified.accesses.is_empty() || classified.transaction.is_some() {
+                        match call
+                            .front
+                            .authorize(&call.gw, &call.request_id, &call.principal, &classified)
+                            .await
+                        {
+                            Ok(a) => call.intents.lock().await.extend(a.intents),
+                            Err(r) => {
+                                refuse(r).await;
+                                return;
+                            }
+                        }
+                    }
+                    let framed = latchkey_documents::encode_frame(&message);
+                    if up_tx.send(Ok(Frame::data(framed))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let mut resp = Response::new(channel_body(down_rx));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}

@@ -1,0 +1,374 @@
+//! Firestore behind identity. Two front ends — gRPC
+//! (`google.firestore.v1.Firestore`, what the server SDKs speak) and REST
+//! v1 — share one decision path: `latchkey-documents` turns a call into
+//! accesses, each access is one Cedar decision with its audit record, a
+//! single denial refuses the whole call before anything reaches Firestore,
+//! and the call goes upstream with Latchkey's Google credential instead of
+//! the caller's token.
+
+mod grpc;
+mod rest;
+mod transactions;
+mod upstream;
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use latchkey_audit::{AuditEvent, Outcome};
+use latchkey_core::{Intent, Principal, glob_match};
+use latchkey_documents::{Classified, DocPath, GrpcCode};
+use serde_json::{Map, json};
+
+pub(crate) use grpc::grpc;
+pub(crate) use rest::rest;
+
+use crate::app::Gateway;
+use crate::auth::{AuthFailure, authenticate};
+use crate::config::FirestoreConfig;
+use transactions::TransactionBindings;
+use upstream::FirestoreUpstream;
+
+/// The token audience Firestore callers present.
+pub(crate) const AUDIENCE: &str = "documents";
+
+/// A call refused in Firestore's own terms, so official clients raise their
+/// usual errors.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) code: GrpcCode,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: GrpcCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A trailers-only gRPC response.
+    pub(crate) fn grpc_response(&self) -> Response {
+        let mut resp = StatusCode::OK.into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(self.code.as_i32()));
+        if let Ok(v) =
+            HeaderValue::from_str(&latchkey_documents::grpc_message_encode(&self.message))
+        {
+            h.insert("grpc-message", v);
+        }
+        resp
+    }
+
+    /// Google's REST error shape.
+    pub(crate) fn rest_response(&self) -> Response {
+        let status = self.code.http_status();
+        let mut resp = (
+            status,
+            [(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )],
+            latchkey_documents::rest_error_body(self.code, &self.message),
+        )
+            .into_response();
+        if self.code == GrpcCode::Unauthenticated {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"latchkey\""),
+            );
+        }
+        resp
+    }
+}
+
+fn audit_unavailable() -> Refusal {
+    Refusal::new(GrpcCode::Unavailable, "the audit log cannot be written")
+}
+
+/// The Firestore front end's state.
+pub(crate) struct FirestoreFront {
+    config: FirestoreConfig,
+    upstream: FirestoreUpstream,
+    transactions: TransactionBindings,
+}
+
+/// What one authorized call carries to its outcome.
+pub(crate) struct AuthorizedCall {
+    pub(crate) intents: Vec<Intent>,
+}
+
+impl std::fmt::Debug for FirestoreFront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirestoreFront")
+            .field("emulator", &self.config.emulator)
+            .field("databases", &self.config.databases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FirestoreFront {
+    /// Builds the front end from `[firestore]`.
+    pub(crate) fn new(
+        config: FirestoreConfig,
+        clock: latchkey_core::SharedClock,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<Self>, String> {
+        let upstream = FirestoreUpstream::new(&config, clock, timeout)?;
+        Ok(Arc::new(Self {
+            config,
+            upstream,
+            transactions: TransactionBindings::default(),
+        }))
+    }
+
+    fn max_request(&self) -> usize {
+        self.config.max_request_bytes
+    }
+
+    /// Whether values written to this document (or, for a server-named
+    /// create, collection) are copied into the audit log: its collection's
+    /// path matches `firestore.record_values`.
+    fn records_values(&self, written: &DocPath) -> bool {
+        if self.config.record_values.is_empty() {
+            return false;
+        }
+        let collection = if written.is_document() {
+            written.parent().unwrap_or_default()
+        } else {
+            written.clone()
+        };
+        let path = collection.segments().join("/");
+        self.config
+            .record_values
+            .iter()
+            .any(|g| glob_match(g, &path))
+    }
+
+    /// Authenticate: a Latchkey token for audience `documents`. Refusals
+    /// other than "no credential" are audited.
+    async fn authenticate(
+        &self,
+        gw: &Gateway,
+        request_id: &str,
+        headers: &HeaderMap,
+    ) -> Result<Principal, Refusal> {
+        match authenticate(gw, headers, AUDIENCE) {
+            Ok((_, v)) => Ok(v.principal),
+            Err(failure) => {
+                if !matches!(failure, AuthFailure::Missing) {
+                    let event = crate::events::refusal(
+                        request_id.to_owned(),
+                        None,
+                        "firestore.authenticate",
+                        failure.code(),
+                        &failure.message(),
+                        gw.clock.unix_millis(),
+                    );
+                    gw.record(event).await.map_err(|_| audit_unavailable())?;
+                }
+                Err(Refusal::new(GrpcCode::Unauthenticated, failure.message()))
+            }
+        }
+    }
+
+    /// Records a request refused before policy (malformed, unknown
+    /// database) and returns the refusal.
+    async fn refuse(
+        &self,
+        gw: &Gateway,
+        request_id: &str,
+        principal: &Principal,
+        code: &str,
+        refusal: Refusal,
+    ) -> Refusal {
+        let event = crate::events::refusal(
+            request_id.to_owned(),
+            Some(principal),
+            "firestore.classify",
+            code,
+            &refusal.message,
+            gw.clock.unix_millis(),
+        );
+        match gw.record(event).await {
+            Ok(()) => refusal,
+            Err(_) => audit_unavailable(),
+        }
+    }
+
+    /// The identity a transaction is bound to.
+    fn owner(principal: &Principal) -> String {
+        format!("{}|{}|{}", principal.kind, principal.issuer, principal.id)
+    }
+
+    /// Authorize: one Cedar decision per access, each recorded durably; the
+    /// first denial refuses the call (after every decision is recorded).
+    async fn authorize(
+        &self,
+        gw: &Gateway,
+        request_id: &str,
+        principal: &Principal,
+        classified: &Classified,
+    ) -> Result<AuthorizedCall, Refusal> {
+        let db = &classified.database;
+        if let Some(project) = &self.config.project
+            && &db.project != project
+        {
+            let r = Refusal::new(
+                GrpcCode::PermissionDenied,
+                format!(
+                    "project `{}` is not served by this Latchkey (it serves `{project}`)",
+                    db.project
+                ),
+            );
+            return Err(self
+                .refuse(gw, request_id, principal, "unknown_project", r)
+                .await);
+        }
+        let Some(environment) = self.config.databases.get(&db.database) else {
+            let r = Refusal::new(
+                GrpcCode::PermissionDenied,
+                format!(
+                    "database `{}` is not served by this Latchkey; map it to an environment in [firestore.databases]",
+                    db.database
+                ),
+            );
+            return Err(self
+                .refuse(gw, request_id, principal, "unknown_database", r)
+                .await);
+        };
+        if let Some(tx) = &classified.transaction
+            && let Err(why) =
+                self.transactions
+                    .check(tx, &Self::owner(principal), gw.clock.unix_millis())
+        {
+            let r = Refusal::new(GrpcCode::PermissionDenied, why.message());
+            return Err(self
+                .refuse(gw, request_id, principal, "foreign_transaction", r)
+                .await);
+        }
+        let mut intents = Vec::with_capacity(classified.accesses.len());
+        let mut extras = Vec::with_capacity(classified.accesses.len());
+        for access in &classified.accesses {
+            let intent = access
+                .intent(db, environment)
+                .with("request_id", request_id);
+            let mut extra = Map::new();
+            extra.insert("environment".into(), json!(environment));
+            extra.insert("database".into(), json!(db.database));
+            extra.insert("method".into(), json!(classified.method.as_str()));
+            if let Some(w) = &access.write {
+                if let Some(mask) = &w.update_mask {
+                    extra.insert("update_mask".into(), json!(mask));
+                }
+                extra.insert("fields".into(), json!(w.fields));
+                if !w.transforms.is_empty() {
+                    extra.insert("transforms".into(), json!(w.transforms));
+                }
+                if let Some(values) = &w.values {
+                    extra.insert("values".into(), values.clone());
+                }
+            }
+            intents.push(intent);
+            extras.push(extra);
+        }
+        let decisions = join_all(
+            intents
+                .iter()
+                .zip(extras)
+                .map(|(intent, extra)| gw.decide_with(request_id, principal, intent, extra)),
+        )
+        .await;
+        let mut denied: Option<String> = None;
+        for (intent, d) in intents.iter().zip(decisions) {
+            let d = d.map_err(|_| audit_unavailable())?;
+            if !d.is_allowed() && denied.is_none() {
+                denied = Some(format!(
+                    "{} on {} {}",
+                    intent.action,
+                    intent.resource.display(),
+                    d.reason
+                ));
+            }
+        }
+        if let Some(message) = denied {
+            let n = intents.len();
+            let message = if n > 1 {
+                format!(
+                    "{message} (the whole call of {n} accesses was refused; nothing was applied)"
+                )
+            } else {
+                message
+            };
+            return Err(Refusal::new(GrpcCode::PermissionDenied, message));
+        }
+        Ok(AuthorizedCall { intents })
+    }
+
+    /// Records the outcome of every intent of a call (durably, before the
+    /// caller learns it succeeded).
+    async fn record_outcome(
+        &self,
+        gw: &Gateway,
+        request_id: &str,
+        principal: &Principal,
+        intents: &[Intent],
+        status: &str,
+        detail: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let now = gw.clock.unix_millis();
+        let results = join_all(intents.iter().map(|intent| {
+            let mut outcome = Outcome::new(status);
+            if let Some(d) = detail {
+                outcome = outcome.with_detail(d);
+            }
+            gw.record(AuditEvent::outcome(
+                request_id.to_owned(),
+                Some(principal),
+                intent,
+                outcome,
+                now,
+            ))
+        }))
+        .await;
+        if results.iter().any(Result::is_err) {
+            return Err(audit_unavailable());
+        }
+        Ok(())
+    }
+
+    fn bind_transaction(&self, tx: Bytes, principal: &Principal, now_ms: u64) {
+        if !self.transactions.bind(tx, &Self::owner(principal), now_ms) {
+            tracing::warn!(
+                "transaction table full; the new transaction cannot be used through Latchkey"
+            );
+        }
+    }
+
+    fn end_transaction(&self, tx: &[u8]) {
+        self.transactions.end(tx);
+    }
+}
+
+/// Reads a buffered request body up to `limit` bytes.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Refusal> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            GrpcCode::InvalidArgument,
+            format!("the request is larger than {limit} bytes (firestore.max_request_bytes)"),
+        )),
+        Err(e) => Err(Refusal::new(
+            GrpcCode::InvalidArgument,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
