@@ -980,12 +980,33 @@ impl Config {
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.write_document.is_some() {
+            let Some(w) = &rule.write_document else {
+                continue;
+            };
+            let Some(fs) = &self.firestore else {
                 return Err(invalid(
                     format!("rules[{i}]"),
                     format!(
-                        "`{}`: write_document needs the document API (not available in this version); remove it or wait for the documents target",
+                        "`{}`: write_document needs a [firestore] table (the rule writes through the Firestore upstream)",
                         rule.name
+                    ),
+                ));
+            };
+            if fs.project.is_none() {
+                return Err(invalid(
+                    format!("rules[{i}]"),
+                    format!(
+                        "`{}`: write_document needs `firestore.project` (the project the document is written in)",
+                        rule.name
+                    ),
+                ));
+            }
+            if !fs.databases.contains_key(&w.database) {
+                return Err(invalid(
+                    format!("rules[{i}].write_document.database"),
+                    format!(
+                        "`{}` is not in `firestore.databases`; map it to an environment",
+                        w.database
                     ),
                 ));
             }
@@ -1191,7 +1212,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("write_document needs the document API"),
+            err.contains("write_document needs a [firestore] table"),
             "{err}"
         );
         let err = Config::parse("[webhooks.github]\nsecret = {}\n")

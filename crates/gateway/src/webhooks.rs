@@ -295,15 +295,38 @@ async fn perform(
             RevocationMode::Revoke,
             "revoke_job",
         ),
-        ActionKind::WriteDocument { .. } => {
-            // Refused at config load; kept exhaustive so it fails closed.
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "rule `{}` writes a document, which this version cannot do",
-                    planned.rule
-                ),
-            ));
+        ActionKind::WriteDocument {
+            database,
+            path,
+            fields,
+            ..
+        } => {
+            let mut base = action_context(source, delivery, event);
+            base.insert("rule".into(), json!(planned.rule));
+            base.insert("caused_by".into(), json!(request_id));
+            return match crate::firestore::write_document(
+                gw, request_id, service, database, path, fields, &base,
+            )
+            .await
+            {
+                Ok(status) => Ok(json!({
+                    "rule": planned.rule,
+                    "action": "write_document",
+                    "database": database,
+                    "path": path,
+                    "status": status,
+                })),
+                // The decision and outcome are audited; the delivery is
+                // still acknowledged so the sender does not retry forever.
+                Err(r) => Ok(json!({
+                    "rule": planned.rule,
+                    "action": "write_document",
+                    "database": database,
+                    "path": path,
+                    "refused": r.code.name(),
+                    "message": r.message,
+                })),
+            };
         }
     };
     let revocation = Revocation {

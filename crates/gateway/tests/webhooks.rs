@@ -321,7 +321,7 @@ async fn a_failed_build_freezes_its_pipeline_and_a_finished_job_loses_its_tokens
 }
 
 #[test]
-fn document_writes_in_rules_are_refused_until_the_document_api_exists() {
+fn document_writes_in_rules_need_a_firestore_upstream() {
     let text = "[keys]\nmaster_key = { value = \"x\" }\n[[rules]]\nname = \"record\"\non = \"push\"\n\
                 [rules.write_document]\npath = \"flags/{repository}\"\nfields = { commit = \"{after}\" }\n";
     let err = latchkey_gateway::config::Config::parse(text)

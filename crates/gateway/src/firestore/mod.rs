@@ -217,6 +217,20 @@ impl FirestoreFront {
         principal: &Principal,
         classified: &Classified,
     ) -> Result<AuthorizedCall, Refusal> {
+        self.authorize_with(gw, request_id, principal, classified, &Map::new())
+            .await
+    }
+
+    /// [`Self::authorize`], with facts every decision record carries (a
+    /// rule's name and the webhook delivery that fired it).
+    async fn authorize_with(
+        &self,
+        gw: &Gateway,
+        request_id: &str,
+        principal: &Principal,
+        classified: &Classified,
+        base: &Map<String, serde_json::Value>,
+    ) -> Result<AuthorizedCall, Refusal> {
         let db = &classified.database;
         if let Some(project) = &self.config.project
             && &db.project != project
@@ -260,7 +274,7 @@ impl FirestoreFront {
             let intent = access
                 .intent(db, environment)
                 .with("request_id", request_id);
-            let mut extra = Map::new();
+            let mut extra = base.clone();
             extra.insert("environment".into(), json!(environment));
             extra.insert("database".into(), json!(db.database));
             extra.insert("method".into(), json!(classified.method.as_str()));
@@ -370,5 +384,108 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Refusa
             GrpcCode::InvalidArgument,
             format!("the request body could not be read: {e}"),
         )),
+    }
+}
+
+/// Percent-encodes one document id for a REST path: everything but
+/// unreserved characters, so an id is always exactly one segment.
+fn encode_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A document write a webhook rule asks for, made through the same path as
+/// a caller's: classified from the REST request it would send, decided by
+/// Cedar for `principal` (the `Service`), audited with `base` facts, then
+/// sent upstream with Latchkey's credential. Returns the upstream status.
+pub(crate) async fn write_document(
+    gw: &Gateway,
+    request_id: &str,
+    principal: &Principal,
+    database: &str,
+    path: &str,
+    fields: &std::collections::BTreeMap<String, String>,
+    base: &Map<String, serde_json::Value>,
+) -> Result<u16, Refusal> {
+    let front = gw.firestore.clone().ok_or_else(|| {
+        Refusal::new(
+            GrpcCode::Unimplemented,
+            "no Firestore upstream is configured: add a [firestore] table to latchkey.toml",
+        )
+    })?;
+    let project = front.config.project.clone().ok_or_else(|| {
+        Refusal::new(
+            GrpcCode::FailedPrecondition,
+            "set `firestore.project` so rules know where to write",
+        )
+    })?;
+    let encoded: Vec<String> = path.split('/').map(encode_segment).collect();
+    let uri = format!(
+        "/v1/projects/{}/databases/{}/documents/{}",
+        encode_segment(&project),
+        encode_segment(database),
+        encoded.join("/")
+    );
+    let body: Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({ "stringValue": v })))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "fields": body }))
+        .map_err(|e| Refusal::new(GrpcCode::Internal, e.to_string()))?;
+    let call = latchkey_documents::RestCall::parse(&http::Method::PATCH, &uri, None)
+        .map_err(|e| Refusal::new(e.code(), format!("rule document path `{path}`: {e}")))?;
+    let classified = {
+        let record_values = |p: &DocPath| front.records_values(p);
+        let opts = latchkey_documents::ClassifyOptions {
+            record_values: &record_values,
+        };
+        latchkey_documents::classify_rest(&call, &body, &opts)
+    }
+    .map_err(|e| Refusal::new(e.code(), format!("rule document `{path}`: {e}")))?;
+    let authorized = front
+        .authorize_with(gw, request_id, principal, &classified, base)
+        .await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let result = front
+        .upstream
+        .rest(
+            http::Method::PATCH,
+            &uri,
+            &headers,
+            axum::body::Body::from(body),
+        )
+        .await;
+    let (status, detail) = match &result {
+        Ok(r) => (r.status().as_str().to_owned(), None),
+        Err(e) => ("unavailable".to_owned(), Some(e.to_string())),
+    };
+    front
+        .record_outcome(
+            gw,
+            request_id,
+            principal,
+            &authorized.intents,
+            &status,
+            detail.as_deref(),
+        )
+        .await?;
+    match result {
+        Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+        Ok(r) => Err(Refusal::new(
+            GrpcCode::Unavailable,
+            format!("Firestore answered HTTP {}", r.status()),
+        )),
+        Err(e) => Err(Refusal::new(GrpcCode::Unavailable, e.to_string())),
     }
 }

@@ -34,6 +34,10 @@ pub struct Opts {
     /// Make the audit log unwritable: `audit/audit.log` is a symlink to
     /// `/dev/full`, so every write fails with ENOSPC (a real device, no fake).
     pub audit_on_full_device: bool,
+    /// Extra TOML appended to the config (e.g. a `[firestore]` table).
+    pub extra_toml: String,
+    /// Serve HTTPS with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running gateway: its data directory, clock and base URL.
@@ -113,7 +117,10 @@ groups_claim = "groups"
 
 [git.upstreams.local]
 local_root = "repos"
+
+{extra_toml}
 "#,
+            extra_toml = opts.extra_toml,
             data = data.display().to_string(),
             issuer = op.issuer(),
             audiences = audiences.join(", "),
@@ -126,8 +133,17 @@ local_root = "repos"
             .await
             .unwrap();
         let app = router(gw.clone());
+        let tls = opts.tls.as_ref().map(|(cert, key)| {
+            latchkey_gateway::tls_server_config(&latchkey_gateway::config::TlsConfig {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            })
+            .unwrap()
+        });
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            latchkey_gateway::serve(listener, app, tls, std::future::pending())
+                .await
+                .unwrap();
         });
         TestGateway {
             gw,
