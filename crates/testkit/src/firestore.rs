@@ -1,8 +1,8 @@
 //! Google's real Firestore software for integration tests: the Firestore
 //! emulator ([`FirestoreEmulator`]), one scenario run by each of Google's
 //! official clients ([`Scenario`], scripts in `testing/firestore-node` and
-//! `testing/firestore-py`), and a FAKE gateway ([`FakeGateway`]) that checks
-//! the credential those clients send in their `latchkey-*` modes.
+//! `testing/firestore-py`). The scenarios' `latchkey-*` modes run against
+//! the real gateway (see `crates/gateway/tests/firestore_*.rs`).
 //!
 //! Everything here runs on loopback and kills what it started: the emulator
 //! (gcloud plus its Java child) runs in its own process group, which is
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::{free_port, repo_root};
@@ -30,7 +30,7 @@ const READY_LINE: &str = "Dev App Server is now running";
 /// How many output lines are kept for error messages.
 const LOG_LINES: usize = 200;
 
-/// `testing/firestore-node`: the Node.js client scenario and the fake gateway.
+/// `testing/firestore-node`: the Node.js client scenario.
 pub fn node_scenario_dir() -> PathBuf {
     repo_root().join("testing").join("firestore-node")
 }
@@ -90,11 +90,6 @@ pub enum FirestoreHarnessError {
         reason: String,
         /// The script's stderr.
         stderr: String,
-    },
-    /// The fake gateway did not start or stop cleanly.
-    FakeGateway {
-        /// What happened.
-        reason: String,
     },
     /// A local file operation failed.
     Io {
@@ -161,12 +156,6 @@ impl fmt::Display for FirestoreHarnessError {
                 f,
                 "the {client} Firestore scenario script broke: {reason}; its stderr:\n{stderr}"
             ),
-            FirestoreHarnessError::FakeGateway { reason } => {
-                write!(
-                    f,
-                    "the fake gateway (testing/firestore-node/fake-gateway.mjs) failed: {reason}"
-                )
-            }
             FirestoreHarnessError::Io { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -382,6 +371,175 @@ exec gcloud emulators firestore start --host-port="$1" </dev/null 3<&-"#;
         })
     }
 
+    /// Starts the emulator; on a machine without one (gcloud, its Firestore
+    /// component or Java) prints `SKIPPED: ...` to stderr and returns
+    /// `None`, unless `LATCHKEY_REQUIRE_FIRESTORE_EMULATOR` is set. Panics
+    /// on any other failure: a test cannot go on without its emulator.
+    pub async fn start_or_skip() -> Option<FirestoreEmulator> {
+        match FirestoreEmulator::start().await {
+            Ok(e) => Some(e),
+            Err(e)
+                if e.is_not_installed()
+                    && std::env::var_os("LATCHKEY_REQUIRE_FIRESTORE_EMULATOR").is_none() =>
+            {
+                eprintln!("SKIPPED: no Firestore emulator on this machine: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn documents_url(&self, project: &str, database: &str) -> String {
+        format!(
+            "{}/v1/projects/{project}/databases/{database}/documents",
+            self.base_url()
+        )
+    }
+
+    /// Sends one call to the emulator's REST API as its administrator
+    /// (`Bearer owner`) and returns the JSON answer, or an error for any
+    /// status but 2xx.
+    async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, FirestoreHarnessError> {
+        let what = format!("{method} {url}");
+        let http_err = |detail: String| FirestoreHarnessError::Http {
+            what: what.clone(),
+            detail,
+        };
+        let mut req = self.http.request(method.clone(), url).bearer_auth("owner");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| http_err(e.to_string()))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| http_err(e.to_string()))?;
+        if !status.is_success() {
+            return Err(http_err(format!("status {status}: {text}")));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| http_err(format!("answer is not JSON ({e}): {text}")))
+    }
+
+    /// Writes (creates or overwrites) the document at `path` (e.g.
+    /// `cities/sf`) straight into the emulator, bypassing everything else.
+    /// `fields` is Firestore's REST value map, e.g.
+    /// `{"name": {"stringValue": "x"}}`.
+    pub async fn put_document(
+        &self,
+        project: &str,
+        database: &str,
+        path: &str,
+        fields: Value,
+    ) -> Result<(), FirestoreHarnessError> {
+        let url = format!("{}/{path}", self.documents_url(project, database));
+        self.admin_call(
+            reqwest::Method::PATCH,
+            &url,
+            Some(&serde_json::json!({ "fields": fields })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every document of one database, read straight from the emulator:
+    /// path (`cities/sf/landmarks/ggb`) → its `fields` (REST value map,
+    /// `{}` for a document without fields). Walks every collection id
+    /// level by level, through documents that only hold subcollections.
+    pub async fn documents(
+        &self,
+        project: &str,
+        database: &str,
+    ) -> Result<std::collections::BTreeMap<String, Value>, FirestoreHarnessError> {
+        let root = self.documents_url(project, database);
+        let prefix = format!("projects/{project}/databases/{database}/documents/");
+        let mut found = std::collections::BTreeMap::new();
+        // Document paths whose subcollections are still to be listed ("" is the root).
+        let mut parents = vec![String::new()];
+        while let Some(parent) = parents.pop() {
+            let parent_url = if parent.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{parent}")
+            };
+            let mut collections = Vec::new();
+            let mut page: Option<String> = None;
+            loop {
+                let mut body = serde_json::json!({ "pageSize": 300 });
+                if let Some(token) = &page {
+                    body["pageToken"] = Value::from(token.as_str());
+                }
+                let v = self
+                    .admin_call(
+                        reqwest::Method::POST,
+                        &format!("{parent_url}:listCollectionIds"),
+                        Some(&body),
+                    )
+                    .await?;
+                collections.extend(
+                    v["collectionIds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned),
+                );
+                page = next_page(&v);
+                if page.is_none() {
+                    break;
+                }
+            }
+            for collection in collections {
+                let mut page: Option<String> = None;
+                loop {
+                    let list = format!("{parent_url}/{collection}");
+                    let mut url =
+                        reqwest::Url::parse(&list).map_err(|e| FirestoreHarnessError::Http {
+                            what: format!("GET {list}"),
+                            detail: e.to_string(),
+                        })?;
+                    url.query_pairs_mut()
+                        .append_pair("showMissing", "true")
+                        .append_pair("pageSize", "300");
+                    if let Some(token) = &page {
+                        url.query_pairs_mut().append_pair("pageToken", token);
+                    }
+                    let v = self
+                        .admin_call(reqwest::Method::GET, url.as_str(), None)
+                        .await?;
+                    for doc in v["documents"].as_array().into_iter().flatten() {
+                        let Some(path) = doc["name"]
+                            .as_str()
+                            .and_then(|n| n.strip_prefix(prefix.as_str()))
+                        else {
+                            continue;
+                        };
+                        // A "missing" document (only subcollections) has no createTime.
+                        if doc.get("createTime").is_some() {
+                            let fields = doc
+                                .get("fields")
+                                .cloned()
+                                .unwrap_or_else(|| serde_json::json!({}));
+                            found.insert(path.to_owned(), fields);
+                        }
+                        parents.push(path.to_owned());
+                    }
+                    page = next_page(&v);
+                    if page.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Stops the emulator and waits until its processes are gone (what drop
     /// does, without blocking the async runtime).
     pub async fn stop(mut self) {
@@ -389,6 +547,14 @@ exec gcloud emulators firestore start --host-port="$1" </dev/null 3<&-"#;
             let _ = tokio::task::spawn_blocking(move || drop(group)).await;
         }
     }
+}
+
+/// The `nextPageToken` of a list answer, when there is another page.
+fn next_page(v: &Value) -> Option<String> {
+    v["nextPageToken"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// Output lines of a child, kept for error messages.
@@ -573,7 +739,7 @@ fn run_install(dir: &Path, program: &str, args: &[&str]) -> Result<(), Firestore
 
 /// Installs `testing/firestore-node`'s npm packages (`npm ci`) unless they
 /// match `package-lock.json` already. Blocking; call it from
-/// `spawn_blocking` in async code (the scenario and fake gateway do).
+/// `spawn_blocking` in async code (the scenario does).
 pub fn ensure_node_installed() -> Result<(), FirestoreHarnessError> {
     let dir = node_scenario_dir();
     let stamp = dir
@@ -890,148 +1056,5 @@ impl ScenarioReport {
             })
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The fake gateway
-
-/// A FAKE stand-in for Latchkey's Firestore front end
-/// (`testing/firestore-node/fake-gateway.mjs`): it accepts only
-/// `authorization: Bearer <token>` and forwards to the emulator with the
-/// emulator's own credential. It proves the scenarios' `latchkey-*` modes
-/// send the right credential over each transport; it is not Latchkey.
-#[derive(Debug)]
-pub struct FakeGateway {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Option<tokio::task::JoinHandle<String>>,
-    plain: String,
-    tls: Option<String>,
-    ca_file: Option<PathBuf>,
-}
-
-/// What the fake gateway saw, reported when it stops.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FakeGatewayStats {
-    /// Calls that carried exactly the expected bearer token.
-    pub accepted: u64,
-    /// Calls refused for a wrong, missing or repeated authorization header.
-    pub refused: u64,
-    /// The first refused authorization values (`<none>` when absent).
-    pub refused_auth: Vec<String>,
-}
-
-impl FakeGateway {
-    /// Starts it in front of `upstream` (the emulator's `host:port`),
-    /// expecting `token`; with `tls`, also on a TLS port whose certificate
-    /// (for `localhost` and 127.0.0.1) a throw-away CA signed (needs `openssl`).
-    pub async fn start(
-        upstream: &str,
-        token: &str,
-        tls: bool,
-    ) -> Result<FakeGateway, FirestoreHarnessError> {
-        blocking(ensure_node_installed).await?;
-        let mut cmd = Command::new("node");
-        // It exits (removing its temporary CA) when its stdin closes: on
-        // `finish`, on drop, or when the test process dies.
-        cmd.args(["fake-gateway.mjs", "--upstream", upstream, "--token", token])
-            .current_dir(node_scenario_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if tls {
-            cmd.arg("--tls");
-        }
-        let mut child = cmd.spawn().map_err(tool_missing("node"))?;
-        let stdin = child.stdin.take();
-        let fail = |reason: String| FirestoreHarnessError::FakeGateway { reason };
-        // Drained all along: Node writes to a pipe synchronously, so a full
-        // one would stall it.
-        let stderr = child.stderr.take().map(|mut e| {
-            tokio::spawn(async move {
-                let mut text = String::new();
-                let _ = e.read_to_string(&mut text).await;
-                text
-            })
-        });
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| fail("no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            other => {
-                let _ = child.start_kill();
-                let mut err = String::new();
-                if let Some(task) = stderr
-                    && let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), task).await
-                {
-                    err = text;
-                }
-                return Err(fail(format!(
-                    "it did not print its start line ({other:?}); stderr:\n{err}"
-                )));
-            }
-        };
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| fail(format!("start line `{line}` is not JSON: {e}")))?;
-        let plain = v["plain"]
-            .as_str()
-            .ok_or_else(|| fail(format!("no `plain` in `{line}`")))?
-            .to_owned();
-        Ok(FakeGateway {
-            child,
-            stdin,
-            stderr,
-            plain,
-            tls: v["tls"].as_str().map(str::to_owned),
-            ca_file: v["ca_file"].as_str().map(PathBuf::from),
-        })
-    }
-
-    /// `127.0.0.1:PORT`: cleartext HTTP/2 (gRPC) and HTTP/1.1 (REST) on one port.
-    pub fn plain(&self) -> &str {
-        &self.plain
-    }
-
-    /// `localhost:PORT`: the same over TLS, when started with `tls`.
-    pub fn tls(&self) -> Option<&str> {
-        self.tls.as_deref()
-    }
-
-    /// The CA certificate (PEM) that TLS clients must trust, when started with `tls`.
-    pub fn ca_file(&self) -> Option<&Path> {
-        self.ca_file.as_deref()
-    }
-
-    /// Stops it and returns what it counted.
-    pub async fn finish(mut self) -> Result<FakeGatewayStats, FirestoreHarnessError> {
-        drop(self.stdin.take());
-        let fail = |reason: String| FirestoreHarnessError::FakeGateway { reason };
-        let mut err = String::new();
-        if let Some(task) = self.stderr.take() {
-            err = tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .map_err(|_| fail("it did not exit within 10 s of its stdin closing".into()))?
-                .map_err(|e| fail(format!("reading its stderr: {e}")))?;
-        }
-        let _ = self.child.wait().await;
-        let last = err.lines().last().unwrap_or_default();
-        let v: Value = serde_json::from_str(last)
-            .map_err(|e| fail(format!("no stats line ({e}); stderr:\n{err}")))?;
-        Ok(FakeGatewayStats {
-            accepted: v["accepted"].as_u64().unwrap_or_default(),
-            refused: v["refused"].as_u64().unwrap_or_default(),
-            refused_auth: v["refused_auth"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
     }
 }

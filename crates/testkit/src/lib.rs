@@ -3,10 +3,13 @@
 //! [`OidcProvider`] starts the real `oidc-provider` harness in
 //! `testing/oidc/` (Node.js) on a loopback port, so identity tests verify
 //! tokens signed and published exactly as a production OIDC issuer does.
+//! [`firestore`] runs Google's Firestore emulator and official clients;
+//! [`tls`] makes throwaway certificates with the `openssl` command line.
 //! This crate is never a dependency of shipped code and never published.
 
 pub mod firestore;
 pub mod forge;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

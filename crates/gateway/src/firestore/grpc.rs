@@ -165,7 +165,14 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
     }
 
     let max = front.max_request();
-    let raw = read_body(body, max + 5).await?;
+    let raw = match read_body(body, max + 5).await {
+        Ok(b) => b,
+        Err(r) => {
+            return Err(front
+                .refuse(gw, request_id, &principal, "malformed", r)
+                .await);
+        }
+    };
     let mut decoder = FrameDecoder::new(max);
     decoder.push(&raw);
     let message = match decoder.next_message() {
@@ -211,6 +218,11 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
                 .await);
         }
     };
+    if let Err(r) = super::check_routing(&parts.headers, &classified.database) {
+        return Err(front
+            .refuse(gw, request_id, &principal, "malformed", r)
+            .await);
+    }
     let authorized = front
         .authorize(gw, request_id, &principal, &classified)
         .await?;
@@ -430,6 +442,7 @@ fn stream_call(
     // The request side: decode, classify, decide, forward.
     {
         let call = call.clone();
+        let routing_headers = parts.headers.clone();
         let sender = sender.clone();
         tokio::spawn(async move {
             let max = call.front.max_request();
@@ -485,6 +498,10 @@ fn stream_call(
                             return;
                         }
                     };
+                    if let Err(r) = super::check_routing(&routing_headers, &classified.database) {
+                        refuse(r).await;
+                        return;
+                    }
                     if !classified.accesses.is_empty() || classified.transaction.is_some() {
                         match call
                             .front

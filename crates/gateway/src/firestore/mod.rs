@@ -304,12 +304,12 @@ impl FirestoreFront {
         for (intent, d) in intents.iter().zip(decisions) {
             let d = d.map_err(|_| audit_unavailable())?;
             if !d.is_allowed() && denied.is_none() {
-                denied = Some(format!(
-                    "{} on {} {}",
-                    intent.action,
-                    intent.resource.display(),
-                    d.reason
-                ));
+                let resource = intent.resource.display();
+                denied = Some(if d.reason.contains(&resource) {
+                    d.reason.clone()
+                } else {
+                    format!("{} on {resource} {}", intent.action, d.reason)
+                });
             }
         }
         if let Some(message) = denied {
@@ -369,6 +369,46 @@ impl FirestoreFront {
     fn end_transaction(&self, tx: &[u8]) {
         self.transactions.end(tx);
     }
+}
+
+/// Routing headers are kept for the upstream, so they must not name
+/// another database than the one the call was decided for: Google routes
+/// by them.
+fn check_routing(
+    headers: &HeaderMap,
+    database: &latchkey_documents::DatabaseName,
+) -> Result<(), Refusal> {
+    let root = format!(
+        "projects/{}/databases/{}",
+        database.project, database.database
+    );
+    for value in headers.get_all("x-goog-request-params") {
+        let Ok(value) = value.to_str() else {
+            return Err(Refusal::new(
+                GrpcCode::InvalidArgument,
+                "x-goog-request-params is not ASCII",
+            ));
+        };
+        for pair in value.split('&').filter(|p| !p.is_empty()) {
+            let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = latchkey_documents::status::grpc_message_decode(&raw.replace('+', " "));
+            let consistent = match key {
+                "project_id" => v == database.project,
+                "database_id" => v == database.database,
+                _ if v.starts_with("projects/") => v == root || v.starts_with(&format!("{root}/")),
+                _ => true,
+            };
+            if !consistent {
+                return Err(Refusal::new(
+                    GrpcCode::InvalidArgument,
+                    format!(
+                        "x-goog-request-params `{key}` names another database than the request (`{root}`)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a buffered request body up to `limit` bytes.

@@ -52,7 +52,14 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
                 .await);
         }
     };
-    let raw = read_body(body, front.max_request()).await?;
+    let raw = match read_body(body, front.max_request()).await {
+        Ok(b) => b,
+        Err(r) => {
+            return Err(front
+                .refuse(gw, request_id, &principal, "malformed", r)
+                .await);
+        }
+    };
     let classified = {
         let record_values = |p: &latchkey_documents::DocPath| front.records_values(p);
         let opts = ClassifyOptions {
@@ -69,6 +76,11 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
                 .await);
         }
     };
+    if let Err(r) = super::check_routing(&parts.headers, &classified.database) {
+        return Err(front
+            .refuse(gw, request_id, &principal, "malformed", r)
+            .await);
+    }
     let authorized = front
         .authorize(gw, request_id, &principal, &classified)
         .await?;

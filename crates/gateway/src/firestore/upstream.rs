@@ -58,6 +58,11 @@ fn is_dropped(name: &HeaderName) -> bool {
             | "content-length"
             | "forwarded"
             | "x-real-ip"
+            // Google serves a POST carrying these as the method they name;
+            // Latchkey decided on the real method.
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
     ) || n.starts_with("x-forwarded-")
         || n.starts_with("x-latchkey-")
 }
