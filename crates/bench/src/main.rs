@@ -20,13 +20,21 @@ use latchkey_tokens::{
     TokenVerifier,
 };
 
+mod firestore;
+
 fn clock() -> SharedClock {
     Arc::new(SystemClock)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let what = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_else(|| "all".into());
     let secs: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -39,6 +47,9 @@ async fn main() -> Result<()> {
     }
     if what == "all" || what == "exchange" {
         exchanges(secs).await?;
+    }
+    if what == "all" || what == "firestore" {
+        firestore::run(secs, json, what == "firestore").await?;
     }
     Ok(())
 }

@@ -102,6 +102,23 @@ impl Method {
         format!("{SERVICE_PREFIX}{}", self.as_str())
     }
 
+    /// Whether the call only reads documents and changes nothing in the
+    /// database (a read may still begin a read-only transaction). Reads may
+    /// overlap their audit sync with the upstream call; writes may not.
+    pub fn reads_only(self) -> bool {
+        matches!(
+            self,
+            Self::GetDocument
+                | Self::ListDocuments
+                | Self::BatchGetDocuments
+                | Self::RunQuery
+                | Self::RunAggregationQuery
+                | Self::PartitionQuery
+                | Self::Listen
+                | Self::ListCollectionIds
+        )
+    }
+
     /// Whether the client sends a stream of messages (`Write`, `Listen`).
     pub fn client_streaming(self) -> bool {
         matches!(self, Self::Write | Self::Listen)

@@ -383,6 +383,22 @@ impl Gateway {
         intent: &Intent,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Decision, crate::oauth::ApiError> {
+        let (decision, event) = self.decide_unrecorded(request_id, principal, intent, extra);
+        self.record(event).await?;
+        Ok(decision)
+    }
+
+    /// The decision and its audit event, not yet appended. For callers that
+    /// overlap the append with other work; the caller must append the event
+    /// and wait for it before anything depends on the decision having been
+    /// recorded.
+    pub(crate) fn decide_unrecorded(
+        &self,
+        request_id: &str,
+        principal: &Principal,
+        intent: &Intent,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> (Decision, AuditEvent) {
         let decision = self.policy.authorize(principal, intent);
         let mut event = AuditEvent::decision(
             request_id.to_owned(),
@@ -394,8 +410,7 @@ impl Gateway {
         for (k, v) in extra {
             event.context.entry(k).or_insert(v);
         }
-        self.record(event).await?;
-        Ok(decision)
+        (decision, event)
     }
 
     /// Appends an audit event durably. When the log cannot be written the

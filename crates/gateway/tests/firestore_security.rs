@@ -853,6 +853,38 @@ master_key = {{ value = "{master}" }}
             .contains("audit log cannot be written"),
         "{body}"
     );
+    // That first read went upstream while its decision synced (reads
+    // overlap the two), and the caller got nothing of it. From now on the
+    // log is known to be failing, so nothing more reaches the upstream.
+    let overlapped_read = upstream.seen();
+    assert!(
+        overlapped_read.len() <= 1 && overlapped_read.iter().all(|s| s.path.ends_with("/c/d")),
+        "{overlapped_read:?}"
+    );
+
+    // A write never reaches the upstream before its record is durable.
+    let resp = first
+        .http
+        .patch(format!(
+            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
+        ))
+        .header("authorization", bearer(&token))
+        .json(&json!({"fields": {"a": {"stringValue": "b"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    // Nor does a read, now.
+    let resp = first
+        .http
+        .get(format!(
+            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
+        ))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
 
     // A refused credential must be recorded too, so it is refused the same way.
     let resp = first
@@ -866,8 +898,9 @@ master_key = {{ value = "{master}" }}
         .unwrap();
     assert_eq!(resp.status(), 503);
 
-    assert!(
-        upstream.seen().is_empty(),
+    assert_eq!(
+        upstream.seen().len(),
+        overlapped_read.len(),
         "an unaudited call reached the upstream: {:?}",
         upstream.seen()
     );

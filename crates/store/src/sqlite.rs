@@ -33,9 +33,15 @@ const MAX_CHAR: char = '\u{10FFFF}';
 
 /// The embedded default [`Store`]: one SQLite file in WAL mode with
 /// `synchronous=FULL`, so a committed write survives power loss.
+///
+/// The audit index is the exception: it is rebuilt from the audit log
+/// (the indexer catches up from the file), so its commits go through their
+/// own connection with `synchronous=NORMAL` and do not wait for a disk sync
+/// that would compete with the audit log's own.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    index_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -60,10 +66,16 @@ impl SqliteStore {
         // not (and should not, see `enable_wal`) set it again.
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(cannot_open)?;
-        Self::from_pool(pool).await
+        // One connection: index batches come one at a time, in seq order.
+        let index_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(cannot_open)?;
+        Self::from_pools(pool, index_pool).await
     }
 
     /// Opens a private in-memory database, for tests. It lives as long as
@@ -83,17 +95,18 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory database: {e}")))?;
-        Self::from_pool(pool).await
+        Self::from_pools(pool.clone(), pool).await
     }
 
-    async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        let store = Self { pool };
+    async fn from_pools(pool: SqlitePool, index_pool: SqlitePool) -> Result<Self, StoreError> {
+        let store = Self { pool, index_pool };
         store.migrate().await?;
         Ok(store)
     }
 
     /// Closes every connection, checkpointing the WAL. Later calls fail.
     pub async fn close(&self) {
+        self.index_pool.close().await;
         self.pool.close().await;
     }
 
@@ -560,7 +573,7 @@ impl Store for SqliteStore {
             numbers.push((to_db("seq", row.seq)?, to_db("time_ms", row.time_ms)?));
         }
         let mut tx = self
-            .pool
+            .index_pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| db_error(CTX, e))?;
@@ -672,6 +685,12 @@ mod tests {
         assert_eq!(pragma(&store, "synchronous").await, "2");
         assert_eq!(pragma(&store, "foreign_keys").await, "1");
         assert_eq!(pragma(&store, "busy_timeout").await, "5000");
+        // 1 = NORMAL, for the audit index only: it is rebuilt from the log.
+        let row = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&store.index_pool)
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<i64, _>(0).unwrap(), 1);
     }
 
     async fn plan(store: &SqliteStore, query: &AuditQuery) -> String {

@@ -20,7 +20,7 @@ use latchkey_documents::{
 use tokio::sync::{Mutex, mpsc};
 
 use super::upstream::relay_response_headers;
-use super::{FirestoreFront, Refusal, read_body};
+use super::{FirestoreFront, Overlap, Refusal, read_body};
 use crate::app::Gateway;
 use crate::request_id::new_request_id;
 
@@ -80,6 +80,7 @@ impl Call {
         self.front
             .record_outcome(
                 &self.gw,
+                self.method,
                 &self.request_id,
                 &self.principal,
                 &intents,
@@ -223,9 +224,10 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             .refuse(gw, request_id, &principal, "malformed", r)
             .await);
     }
-    let authorized = front
-        .authorize(gw, request_id, &principal, &classified)
+    let mut authorized = front
+        .authorize(gw, request_id, &principal, &classified, Overlap::Reads)
         .await?;
+    let pending = std::mem::take(&mut authorized.pending);
     let call = Arc::new(Call {
         gw: gw.clone(),
         front: front.clone(),
@@ -236,11 +238,16 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
         transaction: classified.transaction.clone(),
         begins_transaction: classified.begins_transaction,
     });
-    let upstream = match front
-        .upstream
-        .grpc(&path, &parts.headers, Body::from(raw), true)
-        .await
-    {
+    // An allowed read goes upstream while its decision records sync; the
+    // response waits for both (writes were durable before this point).
+    let (durable, upstream) = tokio::join!(
+        pending.durable(gw),
+        front
+            .upstream
+            .grpc(&path, &parts.headers, Body::from(raw), true)
+    );
+    durable?;
+    let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {
             call.finish(GrpcCode::Unavailable.as_i32(), Some(&e.to_string()))
@@ -505,7 +512,13 @@ fn stream_call(
                     if !classified.accesses.is_empty() || classified.transaction.is_some() {
                         match call
                             .front
-                            .authorize(&call.gw, &call.request_id, &call.principal, &classified)
+                            .authorize(
+                                &call.gw,
+                                &call.request_id,
+                                &call.principal,
+                                &classified,
+                                Overlap::Never,
+                            )
                             .await
                         {
                             Ok(a) => call.intents.lock().await.extend(a.intents),

@@ -103,6 +103,47 @@ pub(crate) struct FirestoreFront {
 /// What one authorized call carries to its outcome.
 pub(crate) struct AuthorizedCall {
     pub(crate) intents: Vec<Intent>,
+    /// Decision records of an allowed read that are not yet known durable
+    /// (see [`Overlap`]); empty otherwise.
+    pub(crate) pending: PendingRecords,
+}
+
+/// Whether an allowed read may overlap the sync of its decision records
+/// with the upstream call. Writes never do: their records are durable
+/// before anything is sent upstream. Nor do reads in a transaction, or any
+/// call once the audit log is known to be failing. An overlapped read whose
+/// records then fail to sync is refused: the caller sees nothing of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overlap {
+    /// Records are durable when `authorize` returns.
+    Never,
+    /// An allowed read returns its records unsynced in
+    /// [`AuthorizedCall::pending`]; the caller holds the response until
+    /// [`PendingRecords::durable`] succeeds.
+    Reads,
+}
+
+/// Decision records appended after `authorize` returned.
+#[derive(Default)]
+pub(crate) struct PendingRecords(Vec<AuditEvent>);
+
+impl PendingRecords {
+    /// Appends the records and waits until they are durable. Nothing of the
+    /// call's response may reach the caller before this succeeds: when the
+    /// audit log cannot be written the read is refused (fail closed), even
+    /// though Firestore already answered it.
+    pub(crate) async fn durable(self, gw: &Gateway) -> Result<(), Refusal> {
+        record_all(gw, self.0).await
+    }
+}
+
+/// Appends events concurrently (one group commit) and waits for all.
+async fn record_all(gw: &Gateway, events: Vec<AuditEvent>) -> Result<(), Refusal> {
+    let results = join_all(events.into_iter().map(|e| gw.record(e))).await;
+    if results.iter().any(Result::is_err) {
+        return Err(audit_unavailable());
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for FirestoreFront {
@@ -216,8 +257,9 @@ impl FirestoreFront {
         request_id: &str,
         principal: &Principal,
         classified: &Classified,
+        overlap: Overlap,
     ) -> Result<AuthorizedCall, Refusal> {
-        self.authorize_with(gw, request_id, principal, classified, &Map::new())
+        self.authorize_with(gw, request_id, principal, classified, &Map::new(), overlap)
             .await
     }
 
@@ -230,6 +272,7 @@ impl FirestoreFront {
         principal: &Principal,
         classified: &Classified,
         base: &Map<String, serde_json::Value>,
+        overlap: Overlap,
     ) -> Result<AuthorizedCall, Refusal> {
         let db = &classified.database;
         if let Some(project) = &self.config.project
@@ -293,16 +336,27 @@ impl FirestoreFront {
             intents.push(intent);
             extras.push(extra);
         }
-        let decisions = join_all(
-            intents
-                .iter()
-                .zip(extras)
-                .map(|(intent, extra)| gw.decide_with(request_id, principal, intent, extra)),
-        )
-        .await;
+        let (decisions, events): (Vec<_>, Vec<_>) = intents
+            .iter()
+            .zip(extras)
+            .map(|(intent, extra)| gw.decide_unrecorded(request_id, principal, intent, extra))
+            .unzip();
+        // A read inside a transaction takes locks, so it waits like a write;
+        // so does every call once the log is known to be failing.
+        let defer = overlap == Overlap::Reads
+            && classified.method.reads_only()
+            && classified.transaction.is_none()
+            && !classified.begins_transaction
+            && gw.audit.failure().is_none()
+            && decisions.iter().all(|d| d.is_allowed());
+        let pending = if defer {
+            PendingRecords(events)
+        } else {
+            record_all(gw, events).await?;
+            PendingRecords::default()
+        };
         let mut denied: Option<String> = None;
         for (intent, d) in intents.iter().zip(decisions) {
-            let d = d.map_err(|_| audit_unavailable())?;
             if !d.is_allowed() && denied.is_none() {
                 let resource = intent.resource.display();
                 denied = Some(if d.reason.contains(&resource) {
@@ -323,14 +377,18 @@ impl FirestoreFront {
             };
             return Err(Refusal::new(GrpcCode::PermissionDenied, message));
         }
-        Ok(AuthorizedCall { intents })
+        Ok(AuthorizedCall { intents, pending })
     }
 
     /// Records the outcome of every intent of a call (durably, before the
     /// caller learns it succeeded).
+    /// A read's outcome is appended without holding the response for its
+    /// sync: the read changed nothing, and its decision is already durable.
+    #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
         gw: &Gateway,
+        method: latchkey_documents::Method,
         request_id: &str,
         principal: &Principal,
         intents: &[Intent],
@@ -338,24 +396,28 @@ impl FirestoreFront {
         detail: Option<&str>,
     ) -> Result<(), Refusal> {
         let now = gw.clock.unix_millis();
-        let results = join_all(intents.iter().map(|intent| {
-            let mut outcome = Outcome::new(status);
-            if let Some(d) = detail {
-                outcome = outcome.with_detail(d);
-            }
-            gw.record(AuditEvent::outcome(
-                request_id.to_owned(),
-                Some(principal),
-                intent,
-                outcome,
-                now,
-            ))
-        }))
-        .await;
-        if results.iter().any(Result::is_err) {
-            return Err(audit_unavailable());
+        let events: Vec<AuditEvent> = intents
+            .iter()
+            .map(|intent| {
+                let mut outcome = Outcome::new(status);
+                if let Some(d) = detail {
+                    outcome = outcome.with_detail(d);
+                }
+                AuditEvent::outcome(request_id.to_owned(), Some(principal), intent, outcome, now)
+            })
+            .collect();
+        if method.reads_only() {
+            let audit = gw.audit.clone();
+            tokio::spawn(async move {
+                for result in join_all(events.into_iter().map(|e| audit.append(e))).await {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "audit log unavailable for a read's outcome");
+                    }
+                }
+            });
+            return Ok(());
         }
-        Ok(())
+        record_all(gw, events).await
     }
 
     fn bind_transaction(&self, tx: Bytes, principal: &Principal, now_ms: u64) {
@@ -490,7 +552,7 @@ pub(crate) async fn write_document(
     }
     .map_err(|e| Refusal::new(e.code(), format!("rule document `{path}`: {e}")))?;
     let authorized = front
-        .authorize_with(gw, request_id, principal, &classified, base)
+        .authorize_with(gw, request_id, principal, &classified, base, Overlap::Never)
         .await?;
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -513,6 +575,7 @@ pub(crate) async fn write_document(
     front
         .record_outcome(
             gw,
+            classified.method,
             request_id,
             principal,
             &authorized.intents,

@@ -17,7 +17,7 @@ use latchkey_documents::{
 use tokio::sync::mpsc;
 
 use super::upstream::relay_response_headers;
-use super::{Refusal, read_body};
+use super::{Overlap, Refusal, read_body};
 use crate::app::Gateway;
 use crate::request_id::new_request_id;
 
@@ -81,28 +81,33 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             .refuse(gw, request_id, &principal, "malformed", r)
             .await);
     }
-    let authorized = front
-        .authorize(gw, request_id, &principal, &classified)
+    let mut authorized = front
+        .authorize(gw, request_id, &principal, &classified, Overlap::Reads)
         .await?;
+    let pending = std::mem::take(&mut authorized.pending);
     let path_and_query = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let upstream = match front
-        .upstream
-        .rest(
+    // An allowed read goes upstream while its decision records sync; the
+    // response waits for both (writes were durable before this point).
+    let (durable, upstream) = tokio::join!(
+        pending.durable(gw),
+        front.upstream.rest(
             parts.method.clone(),
             &path_and_query,
             &parts.headers,
             Body::from(raw),
         )
-        .await
-    {
+    );
+    durable?;
+    let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {
             front
                 .record_outcome(
                     gw,
+                    classified.method,
                     request_id,
                     &principal,
                     &authorized.intents,
@@ -114,10 +119,11 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
         }
     };
     let (up, body) = upstream.into_parts();
-    // The outcome is durable before the caller sees the status.
+    // A write's outcome is durable before the caller sees the status.
     front
         .record_outcome(
             gw,
+            classified.method,
             request_id,
             &principal,
             &authorized.intents,
