@@ -261,7 +261,8 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
 /// Relays an upstream response. A trailers-only answer is recorded before
 /// it is returned; otherwise a task forwards frames, binds a new
 /// transaction before the caller can see its id, and records the outcome
-/// before the trailers (the success) reach the caller.
+/// before the trailers reach the caller (durably for a write; a read's
+/// outcome is appended without waiting, see `record_outcome`).
 async fn relay(
     call: Arc<Call>,
     upstream: http::Response<Incoming>,
