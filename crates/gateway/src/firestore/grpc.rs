@@ -3,7 +3,10 @@
 //! they came; responses stream back frame by frame, read only to learn a
 //! new transaction id and the final status.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -259,7 +262,8 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
 }
 
 /// Relays an upstream response. A trailers-only answer is recorded before
-/// it is returned; otherwise a task forwards frames, binds a new
+/// it is returned; a unary call's frames pass through [`UnaryRelayBody`];
+/// for a stream, a task forwards frames, binds a new
 /// transaction before the caller can see its id, and records the outcome
 /// before the trailers reach the caller (durably for a write; a read's
 /// outcome is appended without waiting, see `record_outcome`).
@@ -275,12 +279,19 @@ async fn relay(
         call.finish(status, message.as_deref()).await?;
         return Ok(grpc_head(parts.status, &parts.headers, Body::new(body)));
     }
-    let (sender, out) = match sender {
-        Some(s) => (s, None),
-        None => {
-            let (tx, rx) = mpsc::channel::<FrameResult>(8);
-            (Arc::new(Mutex::new(Some(tx))), Some(channel_body(rx)))
-        }
+    let Some(sender) = sender else {
+        // A unary call: relayed in the connection's own task, no channel.
+        let tap = call
+            .begins_transaction
+            .then(|| FrameDecoder::new(64 * 1024 * 1024));
+        let body = UnaryRelayBody {
+            inner: body,
+            call,
+            tap,
+            finishing: None,
+            done: false,
+        };
+        return Ok(grpc_head(parts.status, &parts.headers, Body::new(body)));
     };
     let head_status = status_of(&parts.headers);
     let head_headers = parts.headers.clone();
@@ -362,11 +373,122 @@ async fn relay(
         }
     };
     tokio::spawn(relay_task);
-    Ok(match out {
-        Some(body) => grpc_head(parts.status, &parts.headers, body),
-        // A stream's head was returned already; this response is unused.
-        None => Response::new(Body::empty()),
-    })
+    // A stream's head was returned already; this response is unused.
+    Ok(Response::new(Body::empty()))
+}
+
+type FinishFuture = Pin<Box<dyn Future<Output = Frame<Bytes>> + Send>>;
+
+/// A unary call's response on its way to the caller, relayed as the
+/// caller's connection polls it: frames pass as they come (a new
+/// transaction id is bound before the frame that carries it passes), and
+/// the trailers wait for the outcome record. The same steps as the stream
+/// relay, without a task and channel per call.
+struct UnaryRelayBody {
+    inner: Incoming,
+    call: Arc<Call>,
+    tap: Option<FrameDecoder>,
+    finishing: Option<FinishFuture>,
+    done: bool,
+}
+
+impl UnaryRelayBody {
+    /// Starts recording the outcome; `pass` is the upstream's own trailers,
+    /// returned when the record succeeds.
+    fn finish(&mut self, status: i32, message: Option<String>, pass: Option<Frame<Bytes>>) {
+        let call = self.call.clone();
+        self.finishing = Some(Box::pin(async move {
+            match call.finish(status, message.as_deref()).await {
+                Ok(()) => pass.unwrap_or_else(|| {
+                    trailers(GrpcCode::from_i32(status), message.as_deref().unwrap_or(""))
+                }),
+                Err(r) => trailers(r.code, &r.message),
+            }
+        }));
+    }
+}
+
+impl hyper::body::Body for UnaryRelayBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(f) = this.finishing.as_mut() {
+                let frame = ready!(f.as_mut().poll(cx));
+                this.finishing = None;
+                this.done = true;
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        if let Some(decoder) = this.tap.as_mut() {
+                            decoder.push(data);
+                            while let Ok(Some(msg)) = decoder.next_message() {
+                                if let Some(tx) = transaction_in_response(this.call.method, &msg) {
+                                    this.call.front.bind_transaction(
+                                        tx,
+                                        &this.call.principal,
+                                        this.call.gw.clock.unix_millis(),
+                                    );
+                                    this.tap = None;
+                                    break;
+                                }
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    if let Some(t) = frame.trailers_ref() {
+                        let (status, message) =
+                            status_of(t).unwrap_or((GrpcCode::Unknown.as_i32(), None));
+                        this.finish(status, message, Some(frame));
+                    }
+                }
+                Some(Err(e)) => {
+                    let message = format!("the Firestore upstream stream failed: {e}");
+                    this.finish(GrpcCode::Unavailable.as_i32(), Some(message), None);
+                }
+                None => {
+                    let message = "the Firestore upstream ended the stream without a status";
+                    this.finish(GrpcCode::Unknown.as_i32(), Some(message.to_owned()), None);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for UnaryRelayBody {
+    /// A caller that goes away mid-response still gets an outcome record.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.finishing.is_none() {
+            self.finish(
+                GrpcCode::Cancelled.as_i32(),
+                Some("the caller went away before the response ended".to_owned()),
+                None,
+            );
+        }
+        if let Some(f) = self.finishing.take() {
+            runtime.spawn(f);
+        }
+    }
 }
 
 /// The response channel, shared by the relay and (for streams) the request
