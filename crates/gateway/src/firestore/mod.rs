@@ -380,10 +380,10 @@ impl FirestoreFront {
         Ok(AuthorizedCall { intents, pending })
     }
 
-    /// Records the outcome of every intent of a call (durably, before the
-    /// caller learns it succeeded).
-    /// A read's outcome is appended without holding the response for its
-    /// sync: the read changed nothing, and its decision is already durable.
+    /// Records the outcome of every intent of a call. A write's outcome is
+    /// durable before the caller learns it succeeded; a read's is appended
+    /// without holding the response for its sync: the read changed nothing,
+    /// and its decision is already durable.
     #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
