@@ -27,14 +27,13 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
-use latchkey_core::SystemClock;
 use latchkey_documents::proto;
 use latchkey_testkit::firestore::FirestoreEmulator;
 use latchkey_tokens::MasterKey;
 use prost::Message as _;
 use serde_json::{Value as Json, json};
 
-use super::{clock, one_request, percentile};
+use super::{clock, dev_id_token, one_request, percentile};
 
 /// The project and database every call names.
 const PROJECT: &str = "latchkey-bench";
@@ -545,16 +544,7 @@ impl BenchGateway {
     /// `developers`, got the way a caller gets one: an ID token from the
     /// dev issuer exchanged at `/oauth2/token`.
     async fn token(&self) -> Result<String> {
-        let dev = self.gw.dev_issuer().context("dev issuer")?;
-        let id_token = dev.mint_id_token(
-            "alice",
-            &["developers".to_owned()],
-            Some("alice@example.com"),
-            "latchkey",
-            Duration::from_secs(3600),
-            serde_json::Map::new(),
-            latchkey_core::Clock::unix(&SystemClock),
-        )?;
+        let id_token = dev_id_token(&self.gw)?;
         let form = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={id_token}\
              &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=documents"

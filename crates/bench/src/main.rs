@@ -281,16 +281,7 @@ async fn exchanges(secs: u64) -> Result<()> {
         clock(),
     )
     .await?;
-    let dev = gw.dev_issuer().context("dev issuer")?;
-    let id_token = dev.mint_id_token(
-        "alice",
-        &["developers".to_owned()],
-        Some("alice@example.com"),
-        "latchkey",
-        Duration::from_secs(3600),
-        serde_json::Map::new(),
-        latchkey_core::Clock::unix(&SystemClock),
-    )?;
+    let id_token = dev_id_token(&gw)?;
     let app = latchkey_gateway::router(gw.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -324,6 +315,21 @@ type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
+
+/// An hour-long ID token from the gateway's dev issuer for `alice` of
+/// `developers`, the subject token both HTTP benches exchange.
+fn dev_id_token(gw: &latchkey_gateway::Gateway) -> Result<String> {
+    let dev = gw.dev_issuer().context("dev issuer")?;
+    Ok(dev.mint_id_token(
+        "alice",
+        &["developers".to_owned()],
+        Some("alice@example.com"),
+        "latchkey",
+        Duration::from_secs(3600),
+        serde_json::Map::new(),
+        latchkey_core::Clock::unix(&SystemClock),
+    )?)
+}
 
 fn client() -> Client {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -832,17 +832,16 @@ master_key = {{ value = "{master}" }}
             .await
             .unwrap();
     });
-    let base = format!("http://{addr}");
+    let doc = format!("http://{addr}/v1/projects/{PROJECT}/databases/(default)/documents/c/d");
+    let get_doc = |credential: &str| {
+        first
+            .http
+            .get(&doc)
+            .header("authorization", bearer(credential))
+            .send()
+    };
 
-    let resp = first
-        .http
-        .get(format!(
-            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
-        ))
-        .header("authorization", bearer(&token))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_doc(&token).await.unwrap();
     let (status, body) = google_error(resp).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["status"], "UNAVAILABLE");
@@ -865,9 +864,7 @@ master_key = {{ value = "{master}" }}
     // A write never reaches the upstream before its record is durable.
     let resp = first
         .http
-        .patch(format!(
-            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
-        ))
+        .patch(&doc)
         .header("authorization", bearer(&token))
         .json(&json!({"fields": {"a": {"stringValue": "b"}}}))
         .send()
@@ -875,28 +872,10 @@ master_key = {{ value = "{master}" }}
         .unwrap();
     assert_eq!(resp.status(), 503);
     // Nor does a read, now.
-    let resp = first
-        .http
-        .get(format!(
-            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
-        ))
-        .header("authorization", bearer(&token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
+    assert_eq!(get_doc(&token).await.unwrap().status(), 503);
 
     // A refused credential must be recorded too, so it is refused the same way.
-    let resp = first
-        .http
-        .get(format!(
-            "{base}/v1/projects/{PROJECT}/databases/(default)/documents/c/d"
-        ))
-        .header("authorization", bearer("not-a-token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
+    assert_eq!(get_doc("not-a-token").await.unwrap().status(), 503);
 
     assert_eq!(
         upstream.seen().len(),

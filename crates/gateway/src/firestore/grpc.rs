@@ -262,8 +262,8 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
 }
 
 /// Relays an upstream response. A trailers-only answer is recorded before
-/// it is returned; a unary call's frames pass through [`UnaryRelayBody`];
-/// for a stream, a task forwards frames, binds a new
+/// it is returned; otherwise a [`ResponseRelay`] (a unary call's body, or
+/// drained by a task for a stream) forwards frames, binds a new
 /// transaction before the caller can see its id, and records the outcome
 /// before the trailers reach the caller (durably for a write; a read's
 /// outcome is appended without waiting, see `record_outcome`).
@@ -272,7 +272,7 @@ async fn relay(
     upstream: http::Response<Incoming>,
     sender: Option<SharedSender>,
 ) -> Result<Response, Refusal> {
-    let (parts, mut body) = upstream.into_parts();
+    let (parts, body) = upstream.into_parts();
     if let Some((status, message)) = status_of(&parts.headers)
         && sender.is_none()
     {
@@ -281,16 +281,7 @@ async fn relay(
     }
     let Some(sender) = sender else {
         // A unary call: relayed in the connection's own task, no channel.
-        let tap = call
-            .begins_transaction
-            .then(|| FrameDecoder::new(64 * 1024 * 1024));
-        let body = UnaryRelayBody {
-            inner: body,
-            call,
-            tap,
-            finishing: None,
-            done: false,
-        };
+        let body = ResponseRelay::new(body, call, OnDrop::RecordCancelled);
         return Ok(grpc_head(parts.status, &parts.headers, Body::new(body)));
     };
     let head_status = status_of(&parts.headers);
@@ -315,59 +306,16 @@ async fn relay(
                 send_last(&sender, frame).await;
                 return;
             }
-            let mut tap = call
-                .begins_transaction
-                .then(|| FrameDecoder::new(64 * 1024 * 1024));
-            loop {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            if let Some(decoder) = tap.as_mut() {
-                                decoder.push(data);
-                                while let Ok(Some(msg)) = decoder.next_message() {
-                                    if let Some(tx) = transaction_in_response(call.method, &msg) {
-                                        call.front.bind_transaction(
-                                            tx,
-                                            &call.principal,
-                                            call.gw.clock.unix_millis(),
-                                        );
-                                        tap = None;
-                                        break;
-                                    }
-                                }
-                            }
-                            if !send(&sender, Ok(frame)).await {
-                                return;
-                            }
-                        } else if let Some(t) = frame.trailers_ref() {
-                            let (status, message) =
-                                status_of(t).unwrap_or((GrpcCode::Unknown.as_i32(), None));
-                            let frame = match call.finish(status, message.as_deref()).await {
-                                Ok(()) => frame,
-                                Err(r) => trailers(r.code, &r.message),
-                            };
-                            send_last(&sender, frame).await;
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let message = format!("the Firestore upstream stream failed: {e}");
-                        let frame = match call
-                            .finish(GrpcCode::Unavailable.as_i32(), Some(&message))
-                            .await
-                        {
-                            Ok(()) => trailers(GrpcCode::Unavailable, &message),
-                            Err(r) => trailers(r.code, &r.message),
-                        };
-                        send_last(&sender, frame).await;
-                        return;
-                    }
-                    None => {
-                        let message = "the Firestore upstream ended the stream without a status";
-                        let _ = call.finish(GrpcCode::Unknown.as_i32(), Some(message)).await;
-                        send_last(&sender, trailers(GrpcCode::Unknown, message)).await;
-                        return;
-                    }
+            // The same steps as a unary call, with each frame sent on down
+            // the shared channel; the relay's last frame is the trailers.
+            let mut relay = ResponseRelay::new(body, call, OnDrop::Nothing);
+            while let Some(Ok(frame)) = relay.frame().await {
+                if frame.is_trailers() {
+                    send_last(&sender, frame).await;
+                    return;
+                }
+                if !send(&sender, Ok(frame)).await {
+                    return;
                 }
             }
         }
@@ -379,20 +327,45 @@ async fn relay(
 
 type FinishFuture = Pin<Box<dyn Future<Output = Frame<Bytes>> + Send>>;
 
-/// A unary call's response on its way to the caller, relayed as the
-/// caller's connection polls it: frames pass as they come (a new
-/// transaction id is bound before the frame that carries it passes), and
-/// the trailers wait for the outcome record. The same steps as the stream
-/// relay, without a task and channel per call.
-struct UnaryRelayBody {
+/// What a [`ResponseRelay`] dropped before its end does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDrop {
+    /// Records a `CANCELLED` outcome: the caller went away (unary calls).
+    RecordCancelled,
+    /// Nothing: a stream's relay is dropped when the request side refuses
+    /// a message, and that refusal records the outcome itself.
+    Nothing,
+}
+
+/// An upstream response on its way to the caller: frames pass as they come
+/// (a new transaction id is bound before the frame that carries it
+/// passes), and the trailers wait for the outcome record. A unary call's
+/// response body is this relay, polled by the caller's connection; a
+/// stream's relay task drains it into the shared channel.
+struct ResponseRelay {
     inner: Incoming,
     call: Arc<Call>,
     tap: Option<FrameDecoder>,
     finishing: Option<FinishFuture>,
     done: bool,
+    on_drop: OnDrop,
 }
 
-impl UnaryRelayBody {
+impl ResponseRelay {
+    fn new(inner: Incoming, call: Arc<Call>, on_drop: OnDrop) -> Self {
+        let tap = call
+            .begins_transaction
+            .then(|| FrameDecoder::new(64 * 1024 * 1024));
+        Self {
+            inner,
+            call,
+            tap,
+            finishing: None,
+            done: false,
+            on_drop,
+        }
+    }
+
     /// Starts recording the outcome; `pass` is the upstream's own trailers,
     /// returned when the record succeeds.
     fn finish(&mut self, status: i32, message: Option<String>, pass: Option<Frame<Bytes>>) {
@@ -408,7 +381,7 @@ impl UnaryRelayBody {
     }
 }
 
-impl hyper::body::Body for UnaryRelayBody {
+impl hyper::body::Body for ResponseRelay {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -469,10 +442,10 @@ impl hyper::body::Body for UnaryRelayBody {
     }
 }
 
-impl Drop for UnaryRelayBody {
+impl Drop for ResponseRelay {
     /// A caller that goes away mid-response still gets an outcome record.
     fn drop(&mut self) {
-        if self.done {
+        if self.done || self.on_drop == OnDrop::Nothing {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
