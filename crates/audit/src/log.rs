@@ -1,7 +1,8 @@
 //! The writer: one thread owns `audit.log`, takes every queued append, writes
 //! the batch with one write and one `fdatasync`, then answers them all
-//! (group commit). Indexing and live tail happen after the sync, off the
-//! critical path.
+//! (group commit). Buffered appends (nobody waits for them) ride along with
+//! the next sync, or are synced within [`AuditConfig::buffered_sync`].
+//! Indexing and live tail happen after the sync, off the critical path.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_core::SharedClock;
 use latchkey_store::{AuditIndexRow, SharedStore};
+use flume::RecvTimeoutError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -37,6 +39,9 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// How many appends may wait for the writer; also the largest batch.
     pub queue_capacity: usize,
+    /// How long a buffered append may stay written but unsynced when no
+    /// waited-for append comes along to sync it.
+    pub buffered_sync: Duration,
 }
 
 impl Default for AuditConfig {
@@ -44,6 +49,7 @@ impl Default for AuditConfig {
         Self {
             checkpoint_interval: Duration::from_secs(10),
             queue_capacity: 8192,
+            buffered_sync: Duration::from_millis(10),
         }
     }
 }
@@ -58,7 +64,7 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    tx: mpsc::Sender<Msg>,
+    tx: flume::Sender<Msg>,
     live: broadcast::Sender<Arc<AuditRecord>>,
     shared: Arc<Shared>,
     tasks: Mutex<Tasks>,
@@ -94,7 +100,6 @@ impl Shared {
 #[derive(Debug, Default)]
 struct Tasks {
     index: Option<JoinHandle<()>>,
-    ticker: Option<JoinHandle<()>>,
 }
 
 // Appends are by far the common message; boxing them would cost an
@@ -102,14 +107,26 @@ struct Tasks {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Append(Pending),
-    Tick,
     Shutdown(oneshot::Sender<()>),
 }
+
+/// The answer to a waited-for append: its seq once durable.
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
 struct Pending {
     event: AuditEvent,
     json: String,
-    reply: oneshot::Sender<Result<u64, AuditError>>,
+    /// `None` for a buffered append, which nobody waits for.
+    reply: Option<Reply>,
+}
+
+/// A record written to the file, waiting for the sync that makes it durable
+/// before it is answered, published and indexed.
+struct Written {
+    seq: u64,
+    prev: [u8; 32],
+    hash: [u8; 32],
+    pending: Pending,
 }
 
 /// A written record on its way to the index, with its event JSON as written.
@@ -140,7 +157,7 @@ impl AuditLog {
             .map_err(|e| AuditError::Unavailable(format!("opening the log panicked: {e}")))??;
 
         let queue_capacity = config.queue_capacity.max(1);
-        let (tx, rx) = mpsc::channel(queue_capacity);
+        let (tx, rx) = flume::bounded(queue_capacity);
         let (live, _) = broadcast::channel(SUBSCRIBER_CAPACITY);
         let shared = Arc::new(Shared {
             last_seq: AtomicU64::new(files.last_seq),
@@ -169,7 +186,8 @@ impl AuditLog {
             checkpoints: files.checkpoints,
             signer,
             clock,
-            interval: config.checkpoint_interval,
+            interval: config.checkpoint_interval.max(Duration::from_millis(10)),
+            buffered_sync: config.buffered_sync,
             max_batch: queue_capacity,
             last_seq: files.last_seq,
             last_hash: files.last_hash,
@@ -180,29 +198,13 @@ impl AuditLog {
             live: live.clone(),
             index_tx,
             buf: Vec::new(),
+            unsynced: Vec::new(),
+            unsynced_since: None,
         };
         std::thread::Builder::new()
             .name("latchkey-audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::io("start the writer thread for", dir, e))?;
-
-        let weak = tx.downgrade();
-        let every = config.checkpoint_interval.max(Duration::from_millis(10));
-        tasks.ticker = Some(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                let Some(tx) = weak.upgrade() else { break };
-                if tx.is_closed() {
-                    break;
-                }
-                // A full queue means the writer is busy; it checkpoints after
-                // batches on its own.
-                let _ = tx.try_send(Msg::Tick);
-            }
-        }));
 
         Ok(AuditLog {
             inner: Arc::new(Inner {
@@ -219,6 +221,22 @@ impl AuditLog {
     /// synced. An error means the event is not durably recorded and the
     /// request it describes must be refused.
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(event, Some(reply)).await?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues an event without waiting for it to become durable: it is
+    /// synced with the next waited-for append, or within
+    /// [`AuditConfig::buffered_sync`]. Only for records whose loss in a crash
+    /// would leave nothing acknowledged unrecorded, such as the outcome of a
+    /// read whose decision is already durable. An error means the log
+    /// refused the event (it is failing, closed, or the event is too large).
+    pub async fn append_buffered(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.enqueue(event, None).await
+    }
+
+    async fn enqueue(&self, event: AuditEvent, reply: Option<Reply>) -> Result<(), AuditError> {
         if let Some(reason) = self.inner.shared.failure() {
             return Err(AuditError::Unavailable(reason));
         }
@@ -229,13 +247,11 @@ impl AuditLog {
                 max: MAX_EVENT_BYTES,
             });
         }
-        let (reply, answer) = oneshot::channel();
         self.inner
             .tx
-            .send(Msg::Append(Pending { event, json, reply }))
+            .send_async(Msg::Append(Pending { event, json, reply }))
             .await
-            .map_err(|_| AuditError::Closed)?;
-        answer.await.map_err(|_| AuditError::Closed)?
+            .map_err(|_| AuditError::Closed)
     }
 
     /// A live feed of records as they become durable. A receiver that falls
@@ -265,17 +281,14 @@ impl AuditLog {
     /// clone fail with [`AuditError::Closed`] afterwards. Idempotent.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
         let (done, finished) = oneshot::channel();
-        if self.inner.tx.send(Msg::Shutdown(done)).await.is_ok() {
+        if self.inner.tx.send_async(Msg::Shutdown(done)).await.is_ok() {
             // Err means the writer already stopped: nothing left to flush.
             let _ = finished.await;
         }
-        let (index, ticker) = {
+        let index = {
             let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            (tasks.index.take(), tasks.ticker.take())
+            tasks.index.take()
         };
-        if let Some(ticker) = ticker {
-            ticker.abort();
-        }
         if let Some(index) = index {
             // The writer dropped its end of the index queue before answering,
             // so the indexer ends once it has drained the queue.
@@ -463,7 +476,9 @@ struct Writer {
     signer: AuditSigner,
     clock: SharedClock,
     interval: Duration,
+    buffered_sync: Duration,
     max_batch: usize,
+    /// The last record written to the file (durable or not).
     last_seq: u64,
     last_hash: [u8; 32],
     last_checkpoint_seq: u64,
@@ -473,135 +488,189 @@ struct Writer {
     live: broadcast::Sender<Arc<AuditRecord>>,
     index_tx: Option<mpsc::Sender<Vec<IndexItem>>>,
     buf: Vec<u8>,
+    /// Buffered appends written but not yet synced, oldest first.
+    unsynced: Vec<Written>,
+    unsynced_since: Option<Instant>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    fn run(mut self, rx: flume::Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::new();
         loop {
-            let Some(first) = rx.blocking_recv() else {
+            let first = match self.next_deadline() {
+                None => rx.recv().ok(),
+                Some(deadline) => match rx.recv_deadline(deadline) {
+                    Ok(msg) => Some(msg),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.on_deadline();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let Some(first) = first else {
                 // Every handle was dropped without a shutdown.
                 self.finish();
                 return;
             };
-            let mut tick = false;
             let mut shutdown = None;
-            let mut take = |msg: Msg, batch: &mut Vec<Pending>| match msg {
-                Msg::Append(p) => batch.push(p),
-                Msg::Tick => tick = true,
-                Msg::Shutdown(done) => shutdown = Some(done),
-            };
-            take(first, &mut batch);
-            while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(msg) => {
-                        let stop = matches!(msg, Msg::Shutdown(_));
-                        take(msg, &mut batch);
-                        if stop {
-                            break;
-                        }
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append(p) => batch.push(p),
+                    Msg::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
                     }
-                    Err(_) => break,
+                }
+                if batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
-            if tick || self.last_checkpoint_at.elapsed() >= self.interval {
+            if self.last_checkpoint_at.elapsed() >= self.interval {
                 self.checkpoint();
             }
             if let Some(done) = shutdown {
-                rx.close();
-                while let Ok(msg) = rx.try_recv() {
+                for msg in rx.drain() {
                     match msg {
-                        Msg::Append(p) => {
-                            let _ = p.reply.send(Err(AuditError::Closed));
-                        }
+                        // Dropping the reply tells a waiting caller the log
+                        // is closed.
+                        Msg::Append(_) => {}
                         Msg::Shutdown(other) => {
                             let _ = other.send(());
                         }
-                        Msg::Tick => {}
                     }
                 }
                 self.finish();
-                // Close the files (and release the lock) before answering, so
-                // the caller may reopen the log at once.
+                // Close the files (and release the lock) and refuse further
+                // appends before answering, so the caller may reopen the log
+                // at once.
                 drop(self);
+                drop(rx);
                 let _ = done.send(());
                 return;
             }
         }
     }
 
-    /// Writes a final checkpoint and lets go of the index queue.
+    /// When the writer must wake up without a message: to sync buffered
+    /// appends, or to write a checkpoint that has come due.
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let flush = self.unsynced_since.map(|since| since + self.buffered_sync);
+        let checkpoint = (self.last_seq > self.last_checkpoint_seq)
+            .then(|| self.last_checkpoint_at + self.interval);
+        match (flush, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        if self
+            .unsynced_since
+            .is_some_and(|since| since.elapsed() >= self.buffered_sync)
+        {
+            self.sync();
+        }
+        if self.last_checkpoint_at.elapsed() >= self.interval {
+            self.checkpoint();
+        }
+    }
+
+    /// Syncs what is buffered, writes a final checkpoint and lets go of the
+    /// index queue.
     fn finish(&mut self) {
         self.checkpoint();
         self.index_tx = None;
     }
 
+    /// Writes a batch. A batch with a waited-for append is synced (with any
+    /// buffered appends before it) and answered; a batch of buffered appends
+    /// only is left for the next sync.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         if let Some(reason) = &self.failed {
             for p in batch.drain(..) {
-                let _ = p.reply.send(Err(AuditError::Unavailable(reason.clone())));
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Err(AuditError::Unavailable(reason.clone())));
+                }
             }
             return;
         }
         self.buf.clear();
         let mut seq = self.last_seq;
         let mut prev = self.last_hash;
-        let mut links = Vec::with_capacity(batch.len());
-        for p in batch.iter() {
+        let mut waited = false;
+        let first_new = self.unsynced.len();
+        for p in batch.drain(..) {
             seq += 1;
             let hash = record_hash(seq, &prev, p.json.as_bytes());
             encode_line(&mut self.buf, seq, &prev, &hash, p.json.as_bytes());
-            links.push((seq, prev, hash));
+            waited |= p.reply.is_some();
+            self.unsynced.push(Written {
+                seq,
+                prev,
+                hash,
+                pending: p,
+            });
             prev = hash;
         }
-        let written = self
-            .log
-            .write_all(&self.buf)
-            .and_then(|()| self.log.sync_data());
-        if let Err(e) = written {
-            // INVARIANT: after a failed write or sync nothing more is written
-            // until the log is reopened (the file's tail is unknown).
-            let reason = format!("writing `{}` failed: {e}", self.log_path.display());
-            tracing::error!(error = %reason, "audit log write failed; refusing every append until reopened");
-            self.shared.set_failure(&reason);
-            for p in batch.drain(..) {
-                let _ = p.reply.send(Err(AuditError::Unavailable(reason.clone())));
-            }
-            self.failed = Some(reason);
+        if let Err(e) = self.log.write_all(&self.buf) {
+            self.fail(&e);
             return;
         }
         self.last_seq = seq;
         self.last_hash = prev;
-        self.shared.last_seq.store(seq, Ordering::Release);
+        if waited {
+            self.sync();
+        } else if first_new == 0 {
+            self.unsynced_since = Some(Instant::now());
+        }
+    }
+
+    /// Makes every written record durable, then answers, publishes and
+    /// indexes them.
+    fn sync(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        if let Err(e) = self.log.sync_data() {
+            self.fail(&e);
+            return;
+        }
+        self.unsynced_since = None;
+        self.shared.last_seq.store(self.last_seq, Ordering::Release);
 
         let live = self.live.receiver_count() > 0;
         let mut items = Vec::with_capacity(if self.index_tx.is_some() {
-            batch.len()
+            self.unsynced.len()
         } else {
             0
         });
-        for (p, (seq, prev, hash)) in batch.drain(..).zip(links) {
-            let _ = p.reply.send(Ok(seq));
+        for w in self.unsynced.drain(..) {
+            let Pending { event, json, reply } = w.pending;
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(w.seq));
+            }
             if !live && self.index_tx.is_none() {
                 continue;
             }
             let record = Arc::new(AuditRecord {
-                seq,
-                prev: to_hex(&prev),
-                hash: to_hex(&hash),
-                event: p.event,
+                seq: w.seq,
+                prev: to_hex(&w.prev),
+                hash: to_hex(&w.hash),
+                event,
             });
             if live {
                 let _ = self.live.send(record.clone());
             }
             if self.index_tx.is_some() {
-                items.push(IndexItem {
-                    record,
-                    json: p.json,
-                });
+                items.push(IndexItem { record, json });
             }
         }
         if let Some(tx) = &self.index_tx
@@ -612,7 +681,26 @@ impl Writer {
         }
     }
 
+    /// After a failed write or sync: refuses every unsynced and later
+    /// append until the log is reopened.
+    fn fail(&mut self, e: &std::io::Error) {
+        // INVARIANT: after a failed write or sync nothing more is written
+        // until the log is reopened (the file's tail is unknown).
+        let reason = format!("writing `{}` failed: {e}", self.log_path.display());
+        tracing::error!(error = %reason, "audit log write failed; refusing every append until reopened");
+        self.shared.set_failure(&reason);
+        for w in self.unsynced.drain(..) {
+            if let Some(reply) = w.pending.reply {
+                let _ = reply.send(Err(AuditError::Unavailable(reason.clone())));
+            }
+        }
+        self.unsynced_since = None;
+        self.failed = Some(reason);
+    }
+
     fn checkpoint(&mut self) {
+        // A checkpoint vouches only for durable records.
+        self.sync();
         if self.failed.is_some() || self.last_seq == 0 || self.last_seq <= self.last_checkpoint_seq
         {
             return;
@@ -624,19 +712,19 @@ impl Writer {
             Ok(line) => line,
             Err(e) => {
                 tracing::error!(error = %e, "could not encode an audit checkpoint");
+                self.last_checkpoint_at = Instant::now();
                 return;
             }
         };
         line.push(b'\n');
+        // Tried again after a whole interval, success or not.
+        self.last_checkpoint_at = Instant::now();
         match self
             .checkpoints
             .write_all(&line)
             .and_then(|()| self.checkpoints.sync_data())
         {
-            Ok(()) => {
-                self.last_checkpoint_seq = self.last_seq;
-                self.last_checkpoint_at = Instant::now();
-            }
+            Ok(()) => self.last_checkpoint_seq = self.last_seq,
             Err(e) => {
                 // The records themselves are durable; a missing checkpoint
                 // only weakens tail-cut detection until the next one.

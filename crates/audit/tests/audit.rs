@@ -439,6 +439,65 @@ async fn subscribers_see_durable_records() {
 }
 
 #[tokio::test]
+async fn a_buffered_append_is_synced_on_its_own_and_published_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    let config = AuditConfig {
+        buffered_sync: Duration::from_millis(200),
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
+        .await
+        .unwrap();
+    let mut rx = log.subscribe();
+    log.append_buffered(event(1)).await.unwrap();
+    // Written but not yet durable: neither published nor counted.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rx.try_recv().is_err());
+    assert_eq!(log.last_seq(), 0);
+    // With no other append to ride along, it is synced on its own.
+    let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the buffered record is synced within its window")
+        .unwrap();
+    assert_eq!((r.seq, &r.event), (1, &event(1)));
+    assert_eq!(log.last_seq(), 1);
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn a_waited_for_append_makes_earlier_buffered_ones_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    let config = AuditConfig {
+        // Far longer than the test: only the waited-for append syncs.
+        buffered_sync: Duration::from_secs(3600),
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
+        .await
+        .unwrap();
+    let mut rx = log.subscribe();
+    log.append_buffered(event(1)).await.unwrap();
+    log.append_buffered(event(2)).await.unwrap();
+    assert_eq!(log.append(event(3)).await.unwrap(), 3);
+    assert_eq!(log.last_seq(), 3);
+    for i in 1..=3 {
+        let r = rx.try_recv().expect("published with the sync");
+        assert_eq!((r.seq, &r.event), (i, &event(i)));
+    }
+    assert_eq!(lines(dir.path(), LOG_FILE).len(), 3);
+    // Shutdown syncs what is still buffered, and the checkpoint covers it.
+    log.append_buffered(event(4)).await.unwrap();
+    log.close().await.unwrap();
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!((report.records, report.checkpoints), (4, 1));
+}
+
+#[tokio::test]
 async fn a_failed_write_fails_every_append_until_reopened() {
     if !Path::new("/dev/full").exists() {
         eprintln!("skipped: no /dev/full");
@@ -457,6 +516,8 @@ async fn a_failed_write_fails_every_append_until_reopened() {
     );
     assert!(log.failure().is_some());
     let err = log.append(event(2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
+    let err = log.append_buffered(event(3)).await.unwrap_err();
     assert!(matches!(err, AuditError::Unavailable(_)), "{err}");
     assert!(log.shutdown().await.is_err());
 }

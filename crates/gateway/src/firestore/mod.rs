@@ -381,9 +381,10 @@ impl FirestoreFront {
     }
 
     /// Records the outcome of every intent of a call. A write's outcome is
-    /// durable before the caller learns it succeeded; a read's is appended
-    /// without holding the response for its sync: the read changed nothing,
-    /// and its decision is already durable.
+    /// durable before the caller learns it succeeded; a read's is a buffered
+    /// append, synced with the next record or within a few milliseconds,
+    /// and the response does not wait for it: the read changed nothing, and
+    /// its decision is already durable.
     #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
@@ -407,14 +408,11 @@ impl FirestoreFront {
             })
             .collect();
         if method.reads_only() {
-            let audit = gw.audit.clone();
-            tokio::spawn(async move {
-                for result in join_all(events.into_iter().map(|e| audit.append(e))).await {
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "audit log unavailable for a read's outcome");
-                    }
+            for event in events {
+                if let Err(e) = gw.audit.append_buffered(event).await {
+                    tracing::error!(error = %e, "audit log unavailable for a read's outcome");
                 }
-            });
+            }
             return Ok(());
         }
         record_all(gw, events).await
