@@ -21,7 +21,7 @@ mod verify;
 
 pub use error::AuditError;
 pub use event::{AuditEvent, AuditRecord, DecisionRecord, EventKind, Outcome, PrincipalRef};
-pub use log::{AuditConfig, AuditLog};
+pub use log::{AuditConfig, AuditLog, last_logged_seq};
 pub use signer::{AuditSigner, Checkpoint};
 pub use verify::{
     CHECKPOINT_FILE, LOG_FILE, MAX_EVENT_BYTES, RecordReader, VerifyFailure, VerifyReport,

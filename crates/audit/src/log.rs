@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flume::RecvTimeoutError;
 use latchkey_core::SharedClock;
 use latchkey_store::{AuditIndexRow, SharedStore};
-use flume::RecvTimeoutError;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::AuditError;
@@ -31,6 +31,10 @@ const SUBSCRIBER_CAPACITY: usize = 4096;
 const INDEX_QUEUE_BATCHES: usize = 256;
 /// Rows per `index_audit_events` call.
 const INDEX_CHUNK: usize = 1000;
+/// How long the indexer gathers records before writing them to the index,
+/// so that one index transaction takes many records. A caller that needs
+/// the index current calls [`AuditLog::wait_indexed`], which cuts this short.
+const INDEX_GATHER: Duration = Duration::from_millis(10);
 
 /// Tuning for [`AuditLog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,10 @@ struct Inner {
     live: broadcast::Sender<Arc<AuditRecord>>,
     shared: Arc<Shared>,
     tasks: Mutex<Tasks>,
+    /// The last seq in the index; `None` without an index.
+    indexed: Option<watch::Receiver<u64>>,
+    /// Tells the indexer to stop gathering and write now.
+    hurry: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -165,18 +173,24 @@ impl AuditLog {
         });
 
         let mut tasks = Tasks::default();
-        let index_tx = match index {
+        let hurry = Arc::new(Notify::new());
+        let (index_tx, indexed) = match index {
             Some(store) => {
                 let (itx, irx) = mpsc::channel(INDEX_QUEUE_BATCHES);
+                let (progress, indexed) = watch::channel(0);
                 tasks.index = Some(tokio::spawn(run_indexer(
-                    dir.to_path_buf(),
-                    store,
+                    Indexer {
+                        dir: dir.to_path_buf(),
+                        store,
+                        progress,
+                        hurry: hurry.clone(),
+                    },
                     irx,
                     files.last_seq,
                 )));
-                Some(itx)
+                (Some(itx), Some(indexed))
             }
-            None => None,
+            None => (None, None),
         };
 
         let writer = Writer {
@@ -213,6 +227,8 @@ impl AuditLog {
                 live,
                 shared,
                 tasks: Mutex::new(tasks),
+                indexed,
+                hurry,
             }),
         })
     }
@@ -259,6 +275,25 @@ impl AuditLog {
     /// re-read from the file with `read_records`.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditRecord>> {
         self.inner.live.subscribe()
+    }
+
+    /// Waits until the index holds every record durable when called, so a
+    /// query right after an action finds it (the index otherwise trails the
+    /// log by a few milliseconds). False without an index, or if it does not
+    /// catch up `within` (it is failing; the log is still complete).
+    pub async fn wait_indexed(&self, within: Duration) -> bool {
+        let Some(indexed) = &self.inner.indexed else {
+            return false;
+        };
+        let target = self.last_seq();
+        let mut indexed = indexed.clone();
+        if *indexed.borrow_and_update() >= target {
+            return true;
+        }
+        self.inner.hurry.notify_one();
+        tokio::time::timeout(within, indexed.wait_for(|&seq| seq >= target))
+            .await
+            .is_ok_and(|changed| changed.is_ok())
     }
 
     /// The seq of the last durable record (0 for an empty log).
@@ -431,6 +466,38 @@ fn last_line(file: &mut File, path: &Path) -> Result<Option<Vec<u8>>, AuditError
     file.seek(SeekFrom::Start(start)).map_err(io("seek"))?;
     file.read_exact(&mut line).map_err(io("read"))?;
     Ok(Some(line))
+}
+
+/// The seq of the last complete record in the log in `dir`, read without
+/// taking the writer's lock (0 for a missing or empty log). For a process
+/// beside a running gateway, such as the CLI waiting for the index.
+pub fn last_logged_seq(dir: &Path) -> Result<u64, AuditError> {
+    let path = dir.join(LOG_FILE);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::io("open", &path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| AuditError::io("stat", &path, e))?
+        .len();
+    // The last newline ends the last complete line; a partial line after it
+    // is a write in progress.
+    let Some(end) = rfind_newline(&mut file, len, &path)? else {
+        return Ok(0);
+    };
+    let start = rfind_newline(&mut file, end, &path)?.map_or(0, |p| p + 1);
+    let mut line = vec![0u8; (end - start) as usize];
+    file.seek(SeekFrom::Start(start))
+        .and_then(|_| file.read_exact(&mut line))
+        .map_err(|e| AuditError::io("read", &path, e))?;
+    let raw = parse_line(&line).map_err(|w| AuditError::Corrupt {
+        path: path.clone(),
+        line: None,
+        what: format!("the last record is not a valid audit record ({w})"),
+    })?;
+    Ok(raw.seq)
 }
 
 fn read_byte(file: &mut File, at: u64) -> std::io::Result<u8> {
@@ -734,17 +801,66 @@ impl Writer {
     }
 }
 
+/// What the indexer task owns.
+struct Indexer {
+    dir: PathBuf,
+    store: SharedStore,
+    /// Published after every index write, for [`AuditLog::wait_indexed`].
+    progress: watch::Sender<u64>,
+    hurry: Arc<Notify>,
+}
+
+impl Indexer {
+    fn done(&self, seq: u64) -> u64 {
+        self.progress.send_if_modified(|at| {
+            let newer = seq > *at;
+            if newer {
+                *at = seq;
+            }
+            newer
+        });
+        seq
+    }
+
+    async fn catch_up(&self, after: u64, upto: u64) -> u64 {
+        let done = catch_up(&self.dir, &self.store, after, upto).await;
+        self.done(done)
+    }
+
+    async fn index(&self, rows: &[AuditIndexRow], after: u64) -> u64 {
+        let done = index_rows(&self.store, rows, after).await;
+        self.done(done)
+    }
+
+    /// Adds batches that arrive within [`INDEX_GATHER`] of the first, up to
+    /// a chunk, unless someone waits for the index. False once the writer is
+    /// gone.
+    async fn gather(
+        &self,
+        rx: &mut mpsc::Receiver<Vec<IndexItem>>,
+        items: &mut Vec<IndexItem>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + INDEX_GATHER;
+        while items.len() < INDEX_CHUNK {
+            tokio::select! {
+                more = rx.recv() => match more {
+                    Some(more) => items.extend(more),
+                    None => return false,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = self.hurry.notified() => break,
+            }
+        }
+        true
+    }
+}
+
 /// Feeds written records into the store's audit index, in seq order. Any gap
 /// (a dropped batch, a failed insert, records written before this start) is
 /// filled from the log file, which is the source of truth.
-async fn run_indexer(
-    dir: PathBuf,
-    store: SharedStore,
-    mut rx: mpsc::Receiver<Vec<IndexItem>>,
-    log_last_seq: u64,
-) {
+async fn run_indexer(ix: Indexer, mut rx: mpsc::Receiver<Vec<IndexItem>>, log_last_seq: u64) {
     let mut indexed: Option<u64> = None;
-    match store.max_audit_seq().await {
+    match ix.store.max_audit_seq().await {
         Ok(max) => {
             let max = max.unwrap_or(0);
             if max > log_last_seq {
@@ -754,8 +870,9 @@ async fn run_indexer(
                     "the audit index is ahead of the log; rebuild the index"
                 );
             }
+            ix.done(max);
             indexed = Some(if max < log_last_seq {
-                catch_up(&dir, &store, max, log_last_seq).await
+                ix.catch_up(max, log_last_seq).await
             } else {
                 max
             });
@@ -764,20 +881,19 @@ async fn run_indexer(
     }
 
     let mut last_written = log_last_seq;
-    while let Some(mut items) = rx.recv().await {
-        while items.len() < INDEX_CHUNK * 8 {
-            match rx.try_recv() {
-                Ok(more) => items.extend(more),
-                Err(_) => break,
-            }
-        }
+    let mut open = true;
+    while open {
+        let Some(mut items) = rx.recv().await else {
+            break;
+        };
+        open = ix.gather(&mut rx, &mut items).await;
         let Some(first) = items.first().map(|i| i.record.seq) else {
             continue;
         };
         last_written = items.last().map_or(last_written, |i| i.record.seq);
         let mut done = match indexed {
             Some(done) => done,
-            None => match store.max_audit_seq().await {
+            None => match ix.store.max_audit_seq().await {
                 Ok(max) => max.unwrap_or(0),
                 Err(e) => {
                     tracing::warn!(error = %e, "audit index unavailable; records stay in the log only for now");
@@ -786,7 +902,7 @@ async fn run_indexer(
             },
         };
         if done + 1 < first {
-            done = catch_up(&dir, &store, done, first - 1).await;
+            done = ix.catch_up(done, first - 1).await;
         }
         indexed = Some(done);
         if done + 1 < first {
@@ -797,18 +913,18 @@ async fn run_indexer(
             .filter(|i| i.record.seq > done)
             .map(|i| index_row(&i.record, i.json))
             .collect();
-        indexed = Some(index_rows(&store, &rows, done).await);
+        indexed = Some(ix.index(&rows, done).await);
     }
 
     // The writer has stopped: one last try at anything a failure left out.
     let done = match indexed {
         Some(done) => Some(done),
-        None => store.max_audit_seq().await.ok().map(|m| m.unwrap_or(0)),
+        None => ix.store.max_audit_seq().await.ok().map(|m| m.unwrap_or(0)),
     };
     if let Some(done) = done
         && done < last_written
     {
-        catch_up(&dir, &store, done, last_written).await;
+        ix.catch_up(done, last_written).await;
     }
 }
 

@@ -633,6 +633,54 @@ async fn the_index_follows_the_log_and_catches_up() {
 }
 
 #[tokio::test]
+async fn wait_indexed_makes_a_query_see_what_was_just_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let without = open(dir.path(), &keys, None).await;
+    assert!(
+        !without.wait_indexed(Duration::from_millis(10)).await,
+        "no index, nothing to wait for"
+    );
+    without.close().await.unwrap();
+
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let log = open(dir.path(), &keys, Some(store.clone())).await;
+    for round in 1..=20u64 {
+        log.append(event(round)).await.unwrap();
+        log.append_buffered(event(100 + round)).await.unwrap();
+        assert!(log.wait_indexed(Duration::from_secs(5)).await);
+        let rows = store
+            .query_audit(&AuditQuery {
+                job_id: Some(format!("job-{round}")),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "round {round}");
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn last_logged_seq_reads_the_tail_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(latchkey_audit::last_logged_seq(dir.path()).unwrap(), 0);
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    for i in 1..=3 {
+        log.append(event(i)).await.unwrap();
+    }
+    // The writer holds its lock; the read needs none.
+    assert_eq!(latchkey_audit::last_logged_seq(dir.path()).unwrap(), 3);
+    log.close().await.unwrap();
+    // A write in progress (a partial line) is not a record yet.
+    let mut text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    text.push_str("{\"seq\":4,");
+    std::fs::write(dir.path().join(LOG_FILE), text).unwrap();
+    assert_eq!(latchkey_audit::last_logged_seq(dir.path()).unwrap(), 3);
+}
+
+#[tokio::test]
 async fn index_failures_do_not_fail_appends_or_lose_rows() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();

@@ -88,6 +88,10 @@ pub(crate) async fn audit_query(
     if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::AdminRead).await {
         return e.into_response();
     }
+    // Read your writes: what was recorded before this query is in its answer.
+    if !gw.audit.wait_indexed(crate::webhooks::INDEX_WAIT).await {
+        tracing::warn!("the audit index is behind the log; the answer may miss recent records");
+    }
     match gw.store.query_audit(&q).await {
         Ok(rows) => {
             let events: Vec<serde_json::Value> = rows

@@ -122,6 +122,34 @@ async fn verify(loc: crate::cli::Location) -> Result<ExitCode> {
     }
 }
 
+/// A running gateway indexes records a few milliseconds after they are
+/// logged; waits (briefly) until the index holds what the log held when the
+/// query started, and says so if it does not.
+async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
+    let logged = match latchkey_audit::last_logged_seq(audit_dir) {
+        Ok(seq) => seq,
+        Err(e) => {
+            eprintln!("note: cannot read the audit log's tail ({e}); querying the index as it is");
+            return;
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let indexed = store.max_audit_seq().await.ok().flatten().unwrap_or(0);
+        if indexed >= logged {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "note: the audit index holds records up to {indexed} but the log goes to {logged}; \
+                 the gateway catches the index up when it runs (`latchkey audit tail` reads the log itself)"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
     let config = locate(&args.location)?;
     let store = SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?;
@@ -142,6 +170,7 @@ async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
         newest: true,
         ..AuditQuery::default()
     };
+    wait_for_index(&store, &config.server.data_dir.join("audit")).await;
     let rows = store
         .query_audit(&q)
         .await
