@@ -5,7 +5,9 @@
 //! its event bytes, so changing, removing or reordering a record breaks the
 //! chain. An Ed25519 key signs periodic checkpoints in `checkpoints.log`, so a
 //! rewritten chain or a cut-off tail is detected too. [`AuditLog::append`]
-//! answers only after the record is written and synced (group commit), and
+//! answers only after the record is written and synced (group commit);
+//! [`AuditLog::append_buffered`] queues a record nobody waits for (a read's
+//! outcome), synced with the next batch or within a few milliseconds; and
 //! [`verify`] names the first record that does not check out.
 //!
 //! This crate does not decide anything, store keys, serve queries or ship

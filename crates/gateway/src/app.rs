@@ -60,6 +60,23 @@ pub struct StartOptions {
     pub dev: bool,
 }
 
+/// Builds the Firestore upstream from `[firestore]` as start-up would:
+/// reads and checks a service-account key file and finds the root
+/// certificates for Google's TLS, without contacting anyone. For
+/// `latchkey serve --check`; `Ok(false)` when `[firestore]` is not set.
+pub fn check_firestore(config: &Config) -> Result<bool, GatewayError> {
+    let Some(fs) = &config.firestore else {
+        return Ok(false);
+    };
+    let clock: latchkey_core::SharedClock = Arc::new(latchkey_core::SystemClock);
+    crate::firestore::FirestoreFront::new(fs.clone(), clock, config.server.upstream_timeout)
+        .map_err(|message| crate::config::ConfigError::Invalid {
+            key: "firestore".into(),
+            message,
+        })?;
+    Ok(true)
+}
+
 /// Reads the master key from config, or in dev mode from (or into)
 /// `{data}/master.key`.
 pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayError> {

@@ -20,5 +20,7 @@ mod oauth;
 mod request_id;
 mod webhooks;
 
-pub use app::{Gateway, GatewayError, StartOptions, audit_public_key, load_master_key, router};
+pub use app::{
+    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, load_master_key, router,
+};
 pub use listener::{ServeError, serve, tls_server_config};

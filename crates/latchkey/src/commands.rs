@@ -72,12 +72,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             up.password
                 .load(&format!("git.upstreams.{name}.password"))?;
         }
+        let firestore = latchkey_gateway::check_firestore(&config)?;
         println!(
-            "config `{}` is valid: {} issuer(s), {} polic(ies), {} git upstream(s)",
+            "config `{}` is valid: {} issuer(s), {} polic(ies), {} git upstream(s){}",
             args.config.display(),
             config.issuers.len(),
             engine.policy_count(),
-            config.git.upstreams.len()
+            config.git.upstreams.len(),
+            if firestore { ", firestore" } else { "" }
         );
         return Ok(ExitCode::SUCCESS);
     }

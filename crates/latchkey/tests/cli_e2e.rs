@@ -122,6 +122,29 @@ fn serve_check_names_the_bad_key() {
     let allowed = format!("{good}\n[dev_issuer]\nenabled = true\nallow_in_serve = true\n");
     let o = serve(d, "dev-allowed.toml", &allowed, &["--check"], true);
     assert!(o.status.success(), "{}", stderr(&o));
+
+    // A Firestore service-account key is read and checked without going to
+    // Google: a missing or malformed key fails the check, not the first call.
+    let key = d.join("sa.json");
+    let firestore = format!(
+        "{good}\n[firestore]\nservice_account_file = \"{}\"\n[firestore.databases]\n\"(default)\" = \"dev\"\n",
+        key.display()
+    );
+    refused(
+        &serve(d, "fs-missing.toml", &firestore, &["--check"], true),
+        &["firestore", "sa.json", "cannot read it"],
+    );
+    std::fs::write(&key, r#"{"type": "service_account", "client_email": "x@y"}"#).unwrap();
+    refused(
+        &serve(d, "fs-bad.toml", &firestore, &["--check"], true),
+        &["firestore", "sa.json", "private_key"],
+    );
+    let emulator = format!(
+        "{good}\n[firestore]\nemulator = \"127.0.0.1:1\"\n[firestore.databases]\n\"(default)\" = \"dev\"\n"
+    );
+    let o = serve(d, "fs-emulator.toml", &emulator, &["--check"], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("firestore"), "{}", stdout(&o));
 }
 
 /// A data directory holding the starter policies as `latchkey dev` writes them.
