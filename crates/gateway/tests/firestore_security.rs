@@ -2,8 +2,9 @@
 //! the security properties official clients never exercise: what is refused
 //! before policy, that a refused call reaches nothing upstream, that the
 //! caller's credential never leaves Latchkey, that a commit is all or
-//! nothing, that a transaction belongs to whoever began it, and that an
-//! unwritable audit log refuses every call.
+//! nothing, that a transaction belongs to whoever began it, that an
+//! unwritable audit log refuses every call, and that a caller who leaves
+//! mid-response still leaves an outcome record.
 //!
 //! Where the point is what reaches the upstream, the upstream is a FAKE
 //! (`CaptureUpstream`) that only records request heads; where it is what
@@ -944,4 +945,99 @@ async fn a_method_override_header_never_reaches_the_upstream() {
             );
         }
     }
+}
+
+/// A unary caller that goes away while its response is still flowing gets
+/// an outcome record all the same (`CANCELLED`), so no decided call is left
+/// without one. The caller's HTTP/2 window is kept at 64 KiB and never
+/// opened, so the gateway cannot finish a ~900 KB document before the
+/// caller resets the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_leaves_mid_response_gets_a_cancelled_outcome() {
+    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+        return;
+    };
+    let op = OidcProvider::start().await;
+    let tg = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: firestore_toml(&emu.host_port(), ""),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = tg
+        .token_for(&op, "alice", &["developers"], "documents")
+        .await;
+    let big = "x".repeat(900_000);
+    let resp = tg
+        .http
+        .patch(docs_url(&tg, "(default)", "/blobs/big"))
+        .header("authorization", bearer(&token))
+        .json(&json!({"fields": {"blob": {"stringValue": big}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    let addr = tg.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let name = format!("projects/{PROJECT}/databases/(default)/documents/blobs/big");
+    let req = http::Request::post(format!(
+        "http://{addr}/google.firestore.v1.Firestore/GetDocument"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", bearer(&token))
+    .body(Full::new(get_document_frame(&name)))
+    .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("grpc-status").is_none(),
+        "the read was answered, not refused: {:?}",
+        resp.headers()
+    );
+    // Leave without reading: the stream is reset.
+    drop(resp);
+    drop(sender);
+    conn.abort();
+
+    let get = |records: &[latchkey_audit::AuditRecord], what: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r.event.action == "document.get")
+            .filter(|r| {
+                r.event
+                    .resource
+                    .as_deref()
+                    .is_some_and(|x| x.contains("blobs/big"))
+            })
+            .filter_map(|r| match what {
+                "decision" => r.event.decision.as_ref().map(|d| d.effect.clone()),
+                _ => r.event.outcome.as_ref().map(|o| o.status.clone()),
+            })
+            .collect()
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..250 {
+        outcomes = get(&tg.audit_records(), "outcome");
+        if !outcomes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(outcomes, ["CANCELLED"], "the outcome of the abandoned read");
+    assert_eq!(get(&tg.audit_records(), "decision"), ["allow"]);
+    emu.stop().await;
 }

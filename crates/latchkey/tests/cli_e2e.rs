@@ -134,7 +134,11 @@ fn serve_check_names_the_bad_key() {
         &serve(d, "fs-missing.toml", &firestore, &["--check"], true),
         &["firestore", "sa.json", "cannot read it"],
     );
-    std::fs::write(&key, r#"{"type": "service_account", "client_email": "x@y"}"#).unwrap();
+    std::fs::write(
+        &key,
+        r#"{"type": "service_account", "client_email": "x@y"}"#,
+    )
+    .unwrap();
     refused(
         &serve(d, "fs-bad.toml", &firestore, &["--check"], true),
         &["firestore", "sa.json", "private_key"],
