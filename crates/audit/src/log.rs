@@ -1,7 +1,9 @@
 //! The writer: one thread owns `audit.log`, takes every queued append, writes
 //! the batch with one write and one `fdatasync`, then answers them all
-//! (group commit). Buffered appends (nobody waits for them) ride along with
-//! the next sync, or are synced within [`AuditConfig::buffered_sync`].
+//! (group commit). Buffered appends (nobody waits for them) wait beside the
+//! queue, so a busy writer takes them without a wake-up of their own; they
+//! ride along with the next sync, or are synced within
+//! [`AuditConfig::buffered_sync`].
 //! Indexing and live tail happen after the sync, off the critical path.
 
 use std::fs::{File, OpenOptions};
@@ -69,6 +71,8 @@ pub struct AuditLog {
 struct Inner {
     dir: PathBuf,
     tx: flume::Sender<Msg>,
+    /// The most buffered appends that wait beside the queue.
+    buffered_capacity: usize,
     live: broadcast::Sender<Arc<AuditRecord>>,
     shared: Arc<Shared>,
     tasks: Mutex<Tasks>,
@@ -85,6 +89,30 @@ struct Shared {
     failed: AtomicBool,
     /// Set once a write or sync fails; the log refuses appends after that.
     failure: Mutex<Option<String>>,
+    /// Buffered appends, which the writer takes whenever it wakes, so they
+    /// cost no wake-up of their own while the log is busy.
+    buffered: BufferedQueue,
+    /// The writer sleeps with no buffered records to sync: the next
+    /// buffered append must wake it (with [`Msg::Wake`]).
+    writer_idle: AtomicBool,
+}
+
+/// Buffered appends waiting for the writer, oldest first.
+#[derive(Default)]
+struct BufferedQueue(Mutex<Vec<Pending>>);
+
+impl BufferedQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for BufferedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedQueue")
+            .field("len", &self.lock().len())
+            .finish()
+    }
 }
 
 impl Shared {
@@ -115,6 +143,8 @@ struct Tasks {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Append(Pending),
+    /// Buffered appends wait while the writer sleeps with nothing to sync.
+    Wake,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -126,6 +156,16 @@ struct Pending {
     json: String,
     /// `None` for a buffered append, which nobody waits for.
     reply: Option<Reply>,
+}
+
+/// How long the writer may block waiting for a message.
+enum Wait {
+    /// Not at all: buffered appends came in before the writer said it sleeps.
+    Take,
+    /// Not at all: a sync or checkpoint is due.
+    Due,
+    Until(Instant),
+    Forever,
 }
 
 /// A record written to the file, waiting for the sync that makes it durable
@@ -214,6 +254,7 @@ impl AuditLog {
             buf: Vec::new(),
             unsynced: Vec::new(),
             unsynced_since: None,
+            last_active: None,
         };
         std::thread::Builder::new()
             .name("latchkey-audit-writer".into())
@@ -224,6 +265,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 tx,
+                buffered_capacity: queue_capacity,
                 live,
                 shared,
                 tasks: Mutex::new(tasks),
@@ -238,7 +280,12 @@ impl AuditLog {
     /// request it describes must be refused.
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(event, Some(reply)).await?;
+        let pending = self.pending(event, Some(reply))?;
+        self.inner
+            .tx
+            .send_async(Msg::Append(pending))
+            .await
+            .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -249,10 +296,36 @@ impl AuditLog {
     /// read whose decision is already durable. An error means the log
     /// refused the event (it is failing, closed, or the event is too large).
     pub async fn append_buffered(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.enqueue(event, None).await
+        let pending = self.pending(event, None)?;
+        let inner = &*self.inner;
+        if inner.tx.is_disconnected() {
+            return Err(AuditError::Closed);
+        }
+        let overflow = {
+            let mut queue = inner.shared.buffered.lock();
+            if queue.len() < inner.buffered_capacity {
+                queue.push(pending);
+                None
+            } else {
+                Some(pending)
+            }
+        };
+        let msg = match overflow {
+            // A full side queue means a busy writer: wait for queue space
+            // like any append.
+            Some(pending) => Msg::Append(pending),
+            None if inner.shared.writer_idle.swap(false, Ordering::SeqCst) => Msg::Wake,
+            None => return Ok(()),
+        };
+        inner
+            .tx
+            .send_async(msg)
+            .await
+            .map_err(|_| AuditError::Closed)
     }
 
-    async fn enqueue(&self, event: AuditEvent, reply: Option<Reply>) -> Result<(), AuditError> {
+    /// Checks and encodes an event for the writer.
+    fn pending(&self, event: AuditEvent, reply: Option<Reply>) -> Result<Pending, AuditError> {
         if let Some(reason) = self.inner.shared.failure() {
             return Err(AuditError::Unavailable(reason));
         }
@@ -263,11 +336,7 @@ impl AuditLog {
                 max: MAX_EVENT_BYTES,
             });
         }
-        self.inner
-            .tx
-            .send_async(Msg::Append(Pending { event, json, reply }))
-            .await
-            .map_err(|_| AuditError::Closed)
+        Ok(Pending { event, json, reply })
     }
 
     /// A live feed of records as they become durable. A receiver that falls
@@ -558,33 +627,51 @@ struct Writer {
     /// Buffered appends written but not yet synced, oldest first.
     unsynced: Vec<Written>,
     unsynced_since: Option<Instant>,
+    /// When the last batch was taken.
+    last_active: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self, rx: flume::Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::new();
         loop {
-            let first = match self.next_deadline() {
-                None => rx.recv().ok(),
-                Some(deadline) => match rx.recv_deadline(deadline) {
+            let mut at_deadline = false;
+            let received = match self.prepare_wait() {
+                Wait::Take => None,
+                Wait::Due => {
+                    at_deadline = true;
+                    None
+                }
+                Wait::Forever => rx.recv().ok(),
+                Wait::Until(deadline) => match rx.recv_deadline(deadline) {
                     Ok(msg) => Some(msg),
                     Err(RecvTimeoutError::Timeout) => {
-                        self.on_deadline();
-                        continue;
+                        at_deadline = true;
+                        None
                     }
-                    Err(RecvTimeoutError::Disconnected) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.shared.writer_idle.store(false, Ordering::SeqCst);
+                        self.finish();
+                        return;
+                    }
                 },
             };
-            let Some(first) = first else {
+            self.shared.writer_idle.store(false, Ordering::SeqCst);
+            // Buffered appends first: each was queued after the record it
+            // follows from (a read's outcome after its durable decision).
+            batch.append(&mut self.shared.buffered.lock());
+            let mut shutdown = None;
+            let mut next = received;
+            if next.is_none() && rx.is_disconnected() && rx.is_empty() {
                 // Every handle was dropped without a shutdown.
+                self.commit(&mut batch);
                 self.finish();
                 return;
-            };
-            let mut shutdown = None;
-            let mut next = Some(first);
+            }
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Append(p) => batch.push(p),
+                    Msg::Wake => {}
                     Msg::Shutdown(done) => {
                         shutdown = Some(done);
                         break;
@@ -594,8 +681,14 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
-                self.commit(&mut batch);
+            self.commit(&mut batch);
+            // Woken by a deadline: what is buffered has waited long enough.
+            if at_deadline
+                || self
+                    .unsynced_since
+                    .is_some_and(|since| since.elapsed() >= self.buffered_sync)
+            {
+                self.sync();
             }
             if self.last_checkpoint_at.elapsed() >= self.interval {
                 self.checkpoint();
@@ -605,7 +698,7 @@ impl Writer {
                     match msg {
                         // Dropping the reply tells a waiting caller the log
                         // is closed.
-                        Msg::Append(_) => {}
+                        Msg::Append(_) | Msg::Wake => {}
                         Msg::Shutdown(other) => {
                             let _ = other.send(());
                         }
@@ -620,6 +713,32 @@ impl Writer {
                 let _ = done.send(());
                 return;
             }
+        }
+    }
+
+    /// How long the writer may sleep. With nothing buffered to sync it
+    /// announces that it sleeps, so a buffered append wakes it; a buffered
+    /// append that came before the announcement is taken at once.
+    fn prepare_wait(&mut self) -> Wait {
+        let now = Instant::now();
+        // After a batch the writer lingers for one sync window, taking
+        // buffered appends when it wakes for any reason, so a busy log pays
+        // no wake-up per buffered append.
+        let linger = self
+            .last_active
+            .map(|at| at + self.buffered_sync)
+            .filter(|&until| until > now);
+        if self.unsynced_since.is_none() && linger.is_none() && self.failed.is_none() {
+            self.shared.writer_idle.store(true, Ordering::SeqCst);
+            if !self.shared.buffered.lock().is_empty() {
+                self.shared.writer_idle.store(false, Ordering::SeqCst);
+                return Wait::Take;
+            }
+        }
+        match [self.next_deadline(), linger].into_iter().flatten().min() {
+            Some(deadline) if deadline <= now => Wait::Due,
+            Some(deadline) => Wait::Until(deadline),
+            None => Wait::Forever,
         }
     }
 
@@ -638,21 +757,13 @@ impl Writer {
         }
     }
 
-    fn on_deadline(&mut self) {
-        if self
-            .unsynced_since
-            .is_some_and(|since| since.elapsed() >= self.buffered_sync)
-        {
-            self.sync();
-        }
-        if self.last_checkpoint_at.elapsed() >= self.interval {
-            self.checkpoint();
-        }
-    }
-
-    /// Syncs what is buffered, writes a final checkpoint and lets go of the
-    /// index queue.
+    /// Writes and syncs what is buffered, writes a final checkpoint and lets
+    /// go of the index queue.
     fn finish(&mut self) {
+        let mut rest = std::mem::take(&mut *self.shared.buffered.lock());
+        if !rest.is_empty() {
+            self.commit(&mut rest);
+        }
         self.checkpoint();
         self.index_tx = None;
     }
@@ -661,6 +772,10 @@ impl Writer {
     /// buffered appends before it) and answered; a batch of buffered appends
     /// only is left for the next sync.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.last_active = Some(Instant::now());
         if let Some(reason) = &self.failed {
             for p in batch.drain(..) {
                 if let Some(reply) = p.reply {

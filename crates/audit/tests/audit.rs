@@ -468,6 +468,41 @@ async fn a_buffered_append_is_synced_on_its_own_and_published_only_then() {
 }
 
 #[tokio::test]
+async fn a_buffered_append_right_after_a_sync_is_synced_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    let config = AuditConfig {
+        buffered_sync: Duration::from_millis(100),
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
+        .await
+        .unwrap();
+    let mut rx = log.subscribe();
+    for round in 0..5u64 {
+        // The writer has just synced (and lingers for the window without a
+        // wake-up per buffered append)...
+        let seq = log.append(event(2 * round + 1)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().seq, seq);
+        log.append_buffered(event(2 * round + 2)).await.unwrap();
+        // ...and still syncs the buffered record by the end of it.
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("synced within the window")
+            .unwrap();
+        assert_eq!((r.seq, &r.event), (seq + 1, &event(2 * round + 2)));
+        assert_eq!(log.last_seq(), seq + 1);
+        // Let the writer go idle every other round, so both ways are taken.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().records, 10);
+}
+
+#[tokio::test]
 async fn a_waited_for_append_makes_earlier_buffered_ones_durable() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();
