@@ -123,8 +123,22 @@ async fn try_open(
     keys: &Keys,
     index: Option<SharedStore>,
 ) -> Result<AuditLog, AuditError> {
+    try_open_with(dir, keys, index, AuditConfig::default()).await
+}
+
+async fn try_open_with(
+    dir: &Path,
+    keys: &Keys,
+    index: Option<SharedStore>,
+    config: AuditConfig,
+) -> Result<AuditLog, AuditError> {
     let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
-    AuditLog::open(dir, signer, index, clock(), AuditConfig::default()).await
+    AuditLog::open(dir, signer, index, clock(), config).await
+}
+
+/// A log without an index, tuned by `config`.
+async fn open_with(dir: &Path, keys: &Keys, config: AuditConfig) -> AuditLog {
+    try_open_with(dir, keys, None, config).await.unwrap()
 }
 
 fn event(n: u64) -> AuditEvent {
@@ -442,14 +456,11 @@ async fn subscribers_see_durable_records() {
 async fn a_buffered_append_is_synced_on_its_own_and_published_only_then() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();
-    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
     let config = AuditConfig {
         buffered_sync: Duration::from_millis(200),
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
-        .await
-        .unwrap();
+    let log = open_with(dir.path(), &keys, config).await;
     let mut rx = log.subscribe();
     log.append_buffered(event(1)).await.unwrap();
     // Written but not yet durable: neither published nor counted.
@@ -471,14 +482,11 @@ async fn a_buffered_append_is_synced_on_its_own_and_published_only_then() {
 async fn a_buffered_append_right_after_a_sync_is_synced_within_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();
-    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
     let config = AuditConfig {
         buffered_sync: Duration::from_millis(100),
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
-        .await
-        .unwrap();
+    let log = open_with(dir.path(), &keys, config).await;
     let mut rx = log.subscribe();
     for round in 0..5u64 {
         // The writer has just synced (and lingers for the window without a
@@ -506,15 +514,12 @@ async fn a_buffered_append_right_after_a_sync_is_synced_within_the_window() {
 async fn a_waited_for_append_makes_earlier_buffered_ones_durable() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();
-    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
     let config = AuditConfig {
         // Far longer than the test: only the waited-for append syncs.
         buffered_sync: Duration::from_secs(3600),
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
-        .await
-        .unwrap();
+    let log = open_with(dir.path(), &keys, config).await;
     let mut rx = log.subscribe();
     log.append_buffered(event(1)).await.unwrap();
     log.append_buffered(event(2)).await.unwrap();
@@ -603,14 +608,11 @@ async fn a_corrupt_tail_is_refused() {
 async fn periodic_checkpoints_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let keys = new_keys();
-    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
     let config = AuditConfig {
         checkpoint_interval: Duration::from_millis(50),
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(dir.path(), signer, None, clock(), config)
-        .await
-        .unwrap();
+    let log = open_with(dir.path(), &keys, config).await;
     log.append(event(1)).await.unwrap();
     let mut found = false;
     for _ in 0..100 {

@@ -33,7 +33,7 @@ use latchkey_tokens::MasterKey;
 use prost::Message as _;
 use serde_json::{Value as Json, json};
 
-use super::{clock, dev_id_token, one_request, percentile};
+use super::{clock, dev_id_token, one_request, percentile, write_starter_policies};
 
 /// The project and database every call names.
 const PROJECT: &str = "latchkey-bench";
@@ -498,11 +498,7 @@ impl BenchGateway {
     async fn start(data: tempfile::TempDir, emulator: &str) -> Result<BenchGateway> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let policy_dir = data.path().join("policies");
-        std::fs::create_dir_all(&policy_dir)?;
-        for (name, text) in latchkey_policy::starter_policy_files() {
-            std::fs::write(policy_dir.join(name), text)?;
-        }
+        let policy_dir = write_starter_policies(data.path())?;
         std::fs::write(
             policy_dir.join("entities.json"),
             latchkey_policy::STARTER_ENTITIES,

@@ -265,11 +265,7 @@ async fn exchanges(secs: u64) -> Result<()> {
         .tempdir_in(".")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let policy_dir = data.path().join("policies");
-    std::fs::create_dir_all(&policy_dir)?;
-    for (name, text) in latchkey_policy::starter_policy_files() {
-        std::fs::write(policy_dir.join(name), text)?;
-    }
+    write_starter_policies(data.path())?;
     let master = MasterKey::generate()?.to_base64();
     let config = latchkey_gateway::config::Config::parse(&format!(
         "[server]\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n[keys]\nmaster_key = {{ value = \"{master}\" }}\n[dev_issuer]\nenabled = true\n",
@@ -315,6 +311,17 @@ type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
+
+/// Writes the starter policies into `{data}/policies`, as a gateway on
+/// default config loads them; returns that directory.
+fn write_starter_policies(data: &std::path::Path) -> Result<std::path::PathBuf> {
+    let policy_dir = data.join("policies");
+    std::fs::create_dir_all(&policy_dir)?;
+    for (name, text) in latchkey_policy::starter_policy_files() {
+        std::fs::write(policy_dir.join(name), text)?;
+    }
+    Ok(policy_dir)
+}
 
 /// An hour-long ID token from the gateway's dev issuer for `alice` of
 /// `developers`, the subject token both HTTP benches exchange.

@@ -89,7 +89,7 @@ pub(crate) async fn audit_query(
         return e.into_response();
     }
     // Read your writes: what was recorded before this query is in its answer.
-    if !gw.audit.wait_indexed(crate::webhooks::INDEX_WAIT).await {
+    if !gw.audit.wait_indexed(crate::app::AUDIT_INDEX_WAIT).await {
         tracing::warn!("the audit index is behind the log; the answer may miss recent records");
     }
     match gw.store.query_audit(&q).await {

@@ -60,6 +60,10 @@ pub struct StartOptions {
     pub dev: bool,
 }
 
+/// How long a query of the audit index waits for it to catch up with the
+/// log (it trails by a few milliseconds), see [`AuditLog::wait_indexed`].
+pub(crate) const AUDIT_INDEX_WAIT: Duration = Duration::from_secs(2);
+
 /// Builds the Firestore upstream from `[firestore]` as start-up would:
 /// reads and checks a service-account key file and finds the root
 /// certificates for Google's TLS, without contacting anyone. For

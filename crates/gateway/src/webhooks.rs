@@ -223,9 +223,6 @@ pub(crate) async fn hook(
     Json(body).into_response()
 }
 
-/// How long a query waits for the audit index to catch up with the log.
-pub(crate) const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The request id of the push the gateway itself proxied for this event's
 /// commit, if any: the causal link from a build or merge back to the push.
 async fn causing_push(gw: &Gateway, event: &Event) -> Option<String> {
@@ -234,7 +231,7 @@ async fn causing_push(gw: &Gateway, event: &Event) -> Option<String> {
         return None;
     }
     // The push may have landed a moment ago; the index trails the log.
-    if !gw.audit.wait_indexed(INDEX_WAIT).await {
+    if !gw.audit.wait_indexed(crate::app::AUDIT_INDEX_WAIT).await {
         tracing::warn!("the audit index is behind the log; the causal link may be missing");
     }
     let q = AuditQuery {

@@ -146,6 +146,25 @@ struct GrpcAnswer {
     message: String,
 }
 
+/// A gRPC request for `method` on the gateway at `addr`, with the given
+/// headers (each `authorization` value is sent as its own header).
+fn grpc_request(
+    addr: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::post(format!(
+        "http://{addr}/google.firestore.v1.Firestore/{method}"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(body)).unwrap()
+}
+
 /// Sends one framed request body to `method` over cleartext HTTP/2 with
 /// the given headers (each `authorization` value is sent as its own header).
 async fn grpc_call(
@@ -161,16 +180,8 @@ async fn grpc_call(
             .await
             .unwrap();
     tokio::spawn(conn);
-    let mut req = http::Request::post(format!(
-        "http://{addr}/google.firestore.v1.Firestore/{method}"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
     let resp = sender
-        .send_request(req.body(Full::new(body)).unwrap())
+        .send_request(grpc_request(&addr, method, headers, body))
         .await
         .unwrap();
     let (parts, body) = resp.into_parts();
@@ -204,6 +215,22 @@ fn get_document_frame(name: &str) -> Bytes {
         ..Default::default()
     };
     latchkey_documents::encode_frame(&req.encode_to_vec())
+}
+
+/// Google's emulator (or `None`: skipped) and a gateway in front of it with
+/// the starter policies.
+async fn gateway_before_emulator() -> Option<(FirestoreEmulator, OidcProvider, TestGateway)> {
+    let emu = FirestoreEmulator::start_or_skip().await?;
+    let op = OidcProvider::start().await;
+    let tg = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: firestore_toml(&emu.host_port(), ""),
+            ..Opts::default()
+        },
+    )
+    .await;
+    Some((emu, op, tg))
 }
 
 /// A REST refusal: the status and Google's error JSON, which must have its
@@ -686,18 +713,9 @@ async fn a_commit_with_one_denied_write_applies_none() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_belongs_to_the_caller_who_began_it() {
-    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+    let Some((emu, op, tg)) = gateway_before_emulator().await else {
         return;
     };
-    let op = OidcProvider::start().await;
-    let tg = TestGateway::start(
-        &op,
-        Opts {
-            extra_toml: firestore_toml(&emu.host_port(), ""),
-            ..Opts::default()
-        },
-    )
-    .await;
     let alice = tg
         .token_for(&op, "alice", &["developers"], "documents")
         .await;
@@ -954,18 +972,9 @@ async fn a_method_override_header_never_reaches_the_upstream() {
 /// caller resets the stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_that_leaves_mid_response_gets_a_cancelled_outcome() {
-    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+    let Some((emu, op, tg)) = gateway_before_emulator().await else {
         return;
     };
-    let op = OidcProvider::start().await;
-    let tg = TestGateway::start(
-        &op,
-        Opts {
-            extra_toml: firestore_toml(&emu.host_port(), ""),
-            ..Opts::default()
-        },
-    )
-    .await;
     let token = tg
         .token_for(&op, "alice", &["developers"], "documents")
         .await;
@@ -990,14 +999,13 @@ async fn a_caller_that_leaves_mid_response_gets_a_cancelled_outcome() {
         .unwrap();
     let conn = tokio::spawn(conn);
     let name = format!("projects/{PROJECT}/databases/(default)/documents/blobs/big");
-    let req = http::Request::post(format!(
-        "http://{addr}/google.firestore.v1.Firestore/GetDocument"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .header("authorization", bearer(&token))
-    .body(Full::new(get_document_frame(&name)))
-    .unwrap();
+    let authorization = bearer(&token);
+    let req = grpc_request(
+        &addr,
+        "GetDocument",
+        &[("authorization", &authorization)],
+        get_document_frame(&name),
+    );
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .unwrap()

@@ -227,10 +227,10 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             .refuse(gw, request_id, &principal, "malformed", r)
             .await);
     }
-    let mut authorized = front
+    let authorized = front
         .authorize(gw, request_id, &principal, &classified, Overlap::Reads)
         .await?;
-    let pending = std::mem::take(&mut authorized.pending);
+    let pending = authorized.pending;
     let call = Arc::new(Call {
         gw: gw.clone(),
         front: front.clone(),
@@ -243,13 +243,14 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
     });
     // An allowed read goes upstream while its decision records sync; the
     // response waits for both (writes were durable before this point).
-    let (durable, upstream) = tokio::join!(
-        pending.durable(gw),
-        front
-            .upstream
-            .grpc(&path, &parts.headers, Body::from(raw), true)
-    );
-    durable?;
+    let upstream = pending
+        .alongside(
+            gw,
+            front
+                .upstream
+                .grpc(&path, &parts.headers, Body::from(raw), true),
+        )
+        .await?;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {

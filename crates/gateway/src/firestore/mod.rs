@@ -135,6 +135,17 @@ impl PendingRecords {
     pub(crate) async fn durable(self, gw: &Gateway) -> Result<(), Refusal> {
         record_all(gw, self.0).await
     }
+
+    /// Runs the upstream call while the records sync, and returns its result
+    /// only once they are durable (see [`PendingRecords::durable`]).
+    pub(crate) async fn alongside<T>(
+        self,
+        gw: &Gateway,
+        upstream: impl Future<Output = T>,
+    ) -> Result<T, Refusal> {
+        let (durable, answer) = tokio::join!(self.durable(gw), upstream);
+        durable.map(|()| answer)
+    }
 }
 
 /// Appends events concurrently (one group commit) and waits for all.

@@ -81,26 +81,27 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             .refuse(gw, request_id, &principal, "malformed", r)
             .await);
     }
-    let mut authorized = front
+    let authorized = front
         .authorize(gw, request_id, &principal, &classified, Overlap::Reads)
         .await?;
-    let pending = std::mem::take(&mut authorized.pending);
+    let pending = authorized.pending;
     let path_and_query = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     // An allowed read goes upstream while its decision records sync; the
     // response waits for both (writes were durable before this point).
-    let (durable, upstream) = tokio::join!(
-        pending.durable(gw),
-        front.upstream.rest(
-            parts.method.clone(),
-            &path_and_query,
-            &parts.headers,
-            Body::from(raw),
+    let upstream = pending
+        .alongside(
+            gw,
+            front.upstream.rest(
+                parts.method.clone(),
+                &path_and_query,
+                &parts.headers,
+                Body::from(raw),
+            ),
         )
-    );
-    durable?;
+        .await?;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {
