@@ -258,3 +258,66 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+/// `audit query` reads the index; when the index trails the log and no
+/// gateway runs to catch it up, the answer says so instead of silently
+/// missing records (it waits a moment first, for a running gateway).
+#[test]
+fn audit_query_says_when_the_index_is_behind_the_log() {
+    let sb = dev_data();
+    let o = ok(sb.cli(&["audit", "query", "--json"]));
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+    let indexed = stdout(&o).lines().count();
+
+    // A record logged with no index attached (as if the gateway stopped
+    // before indexing it).
+    let audit_dir = sb.data.join("audit");
+    let logged = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let der = latchkey_audit::AuditSigner::generate_pkcs8().unwrap();
+        let signer = latchkey_audit::AuditSigner::from_pkcs8("audit-1", &der).unwrap();
+        let log = latchkey_audit::AuditLog::open(
+            &audit_dir,
+            signer,
+            None,
+            std::sync::Arc::new(latchkey_core::SystemClock),
+            latchkey_audit::AuditConfig::default(),
+        )
+        .await
+        .unwrap();
+        let principal =
+            latchkey_core::Principal::new(latchkey_core::PrincipalKind::User, "alice", "dev");
+        let intent = latchkey_core::Intent::new(
+            latchkey_core::Action::GitPush,
+            latchkey_core::ResourceRef::new(
+                latchkey_core::ResourceKind::Ref,
+                "local/app:refs/heads/main",
+            ),
+        );
+        let decision = latchkey_core::Decision {
+            effect: latchkey_core::Effect::Allow,
+            policy_ids: vec!["read-repos".into()],
+            reason: "test".into(),
+        };
+        let seq = log
+            .append(latchkey_audit::AuditEvent::decision(
+                "req-unindexed",
+                &principal,
+                &intent,
+                &decision,
+                1,
+            ))
+            .await
+            .unwrap();
+        log.close().await.unwrap();
+        seq
+    });
+
+    let o = ok(sb.cli(&["audit", "query", "--json"]));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("the log goes to {logged}")) && err.contains("latchkey audit tail"),
+        "{err}"
+    );
+    // The index's answer is given all the same, unchanged.
+    assert_eq!(stdout(&o).lines().count(), indexed, "{}", stdout(&o));
+}
