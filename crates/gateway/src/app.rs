@@ -287,6 +287,7 @@ impl Gateway {
         }
         let git_limits = latchkey_git::GitLimits {
             response_head_timeout: config.server.upstream_timeout,
+            push_certificates: config.git.push_certificates,
             ..latchkey_git::GitLimits::default()
         };
 

@@ -630,6 +630,11 @@ pub struct GitConfig {
     /// Upstreams by the name used in `/git/{name}/...`.
     #[serde(default)]
     pub upstreams: BTreeMap<String, GitUpstreamConfig>,
+    /// Accept pushes that carry a push certificate (`git push --signed`).
+    /// Off by default: Gogs and Gitea do not use them, and a refused
+    /// certificate cannot hide a command from policy.
+    #[serde(default)]
+    pub push_certificates: bool,
 }
 
 /// One Git upstream: either a smart-HTTP server or a local directory served

@@ -185,7 +185,46 @@ pub(crate) fn git_outcomes(
                 e.outcome = Some(Outcome::new(if failed { "failed" } else { "no-op" }));
                 return vec![e];
             }
-            outcome
+            // The backstop: a ref the upstream reports that no decision
+            // covered means the upstream read the push differently from
+            // Latchkey. Each is an integrity alarm, and the push failed.
+            let undecided = outcome.undecided_refs();
+            let alarm = (!undecided.is_empty()).then(|| {
+                format!(
+                    "integrity alarm: the upstream reported {} ref(s) no decision covered",
+                    undecided.len()
+                )
+            });
+            let mut events: Vec<AuditEvent> = undecided
+                .iter()
+                .map(|name| {
+                    tracing::error!(
+                        request_id,
+                        repository = %repo,
+                        git_ref = %name,
+                        "INTEGRITY ALARM: the git upstream reported a ref update that no policy decision covered; investigate the push and the upstream now"
+                    );
+                    let mut e = base(
+                        request_id.to_owned(),
+                        EventKind::System,
+                        Some(principal),
+                        "git.integrity",
+                        time_ms,
+                    );
+                    e.caused_by = Some(request_id.to_owned());
+                    e.resource = Some(format!(
+                        "Ref::{:?}",
+                        format!("{}:{}", outcome.route.repository_id(), name)
+                    ));
+                    e.context.insert("ref".into(), json!(name));
+                    e.outcome = Some(
+                        Outcome::new("alarm")
+                            .with_detail("the upstream reported this ref, and no decision covered it"),
+                    );
+                    e
+                })
+                .collect();
+            let decided = outcome
                 .updates
                 .iter()
                 .map(|u| {
@@ -212,10 +251,15 @@ pub(crate) fn git_outcomes(
                         (None, None) if failed => Outcome::new("failed"),
                         (None, None) => Outcome::new("unreported"),
                     };
-                    e.outcome = Some(o);
+                    e.outcome = Some(match &alarm {
+                        Some(why) => Outcome::new("failed").with_detail(why.clone()),
+                        None => o,
+                    });
                     e
                 })
-                .collect()
+                .collect::<Vec<_>>();
+            events.splice(0..0, decided);
+            events
         }
     }
 }
@@ -240,4 +284,69 @@ pub(crate) fn webhook(
     e.context = context;
     e.outcome = Some(outcome);
     e
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod git_outcome_tests {
+    use super::*;
+    use latchkey_core::PrincipalKind;
+    use latchkey_git::{GitOutcome, GitRoute, PushReport, RefKind, RefOp, RefStatus, RefUpdate};
+
+    fn ok(name: &str) -> RefStatus {
+        RefStatus {
+            name: name.into(),
+            ok: true,
+            reason: None,
+        }
+    }
+
+    /// Regression (issue 11.1, the backstop): a ref the upstream reports
+    /// that no decision covered is an audited integrity alarm, and the push's
+    /// outcome is a failure.
+    #[test]
+    fn an_undecided_ref_in_the_report_is_an_integrity_alarm() {
+        let route = GitRoute::parse("local/acme/app.git/git-receive-pack", None).unwrap();
+        let main = RefUpdate {
+            old: "1".repeat(40),
+            new: "2".repeat(40),
+            name: "refs/heads/feature".into(),
+            op: RefOp::Update,
+            kind: RefKind::Branch,
+        };
+        let mut outcome = GitOutcome {
+            route,
+            status: 200,
+            updates: vec![main],
+            report: Some(PushReport {
+                unpack: Some("ok".into()),
+                refs: vec![ok("refs/heads/feature")],
+                fatal: None,
+                complete: true,
+            }),
+            bytes_in: 10,
+            bytes_out: 10,
+            error: None,
+        };
+        let who = Principal::new(PrincipalKind::User, "alice", "dev");
+        let healthy = git_outcomes("r1", &who, &outcome, 1);
+        assert_eq!(healthy.len(), 1);
+        assert_eq!(healthy[0].outcome.as_ref().unwrap().status, "updated");
+
+        if let Some(r) = outcome.report.as_mut() {
+            r.refs.push(ok("refs/heads/main"));
+        }
+        let events = git_outcomes("r1", &who, &outcome, 1);
+        assert_eq!(events.len(), 2, "{events:?}");
+        let push = &events[0];
+        assert_eq!(push.action, "git.push");
+        let o = push.outcome.as_ref().unwrap();
+        assert_eq!(o.status, "failed");
+        assert!(o.detail.as_deref().unwrap().contains("integrity alarm"));
+        let alarm = &events[1];
+        assert_eq!(alarm.action, "git.integrity");
+        assert_eq!(alarm.kind, EventKind::System);
+        assert_eq!(alarm.context["ref"], "refs/heads/main");
+        assert_eq!(alarm.outcome.as_ref().unwrap().status, "alarm");
+    }
 }

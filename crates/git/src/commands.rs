@@ -107,6 +107,10 @@ pub enum CommandsParse {
         capabilities: Vec<String>,
         /// Push options (`git push -o`), when the client sent any.
         push_options: Vec<String>,
+        /// Whether the commands came in a push certificate (`git push
+        /// --signed`). Latchkey does not check the signature; the upstream
+        /// may.
+        signed: bool,
         /// Bytes of the (decompressed) body that the section used; the pack
         /// follows.
         consumed: usize,
@@ -221,39 +225,95 @@ fn parse_command(line: &[u8]) -> Result<RefUpdate, GitError> {
     })
 }
 
-/// Commands inside a push certificate: the lines after the first blank line
-/// and before the signature. Git refuses any other line there, so stopping
-/// at the first `-----BEGIN` line never hides a command git would run.
+/// Commands inside a push certificate, read as git's `queue_commands_from_cert`
+/// reads them: every line after the first blank line and before the start of
+/// the signature is a command. Git takes the *last* line that starts with a
+/// signature armor as the signature's start (`parse_signed_buffer`), so a
+/// certificate with more than one armor line, or any other `-----BEGIN` line,
+/// is refused: the lines between two armors would be commands to git.
 fn cert_commands(cert: &[u8], updates: &mut Vec<RefUpdate>) -> Result<(), GitError> {
-    let Some(start) = cert.windows(2).position(|w| w == b"\n\n") else {
+    let Some(blank) = cert.windows(2).position(|w| w == b"\n\n") else {
         return Err(protocol(
             "malformed push certificate: no blank line after the header",
         ));
     };
-    for line in cert[start + 2..].split(|&b| b == b'\n') {
-        if line.starts_with(b"-----BEGIN ") {
-            break;
+    let body_start = blank + 2;
+    // Every line ends with `\n` (checked as the certificate was read).
+    let mut line_start = 0usize;
+    let mut signature_start: Option<usize> = None;
+    for line in cert.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"-----BEGIN") {
+            if signature_start.is_some() {
+                return Err(protocol(
+                    "push certificate has more than one armor line; git would read the lines between them as commands",
+                ));
+            }
+            if !SIGNATURE_ARMORS.iter().any(|a| line.starts_with(a)) {
+                return Err(protocol(format!(
+                    "push certificate has an unknown armor line `{}`",
+                    show(line)
+                )));
+            }
+            if line_start < body_start {
+                return Err(protocol(
+                    "push certificate's signature starts before its commands",
+                ));
+            }
+            signature_start = Some(line_start);
         }
-        if line.is_empty() {
-            continue;
-        }
-        updates.push(parse_command(line)?);
+        line_start += line.len();
+    }
+    let end = signature_start.unwrap_or(cert.len());
+    for line in cert[body_start..end].split_inclusive(|&b| b == b'\n') {
+        // Git parses an empty line as a command too, and dies on it.
+        updates.push(parse_command(chomp(line))?);
     }
     Ok(())
 }
+
+/// The lines git's `get_format_by_sig` takes as the start of a signature
+/// (OpenPGP, X.509 and SSH formats).
+const SIGNATURE_ARMORS: [&[u8]; 4] = [
+    b"-----BEGIN PGP SIGNATURE-----",
+    b"-----BEGIN PGP MESSAGE-----",
+    b"-----BEGIN SIGNED MESSAGE-----",
+    b"-----BEGIN SSH SIGNATURE-----",
+];
 
 fn chomp(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
+fn too_many_updates() -> GitError {
+    GitError::TooLarge(format!(
+        "more than {MAX_COMMANDS} ref updates in one push; push fewer refs at once"
+    ))
+}
+
 /// Parses the command section at the front of a (decompressed) receive-pack
 /// request body. Returns [`CommandsParse::Incomplete`] until the section's
 /// flush-pkt (and push options, if announced) are in `buf`.
+///
+/// INVARIANT: every command git's `read_head_info` would queue from these
+/// bytes is in `updates`. Where git reads bytes differently from a plain
+/// reading (a line is a C string to git: it ends at its first NUL), the
+/// section is refused rather than guessed at:
+/// - a NUL is allowed only once, on the first line, before the capability
+///   list (which itself may not contain another NUL);
+/// - certificate lines carry no NUL and end with exactly one newline, so the
+///   certificate git assembles is byte for byte the one parsed here;
+/// - a certificate may not be mixed with unsigned commands, appear twice or be
+///   cut short by a flush-pkt, and its signature must start at its single armor
+///   line (see [`cert_commands`]).
+///
+/// Whether a certificate is acceptable at all is the caller's choice: see
+/// `signed` in [`CommandsParse::Complete`].
 pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError> {
     let mut pos = 0usize;
     let mut updates = Vec::new();
     let mut capabilities: Vec<String> = Vec::new();
     let mut cert: Option<Vec<u8>> = None;
+    let mut first_line = true;
 
     // Reads the next pkt-line, enforcing the section bound.
     let next = |pos: usize| -> Result<Option<(Pkt<'_>, usize)>, GitError> {
@@ -275,29 +335,44 @@ pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError
         }
     };
 
-    'commands: loop {
+    loop {
         let Some((pkt, used)) = next(pos)? else {
             return Ok(CommandsParse::Incomplete);
         };
         pos += used;
-        let line = match pkt {
+        let raw = match pkt {
             Pkt::Flush => break,
             Pkt::Data(line) => line,
             Pkt::Delim | Pkt::ResponseEnd => {
                 return Err(protocol("unexpected delimiter in the push command list"));
             }
         };
+        // git's packet reader strips one trailing newline, then treats the
+        // line as a C string.
+        let mut line = chomp(raw);
+        let is_first = std::mem::replace(&mut first_line, false);
         if line.len() > 8 && line.starts_with(b"shallow ") {
-            let id = std::str::from_utf8(chomp(&line[8..])).unwrap_or("");
+            // git reads the id and ignores what follows; insisting on exactly
+            // an id (and no NUL) leaves nothing for the two readings to differ on.
+            let id = std::str::from_utf8(&line[8..]).unwrap_or("");
             if !is_hex_id(id) {
-                return Err(protocol(format!("invalid shallow line `{}`", show(line))));
+                return Err(protocol(format!("invalid shallow line `{}`", show(raw))));
             }
+            first_line = is_first;
             continue;
         }
-        let mut line = chomp(line);
         if let Some(nul) = line.iter().position(|&b| b == 0) {
-            let caps = std::str::from_utf8(&line[nul + 1..])
-                .map_err(|_| protocol("capability list is not UTF-8"))?;
+            if !is_first {
+                return Err(protocol(
+                    "a capability list is allowed only on the first command line",
+                ));
+            }
+            let caps = &line[nul + 1..];
+            if caps.contains(&0) {
+                return Err(protocol("the capability list contains a NUL byte"));
+            }
+            let caps =
+                std::str::from_utf8(caps).map_err(|_| protocol("capability list is not UTF-8"))?;
             for cap in caps.split(' ').filter(|c| !c.is_empty()) {
                 if !capabilities.iter().any(|c| c == cap) {
                     capabilities.push(cap.to_owned());
@@ -306,19 +381,38 @@ pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError
             line = &line[..nul];
         }
         if line == b"push-cert" {
-            let body = cert.get_or_insert_with(Vec::new);
+            if cert.is_some() {
+                return Err(protocol("more than one push certificate in one push"));
+            }
+            if !updates.is_empty() {
+                return Err(protocol(
+                    "a push certificate may not follow unsigned commands",
+                ));
+            }
+            let body = cert.insert(Vec::new());
             loop {
                 let Some((pkt, used)) = next(pos)? else {
                     return Ok(CommandsParse::Incomplete);
                 };
                 pos += used;
                 match pkt {
-                    Pkt::Flush => {
-                        // A flush inside the certificate ends the command list too.
-                        break 'commands;
-                    }
                     Pkt::Data(b"push-cert-end\n") => break,
-                    Pkt::Data(l) => body.extend_from_slice(l),
+                    Pkt::Data(l) => {
+                        if l.contains(&0) {
+                            return Err(protocol("a push certificate line contains a NUL byte"));
+                        }
+                        if l.iter().position(|&b| b == b'\n') != l.len().checked_sub(1) {
+                            return Err(protocol(
+                                "each push certificate line must end with exactly one newline",
+                            ));
+                        }
+                        body.extend_from_slice(l);
+                    }
+                    Pkt::Flush => {
+                        return Err(protocol(
+                            "the push certificate ended without `push-cert-end`",
+                        ));
+                    }
                     Pkt::Delim | Pkt::ResponseEnd => {
                         return Err(protocol("unexpected delimiter in a push certificate"));
                     }
@@ -326,19 +420,24 @@ pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError
             }
             continue;
         }
+        if cert.is_some() {
+            return Err(protocol(
+                "unsigned commands may not follow a push certificate",
+            ));
+        }
         updates.push(parse_command(line)?);
         if updates.len() > MAX_COMMANDS {
-            return Err(GitError::TooLarge(format!(
-                "more than {MAX_COMMANDS} ref updates in one push; push fewer refs at once"
-            )));
+            return Err(too_many_updates());
         }
     }
+    let signed = cert.is_some();
     if let Some(cert) = &cert {
         cert_commands(cert, &mut updates)?;
+        if updates.is_empty() {
+            return Err(protocol("the push certificate carries no command"));
+        }
         if updates.len() > MAX_COMMANDS {
-            return Err(GitError::TooLarge(format!(
-                "more than {MAX_COMMANDS} ref updates in one push; push fewer refs at once"
-            )));
+            return Err(too_many_updates());
         }
     }
 
@@ -367,6 +466,7 @@ pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError
         updates,
         capabilities,
         push_options,
+        signed,
         consumed: pos,
     })
 }
@@ -400,6 +500,7 @@ mod tests {
                 capabilities,
                 push_options,
                 consumed,
+                ..
             } => (updates, capabilities, push_options, consumed),
             CommandsParse::Incomplete => panic!("incomplete"),
         }
@@ -526,6 +627,136 @@ mod tests {
             b"",
         ]);
         assert!(parse_receive_pack_commands(&no_blank).is_err());
+    }
+
+    fn refused(lines: &[&[u8]]) -> String {
+        match parse_receive_pack_commands(&body(lines)) {
+            Err(GitError::Protocol(m)) => m,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    /// Regression (issue 11.1): git reads each line as a C string, so bytes
+    /// after a NUL in a certificate line are invisible to it.
+    #[test]
+    fn refuses_what_git_would_read_differently() {
+        let c = format!("{A} {B} refs/heads/main\n");
+        let head: [&[u8]; 3] = [
+            b"push-cert\0report-status",
+            b"certificate version 0.1\n",
+            b"\n",
+        ];
+        let with = |extra: &[&[u8]]| -> Vec<Vec<u8>> {
+            head.iter()
+                .map(|l| l.to_vec())
+                .chain(extra.iter().map(|l| l.to_vec()))
+                .collect()
+        };
+        let run = |lines: Vec<Vec<u8>>| {
+            let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            refused(&refs)
+        };
+        let m = run(with(&[
+            b"x\n\0\n\n-----BEGIN PGP SIGNATURE-----\n",
+            c.as_bytes(),
+            b"push-cert-end\n",
+            b"",
+        ]));
+        assert!(m.contains("NUL"), "{m}");
+        let m = run(with(&[
+            b"-----BEGIN PGP SIGNATURE-----\n",
+            c.as_bytes(),
+            b"-----BEGIN PGP SIGNATURE-----\n",
+            b"push-cert-end\n",
+            b"",
+        ]));
+        assert!(m.contains("more than one armor line"), "{m}");
+        let m = run(with(&[b"-----BEGIN FOO-----\n", b"push-cert-end\n", b""]));
+        assert!(m.contains("unknown armor line"), "{m}");
+        let m = run(with(&[
+            c.as_bytes(),
+            b"push-cert-end\n\0",
+            b"push-cert-end\n",
+            b"",
+        ]));
+        assert!(m.contains("NUL"), "{m}");
+        let m = run(with(&[c.as_bytes(), b"", b"push-cert-end\n", b""]));
+        assert!(m.contains("without `push-cert-end`"), "{m}");
+        let m = run(with(&[
+            b"half a line",
+            b" and the rest\n",
+            b"push-cert-end\n",
+            b"",
+        ]));
+        assert!(m.contains("exactly one newline"), "{m}");
+        // An empty line among the certificate's commands: git dies on it.
+        let m = run(with(&[c.as_bytes(), b"\n", b"push-cert-end\n", b""]));
+        assert!(m.contains("expected `old new ref`"), "{m}");
+        let m = run(with(&[
+            b"-----BEGIN PGP SIGNATURE-----\n",
+            b"push-cert-end\n",
+            b"",
+        ]));
+        assert!(m.contains("carries no command"), "{m}");
+        // Certificates and unsigned commands do not mix; one certificate only.
+        let plain = format!("{A} {B} refs/heads/x\0report-status");
+        let m = refused(&[
+            plain.as_bytes(),
+            b"push-cert",
+            b"a\n",
+            b"\n",
+            c.as_bytes(),
+            b"push-cert-end\n",
+            b"",
+        ]);
+        assert!(m.contains("may not follow unsigned"), "{m}");
+        let later = format!("{A} {B} refs/heads/x");
+        let m = run(with(&[
+            c.as_bytes(),
+            b"push-cert-end\n",
+            later.as_bytes(),
+            b"",
+        ]));
+        assert!(m.contains("may not follow a push certificate"), "{m}");
+        // A capability list only on the first line, with no second NUL.
+        let second = format!("{A} {B} refs/heads/y\0push-options");
+        let m = refused(&[plain.as_bytes(), second.as_bytes(), b""]);
+        assert!(m.contains("only on the first"), "{m}");
+        let two_nuls = format!("{A} {B} refs/heads/y\0report-status\0push-options");
+        let m = refused(&[two_nuls.as_bytes(), b""]);
+        assert!(m.contains("NUL"), "{m}");
+        // The shallow id is exactly an id.
+        let m = refused(&[format!("shallow {A}\0x").as_bytes(), b""]);
+        assert!(m.contains("invalid shallow line"), "{m}");
+    }
+
+    #[test]
+    fn a_signed_push_says_so() {
+        let c = format!("{A} {B} refs/heads/main\n");
+        let buf = body(&[
+            b"push-cert\0report-status",
+            b"certificate version 0.1\n",
+            b"\n",
+            c.as_bytes(),
+            b"-----BEGIN SSH SIGNATURE-----\n",
+            b"-----END SSH SIGNATURE-----\n",
+            b"push-cert-end\n",
+            b"",
+        ]);
+        match parse_receive_pack_commands(&buf).unwrap() {
+            CommandsParse::Complete {
+                signed, updates, ..
+            } => {
+                assert!(signed);
+                assert_eq!(updates.len(), 1);
+            }
+            CommandsParse::Incomplete => panic!("incomplete"),
+        }
+        let plain = format!("{A} {B} refs/heads/main\0report-status");
+        match parse_receive_pack_commands(&body(&[plain.as_bytes(), b""])).unwrap() {
+            CommandsParse::Complete { signed, .. } => assert!(!signed),
+            CommandsParse::Incomplete => panic!("incomplete"),
+        }
     }
 
     #[test]

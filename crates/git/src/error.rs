@@ -47,6 +47,12 @@ pub enum GitError {
     /// The client sent bytes that are not valid Git protocol.
     #[error("git protocol error: {0}")]
     Protocol(String),
+    /// The push carries a push certificate (`git push --signed`) and this
+    /// gateway is not configured to accept them.
+    #[error(
+        "signed pushes are not accepted here; push without `--signed`, or ask an operator to set `git.push_certificates = true`"
+    )]
+    SignedPushRefused,
     /// The receive-pack command section (or another bounded part of a
     /// request) is larger than Latchkey accepts.
     #[error("request too large: {0}")]
@@ -75,7 +81,9 @@ impl GitError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::DumbHttp { .. } | Self::UnsupportedService { .. } => StatusCode::FORBIDDEN,
+            Self::DumbHttp { .. } | Self::UnsupportedService { .. } | Self::SignedPushRefused => {
+                StatusCode::FORBIDDEN
+            }
             Self::InvalidPath { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -16,12 +16,15 @@
 
 pub mod classify;
 pub mod commands;
+#[cfg(feature = "differential")]
+pub mod differential;
 mod error;
 pub mod phases;
 pub mod pktline;
 pub mod report;
 pub mod route;
 mod serve;
+pub mod upload;
 pub mod upstream;
 
 pub use classify::{intent_for_read, intents_for_push, ref_resource};

@@ -55,6 +55,26 @@ pub struct GitOutcome {
     pub error: Option<String>,
 }
 
+impl GitOutcome {
+    /// Refs the upstream's report-status names that no decision covered: the
+    /// backstop for a parser difference. Empty in a healthy push; anything
+    /// here means the upstream acted on a command Latchkey did not see, and
+    /// the gateway raises an integrity alarm.
+    pub fn undecided_refs(&self) -> Vec<&str> {
+        let Some(report) = &self.report else {
+            return Vec::new();
+        };
+        let mut out: Vec<&str> = Vec::new();
+        for status in &report.refs {
+            let name = status.name.as_str();
+            if !self.updates.iter().any(|u| u.name == name) && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
 /// The gateway's phases, called by [`crate::serve`]. Implementations
 /// authorize with policy, write the audit log, and must fail closed.
 #[async_trait::async_trait]

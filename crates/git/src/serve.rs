@@ -24,6 +24,7 @@ use crate::report::{
     ReportStatusTap, error_for_info_refs, rejection_response, wants_report_status,
 };
 use crate::route::{Endpoint, GitRoute};
+use crate::upload::{MAX_UPLOAD_PRELUDE, UploadParse, parse_upload_pack_command};
 use crate::upstream::{BoxError, Forward, StreamBody, Upstream, filter_request_headers};
 
 /// The response body [`serve`] returns: streamed, never collected.
@@ -45,6 +46,11 @@ pub struct GitLimits {
     pub max_drain_bytes: u64,
     /// How long that discarding may take.
     pub drain_timeout: Duration,
+    /// Whether pushes may carry a push certificate (`git push --signed`).
+    /// Off by default: Gogs and Gitea do not use them, and a certificate is
+    /// one more place for the commands to hide (see
+    /// [`crate::commands::parse_receive_pack_commands`]).
+    pub push_certificates: bool,
 }
 
 impl Default for GitLimits {
@@ -56,6 +62,7 @@ impl Default for GitLimits {
             max_prelude_bytes: MAX_COMMAND_SECTION,
             max_drain_bytes: 256 * 1024 * 1024,
             drain_timeout: Duration::from_secs(60),
+            push_certificates: false,
         }
     }
 }
@@ -215,14 +222,38 @@ where
             (Vec::new(), Vec::new(), counted(Vec::new(), body, &bytes_in))
         }
         Endpoint::UploadPack => {
-            if let Err(refusals) = phases.authorize(&[intent_for_read(&route)]).await {
+            // Protocol v2 names its command first; read it so the decision
+            // covers what upload-pack will run (v0/v1 only fetches).
+            let v2 = headers
+                .get(crate::upstream::GIT_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(':').any(|item| item == "version=2"));
+            let mut body = Box::pin(body);
+            let (raw, command) = if v2 {
+                let (raw, command, _) = tokio::time::timeout(
+                    limits.prelude_timeout,
+                    read_front(&mut body, gzip, MAX_UPLOAD_PRELUDE, "fetch request", |d| {
+                        Ok(match parse_upload_pack_command(d, true)? {
+                            UploadParse::Complete { command, .. } => Some(command),
+                            UploadParse::Incomplete => None,
+                        })
+                    }),
+                )
+                .await
+                .map_err(|_| GitError::ClientTimeout)??;
+                (raw, command)
+            } else {
+                (Vec::new(), "fetch".to_owned())
+            };
+            let intent = intent_for_read(&route).with("command", command);
+            if let Err(refusals) = phases.authorize(&[intent]).await {
                 return Ok(full(
                     StatusCode::OK,
                     &endpoint.response_content_type(),
                     rejection_response(false, &[], &refusals, &[]),
                 ));
             }
-            (Vec::new(), Vec::new(), counted(Vec::new(), body, &bytes_in))
+            (Vec::new(), Vec::new(), counted(raw, body, &bytes_in))
         }
         Endpoint::ReceivePack => {
             let mut body = Box::pin(body);
@@ -232,6 +263,7 @@ where
                     &mut body,
                     gzip,
                     limits.max_prelude_bytes.min(MAX_COMMAND_SECTION),
+                    limits.push_certificates,
                 ),
             )
             .await
@@ -241,8 +273,9 @@ where
                 updates,
                 capabilities,
             } = prelude;
-            // An empty command list (git's auth probe before a large push)
-            // changes nothing upstream and is forwarded without a decision.
+            // An empty command list (git's auth probe before a large push,
+            // exactly `0000` and nothing else: `read_prelude` checked) changes
+            // nothing upstream and is forwarded without a decision.
             if !updates.is_empty() {
                 let intents = intents_for_push(&route, &updates);
                 if let Err(refusals) = phases.authorize(&intents).await {
@@ -343,13 +376,17 @@ struct Prelude {
 /// beyond the bound in one step.
 const INFLATE_STEP: usize = 512;
 
-/// Reads a push's body until its command section is parsed, keeping the
-/// raw bytes to replay upstream.
-async fn read_prelude<B>(
+/// Reads the front of a request body until `parse` (over the decompressed
+/// bytes so far) returns a value, keeping the raw bytes to replay upstream.
+/// Returns them, the value, and whether the decompressed bytes read are
+/// exactly `whole` (for the receive-pack probe check).
+async fn read_front<B, T>(
     body: &mut Pin<Box<B>>,
     gzip: bool,
     max: usize,
-) -> Result<Prelude, GitError>
+    what: &str,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, GitError>,
+) -> Result<(Vec<Bytes>, T, Vec<u8>), GitError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -360,19 +397,19 @@ where
     let mut decoder = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
     let too_large = || {
         GitError::TooLarge(format!(
-            "the push command section is larger than {max} bytes; push fewer refs at once"
+            "the {what} is larger than {max} bytes; push fewer refs at once"
         ))
     };
     loop {
         let frame = match body.frame().await {
             None => {
-                return Err(GitError::Protocol(
-                    "request body ended inside the push command list".into(),
-                ));
+                return Err(GitError::Protocol(format!(
+                    "request body ended inside the {what}"
+                )));
             }
             Some(Err(e)) => {
                 let e: BoxError = e.into();
-                tracing::debug!(error = %e, "reading push command section");
+                tracing::debug!(error = %e, "reading the {what}");
                 return Err(GitError::ClientBody);
             }
             Some(Ok(frame)) => frame,
@@ -399,23 +436,77 @@ where
                 dec.get_ref()
             }
         };
-        match parse_receive_pack_commands(decoded)? {
-            CommandsParse::Complete {
-                updates,
-                capabilities,
-                ..
-            } => {
-                return Ok(Prelude {
-                    raw,
+        if let Some(value) = parse(decoded)? {
+            let decoded = decoded.to_vec();
+            return Ok((raw, value, decoded));
+        }
+        if decoded.len() > max || raw_len > 2 * max + 64 * 1024 {
+            return Err(too_large());
+        }
+    }
+}
+
+/// Reads a push's body until its command section is parsed, keeping the
+/// raw bytes to replay upstream.
+///
+/// INVARIANT: what it returns with no update is a body that is exactly one
+/// flush-pkt: anything else without a command is refused, so no bytes reach
+/// the upstream that were read as "nothing to decide".
+async fn read_prelude<B>(
+    body: &mut Pin<Box<B>>,
+    gzip: bool,
+    max: usize,
+    push_certificates: bool,
+) -> Result<Prelude, GitError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (raw, (updates, capabilities, signed), decoded) =
+        read_front(body, gzip, max, "push command section", |decoded| {
+            Ok(match parse_receive_pack_commands(decoded)? {
+                CommandsParse::Complete {
                     updates,
                     capabilities,
-                });
-            }
-            CommandsParse::Incomplete => {
-                if decoded.len() > max || raw_len > 2 * max + 64 * 1024 {
-                    return Err(too_large());
-                }
-            }
+                    signed,
+                    ..
+                } => Some((updates, capabilities, signed)),
+                CommandsParse::Incomplete => None,
+            })
+        })
+        .await?;
+    if signed && !push_certificates {
+        return Err(GitError::SignedPushRefused);
+    }
+    if updates.is_empty() && (decoded != b"0000" || !body_has_ended(body).await?) {
+        return Err(GitError::Protocol(
+            "the push has no ref update but carries more than a flush-pkt; nothing was forwarded"
+                .into(),
+        ));
+    }
+    Ok(Prelude {
+        raw,
+        updates,
+        capabilities,
+    })
+}
+
+/// Whether the body has no more data (trailers aside). Used only after a
+/// complete, command-free prelude, so at most one more frame is read.
+async fn body_has_ended<B>(body: &mut Pin<Box<B>>) -> Result<bool, GitError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        match body.frame().await {
+            None => return Ok(true),
+            Some(Err(_)) => return Err(GitError::ClientBody),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) if d.is_empty() => continue,
+                Ok(_) => return Ok(false),
+                Err(_) => continue,
+            },
         }
     }
 }

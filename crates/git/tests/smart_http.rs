@@ -408,6 +408,19 @@ async fn clone_push_deny_tag_delete_fetch_v2_and_shallow() {
     // Protocol v2 fetch and a shallow clone.
     env.ok(&app, &["-c", "protocol.version=2", "fetch", "-q", "origin"])
         .await;
+    // The v2 command is read before the decision and is part of it.
+    let commands: Vec<String> = env
+        .phases
+        .authorized
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|i| match i.context.get("command") {
+            Some(latchkey_core::ContextValue::String(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(commands.iter().any(|c| c == "ls-refs"), "{commands:?}");
     env.ok(&app, &["-c", "protocol.version=0", "fetch", "-q", "origin"])
         .await;
     env.ok(&env.work, &["clone", "-q", "--depth", "1", &url, "shallow"])
@@ -622,4 +635,172 @@ async fn gzip_request_bodies_are_classified_and_forwarded() {
     let (status, resp) = raw_post(&env.base, path, &headers[..1], b"zzzz").await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&resp).starts_with("git protocol error:"));
+}
+
+/// An empty pack (`git pack-objects --stdout </dev/null`): what a push whose
+/// new ids already exist upstream sends after its commands.
+const EMPTY_PACK: &[u8] = b"PACK\0\0\0\x02\0\0\0\0\x02\x9d\x08\x82\x3b\xd8\xa8\xea\xb5\x10\xad\x6a\xc7\x5c\x82\x3c\xfd\x3e\xd3\x1e";
+
+fn pkts(lines: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        if l.is_empty() {
+            out.extend_from_slice(b"0000");
+        } else {
+            out.extend_from_slice(&latchkey_git::pktline::pkt_line(l));
+        }
+    }
+    out
+}
+
+/// Regression (issue 11.1): a push certificate whose line carries a NUL, or
+/// a second signature armor line, made Latchkey and git disagree about where
+/// the certificate's commands are. Latchkey saw none and forwarded the body
+/// without a decision; git moved protected `main` and created a branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_certificate_tricks_cannot_move_a_ref_without_a_decision() {
+    let env = start().await;
+    let main = env.upstream_ref("refs/heads/main").await.unwrap();
+    // A second commit upstream, so a push can move main with an empty pack.
+    let side_dir = env.work.join("side");
+    env.ok(
+        &env.work,
+        &["clone", "-q", env.bare().to_str().unwrap(), "side"],
+    )
+    .await;
+    env.commit(&side_dir, "s.txt", b"s\n").await;
+    env.ok(&side_dir, &["push", "-q", "origin", "HEAD:refs/heads/side"])
+        .await;
+    let side = env.upstream_ref("refs/heads/side").await.unwrap();
+    let zero = "0".repeat(40);
+    let move_main = format!("{main} {side} refs/heads/main\n");
+    let new_branch = format!("{zero} {side} refs/heads/sneaky\n");
+    let path = "/git/local/acme/app.git/git-receive-pack";
+    let headers = [("Content-Type", "application/x-git-receive-pack-request")];
+
+    let nul_trick = pkts(&[
+        b"push-cert\0report-status",
+        b"certificate version 0.1\n\0\n\n-----BEGIN PGP SIGNATURE-----\n",
+        b"pusher T <t@example.com> 1700000000 +0000\n",
+        b"\n",
+        move_main.as_bytes(),
+        new_branch.as_bytes(),
+        b"-----BEGIN PGP SIGNATURE-----\n",
+        b"x\n",
+        b"-----END PGP SIGNATURE-----\n",
+        b"push-cert-end\n",
+        b"",
+    ]);
+    let stray_armor = pkts(&[
+        b"push-cert\0report-status",
+        b"certificate version 0.1\n",
+        b"pusher T <t@example.com> 1700000000 +0000\n",
+        b"\n",
+        b"-----BEGIN PGP SIGNATURE-----\n",
+        move_main.as_bytes(),
+        new_branch.as_bytes(),
+        b"-----BEGIN PGP SIGNATURE-----\n",
+        b"x\n",
+        b"-----END PGP SIGNATURE-----\n",
+        b"push-cert-end\n",
+        b"",
+    ]);
+    let end_marker_after_nul = pkts(&[
+        b"push-cert\0report-status",
+        b"certificate version 0.1\n",
+        b"\n",
+        move_main.as_bytes(),
+        b"push-cert-end\n\0-----BEGIN PGP SIGNATURE-----\n",
+        b"-----BEGIN PGP SIGNATURE-----\n",
+        b"push-cert-end\n",
+        b"",
+    ]);
+    for (name, prelude) in [
+        ("nul in a certificate line", nul_trick),
+        ("stray armor line", stray_armor),
+        ("end marker before a nul", end_marker_after_nul),
+    ] {
+        let mut body = prelude;
+        body.extend_from_slice(EMPTY_PACK);
+        let authorized_before = env.phases.authorized.lock().unwrap().len();
+        let (status, resp) = raw_post(&env.base, path, &headers, &body).await;
+        assert_eq!(
+            env.upstream_ref("refs/heads/main").await.as_deref(),
+            Some(main.as_str()),
+            "{name}: main moved ({status}: {})",
+            String::from_utf8_lossy(&resp)
+        );
+        assert_eq!(
+            env.upstream_ref("refs/heads/sneaky").await,
+            None,
+            "{name}: a branch was created"
+        );
+        assert_eq!(
+            env.phases.authorized.lock().unwrap().len(),
+            authorized_before,
+            "{name}: a refused prelude reached the decision step"
+        );
+        assert_eq!(status, 400, "{name}: {}", String::from_utf8_lossy(&resp));
+    }
+}
+
+/// A body with no command is forwarded only when it is exactly a flush-pkt
+/// (git's probe); anything else with no command is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_commands_must_be_a_bare_flush() {
+    let env = start().await;
+    let path = "/git/local/acme/app.git/git-receive-pack";
+    let headers = [("Content-Type", "application/x-git-receive-pack-request")];
+    let (status, _) = raw_post(&env.base, path, &headers, b"0000").await;
+    assert_eq!(status, 200);
+    let mut trailing = b"0000".to_vec();
+    trailing.extend_from_slice(EMPTY_PACK);
+    let shallow_only = pkts(&[format!("shallow {}", "1".repeat(40)).as_bytes(), b""]);
+    for (name, body) in [
+        ("flush then a pack", trailing),
+        ("only a shallow line", shallow_only),
+    ] {
+        let (status, resp) = raw_post(&env.base, path, &headers, &body).await;
+        assert_eq!(status, 400, "{name}: {}", String::from_utf8_lossy(&resp));
+        assert!(
+            String::from_utf8_lossy(&resp).contains("no ref update"),
+            "{name}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+}
+
+/// Signed pushes are refused unless `push_certificates` is configured, with a
+/// message that says what to do; nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_pushes_are_refused_by_default() {
+    let env = start().await;
+    let main = env.upstream_ref("refs/heads/main").await.unwrap();
+    let zero = "0".repeat(40);
+    let create = format!("{zero} {main} refs/heads/signed\n");
+    let mut body = pkts(&[
+        b"push-cert\0report-status",
+        b"certificate version 0.1\n",
+        b"pusher T <t@example.com> 1700000000 +0000\n",
+        b"\n",
+        create.as_bytes(),
+        b"-----BEGIN SSH SIGNATURE-----\n",
+        b"x\n",
+        b"-----END SSH SIGNATURE-----\n",
+        b"push-cert-end\n",
+        b"",
+    ]);
+    body.extend_from_slice(EMPTY_PACK);
+    let headers = [("Content-Type", "application/x-git-receive-pack-request")];
+    let (status, resp) = raw_post(
+        &env.base,
+        "/git/local/acme/app.git/git-receive-pack",
+        &headers,
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.contains("git.push_certificates = true"), "{text}");
+    assert_eq!(env.upstream_ref("refs/heads/signed").await, None);
 }

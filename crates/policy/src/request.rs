@@ -109,8 +109,11 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
             ("collection_id", CtxType::String),
             ("all_descendants", CtxType::Bool),
         ],
-        Action::GitRead
-        | Action::TokenRevoke
+        Action::GitRead => &[
+            ("request_id", CtxType::String),
+            ("command", CtxType::String),
+        ],
+        Action::TokenRevoke
         | Action::TokenIntrospect
         | Action::AppAccess
         | Action::AdminRead
