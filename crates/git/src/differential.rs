@@ -11,7 +11,6 @@
 //! hook after reading the commands and unpacking the (empty) pack, and before
 //! updating any ref: when the hook does not run, git updated nothing.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,18 +92,20 @@ impl ReceivePackOracle {
     /// before the hook (and so changed nothing).
     pub fn commands(&self, section: &[u8]) -> std::io::Result<Option<Vec<HookCommand>>> {
         let _ = std::fs::remove_file(&self.seen);
-        let mut child = git(&["receive-pack", "--stateless-rpc"])
+        // The body goes in from a file, not a pipe: git may stop reading
+        // early (it died on the input), and a write to a closed pipe would
+        // kill a process that does not ignore SIGPIPE (libFuzzer's).
+        let input = self.root.join("input");
+        let mut whole = Vec::with_capacity(section.len() + EMPTY_PACK.len());
+        whole.extend_from_slice(section);
+        whole.extend_from_slice(EMPTY_PACK);
+        std::fs::write(&input, &whole)?;
+        git(&["receive-pack", "--stateless-rpc"])
             .arg(&self.repo)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(std::fs::File::open(&input)?))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // git may stop reading early (it died on the input): not an error here.
-            let _ = stdin.write_all(section);
-            let _ = stdin.write_all(EMPTY_PACK);
-        }
-        child.wait()?;
+            .status()?;
         let Ok(text) = std::fs::read(&self.seen) else {
             return Ok(None);
         };
