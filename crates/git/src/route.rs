@@ -102,6 +102,11 @@ pub struct GitRoute {
     pub repo: String,
     /// The endpoint asked for.
     pub endpoint: Endpoint,
+    /// Whether the upstream resolves owner and repository names without
+    /// regard to case (Gogs, Gitea, GitHub and GitLab do): then policy sees
+    /// them in lowercase, so `acme/Secret` is decided as `acme/secret`, the
+    /// repository the upstream will serve. See [`GitRoute::for_upstream`].
+    pub case_insensitive: bool,
 }
 
 /// Longest upstream, owner or repository name accepted.
@@ -206,12 +211,35 @@ impl GitRoute {
             owner: owner.to_owned(),
             repo: repo.to_owned(),
             endpoint,
+            case_insensitive: false,
         })
     }
 
-    /// `upstream/owner/repo`, the repository's resource id.
+    /// This route as `upstream` reads it: an HTTP upstream (Gogs, Gitea)
+    /// finds repositories whatever the case of their names, a local
+    /// directory does not.
+    pub fn for_upstream(mut self, upstream: &crate::Upstream) -> Self {
+        self.case_insensitive = matches!(upstream, crate::Upstream::Http { .. });
+        self
+    }
+
+    fn decided_name(&self, name: &str) -> String {
+        if self.case_insensitive {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// `upstream/owner/repo`, the repository's resource id (owner and
+    /// repository in lowercase when the upstream ignores case).
     pub fn repository_id(&self) -> String {
-        format!("{}/{}/{}", self.upstream, self.owner, self.repo)
+        format!(
+            "{}/{}/{}",
+            self.upstream,
+            self.decided_name(&self.owner),
+            self.decided_name(&self.repo)
+        )
     }
 
     /// The repository as a policy resource (kind `Repository`, id
@@ -219,8 +247,8 @@ impl GitRoute {
     pub fn repository_resource(&self) -> ResourceRef {
         ResourceRef::new(ResourceKind::Repository, self.repository_id())
             .with_attr("upstream", self.upstream.clone())
-            .with_attr("owner", self.owner.clone())
-            .with_attr("name", self.repo.clone())
+            .with_attr("owner", self.decided_name(&self.owner))
+            .with_attr("name", self.decided_name(&self.repo))
     }
 
     /// The path below an upstream's base: `/owner/repo.git/endpoint`.
@@ -258,6 +286,29 @@ mod tests {
         .unwrap();
         assert_eq!(r.endpoint, Endpoint::InfoRefs(Service::ReceivePack));
         assert_eq!(r.endpoint.query().unwrap(), "service=git-receive-pack");
+    }
+
+    /// Gogs and Gitea look repositories up by their lowercased names, so a
+    /// policy on `acme/secret` must also decide `acme/SECRET.git`.
+    #[test]
+    fn http_upstreams_decide_names_in_lowercase() {
+        let http = crate::Upstream::Http {
+            base_url: "http://gogs.internal:3000/".into(),
+            credential: None,
+        };
+        let local = crate::Upstream::Local {
+            root: std::path::PathBuf::from("/srv/git"),
+        };
+        let r = GitRoute::parse("gogs/Acme/SECRET.git/git-upload-pack", None).unwrap();
+        let via_http = r.clone().for_upstream(&http);
+        assert_eq!(via_http.repository_id(), "gogs/acme/secret");
+        let res = via_http.repository_resource();
+        assert_eq!(res.attributes["owner"], "acme");
+        assert_eq!(res.attributes["name"], "secret");
+        // The request still goes upstream as the caller spelled it.
+        assert_eq!(via_http.upstream_path(), "/Acme/SECRET.git/git-upload-pack");
+        // A directory on a case-sensitive disk is another repository.
+        assert_eq!(r.for_upstream(&local).repository_id(), "gogs/Acme/SECRET");
     }
 
     #[test]

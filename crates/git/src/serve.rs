@@ -147,6 +147,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let route = route.for_upstream(upstream);
     match serve_inner(req, route, upstream, phases, limits).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -177,6 +178,15 @@ where
         return Err(GitError::MethodNotAllowed {
             method: method.as_str().chars().take(20).collect(),
         });
+    }
+    // Latchkey reads the first of a repeated header; an upstream may read
+    // another. Refuse the repetition rather than guess.
+    for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+        if req.headers().get_all(&name).iter().count() > 1 {
+            return Err(GitError::UnsupportedMediaType(format!(
+                "send one `{name}` header, not several"
+            )));
+        }
     }
     if let Some(expected) = endpoint.request_content_type() {
         let ct = req

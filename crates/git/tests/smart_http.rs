@@ -631,6 +631,15 @@ async fn gzip_request_bodies_are_classified_and_forwarded() {
         Some(main.as_str())
     );
 
+    // Two Content-Encoding headers could be read two ways: refused.
+    let twice = [
+        ("Content-Type", "application/x-git-receive-pack-request"),
+        ("Content-Encoding", "identity"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let (status, resp) = raw_post(&env.base, path, &twice, &gzip(&body)).await;
+    assert_eq!(status, 415, "{}", String::from_utf8_lossy(&resp));
+
     // Garbage is a 400 with a safe message.
     let (status, resp) = raw_post(&env.base, path, &headers[..1], b"zzzz").await;
     assert_eq!(status, 400);
@@ -803,4 +812,24 @@ async fn signed_pushes_are_refused_by_default() {
     let text = String::from_utf8_lossy(&resp);
     assert!(text.contains("git.push_certificates = true"), "{text}");
     assert_eq!(env.upstream_ref("refs/heads/signed").await, None);
+}
+
+/// Regression: Gogs and Gitea find `acme/SECRET` when asked for
+/// `acme/secret`, so through an HTTP upstream the policy on the lowercase
+/// name decides every spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_names_on_http_upstreams_are_decided_in_lowercase() {
+    let env = start_with(true).await;
+    let out = env
+        .git(
+            &env.work,
+            &["clone", &format!("{}/SeCrEt.git", env.base), "mixed"],
+        )
+        .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("remote error: latchkey: denied by policy private-repo"),
+        "{err}"
+    );
 }
