@@ -458,7 +458,8 @@ pub struct ServerConfig {
     /// Largest buffered request body (token endpoint, admin API).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Time allowed to read a request's headers and for upstreams to answer.
+    /// Time allowed for upstreams to answer (the caller's own header-read
+    /// and idle time-outs are in [`ServerLimits`]).
     #[serde(default = "default_request_timeout", with = "duration_str")]
     pub upstream_timeout: Duration,
     /// `[server.tls]`: certificate and key for HTTPS. Unset: cleartext
@@ -528,34 +529,34 @@ impl ServerLimits {
         let key = |k: &str| format!("server.limits.{k}");
         if self.header_read_timeout.is_zero() {
             return Err(invalid(
-                &key("header_read_timeout"),
+                key("header_read_timeout"),
                 "must be at least 1s (a connection would be closed before it could speak)",
             ));
         }
         if self.idle_timeout.is_zero() {
-            return Err(invalid(&key("idle_timeout"), "must be at least 1s"));
+            return Err(invalid(key("idle_timeout"), "must be at least 1s"));
         }
         if self.max_connections == 0 {
             return Err(invalid(
-                &key("max_connections"),
+                key("max_connections"),
                 "must be at least 1 (the default is 1024)",
             ));
         }
         if self.http2_max_concurrent_streams == 0 {
             return Err(invalid(
-                &key("http2_max_concurrent_streams"),
+                key("http2_max_concurrent_streams"),
                 "must be at least 1 (the default is 128)",
             ));
         }
         if self.http2_max_header_list_bytes < 4096 {
             return Err(invalid(
-                &key("http2_max_header_list_bytes"),
+                key("http2_max_header_list_bytes"),
                 "must be at least 4096 (the default is 65536)",
             ));
         }
         if self.unauthenticated_interval.is_zero() {
             return Err(invalid(
-                &key("unauthenticated_interval"),
+                key("unauthenticated_interval"),
                 "must be at least 1s (the default is 1m)",
             ));
         }

@@ -151,10 +151,10 @@ pub async fn serve_with_limits(
             match acceptor {
                 None => conn.serve(tcp).await,
                 Some(acceptor) => {
-                    let handshake = acceptor.accept(WatchedIo {
-                        inner: tcp,
-                        activity: conn.activity.clone(),
-                    });
+                    // The handshake has its own deadline; the watchdog
+                    // watches the plaintext after it (where the HTTP/2
+                    // preface can be seen).
+                    let handshake = acceptor.accept(tcp);
                     match tokio::time::timeout(conn.limits.header_read_timeout, handshake).await {
                         Ok(Ok(tls)) => conn.serve(tls).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
