@@ -7,11 +7,13 @@
 //! authorize, act, record) can hand them to each other.
 
 mod clock;
+mod echo;
 mod glob;
 mod intent;
 mod principal;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock, UnixTime};
+pub use echo::{Echo, MAX_ECHO_BYTES, bounded, echo};
 pub use glob::glob_match;
 pub use intent::{Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef};
 pub use principal::{Actor, CiClaims, Principal, PrincipalKind};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use googleapis_tonic_google_firestore_v1::google::firestore::v1 as pb;
-use latchkey_core::{Action, Intent};
+use latchkey_core::{Action, Intent, echo};
 use pb::document_transform::FieldTransform;
 use pb::document_transform::field_transform::TransformType;
 use prost::Message;
@@ -254,7 +254,7 @@ impl std::fmt::Debug for ClassifyOptions<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
     /// The protobuf message does not decode.
-    #[error("malformed {message} message: {detail}")]
+    #[error("malformed {message} message: {}", echo(.detail).max(200))]
     Decode {
         /// The message type, e.g. `CommitRequest`.
         message: &'static str,
@@ -262,7 +262,7 @@ pub enum ClassifyError {
         detail: String,
     },
     /// The REST body is not JSON (or repeats a key).
-    #[error("malformed JSON body: {0}")]
+    #[error("malformed JSON body: {}", echo(.0).max(200))]
     Json(String),
     /// A required field is missing or empty.
     #[error("missing required field `{0}`")]
@@ -292,7 +292,11 @@ pub enum ClassifyError {
         source: FieldPathError,
     },
     /// A name is in another database than the call's.
-    #[error("`{name}` is not in the request's database `{database}`")]
+    #[error(
+        "`{}` is not in the request's database `{}`",
+        echo(.name),
+        echo(.database)
+    )]
     OtherDatabase {
         /// The offending name.
         name: String,
@@ -303,7 +307,7 @@ pub enum ClassifyError {
     #[error("{0}")]
     Unsupported(String),
     /// A REST path or method that is not part of the Firestore API.
-    #[error("no Firestore method for {method} `{path}`")]
+    #[error("no Firestore method for {} `{}`", echo(.method), echo(.path))]
     NoRoute {
         /// The HTTP method.
         method: String,

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use latchkey_core::{ResourceKind, ResourceRef};
+use latchkey_core::{ResourceKind, ResourceRef, echo};
 
 /// Longest document or collection id Firestore accepts, in UTF-8 bytes.
 pub const MAX_ID_BYTES: usize = 1500;
@@ -24,17 +24,18 @@ pub const MAX_FIELD_SEGMENTS: usize = 100;
 pub enum NameError {
     /// The name does not have the `projects/{p}/databases/{d}/documents` shape.
     #[error(
-        "`{0}` is not a Firestore name: expected `projects/{{project}}/databases/{{database}}/documents[/...]`"
+        "`{}` is not a Firestore name: expected `projects/{{project}}/databases/{{database}}/documents[/...]`",
+        echo(.0)
     )]
     Shape(String),
     /// An id is empty (two slashes in a row, or a trailing slash).
-    #[error("empty id in `{0}` (two slashes in a row, or a trailing slash)")]
+    #[error("empty id in `{}` (two slashes in a row, or a trailing slash)", echo(.0))]
     EmptyId(String),
     /// An id is `.` or `..`.
-    #[error("`{0}` is not allowed as an id")]
+    #[error("`{}` is not allowed as an id", echo(.0))]
     DotId(String),
     /// An id matches Firestore's reserved `__.*__` pattern.
-    #[error("`{0}` is a reserved id (ids matching `__.*__` are reserved)")]
+    #[error("`{}` is a reserved id (ids matching `__.*__` are reserved)", echo(.0))]
     Reserved(String),
     /// An id is longer than Firestore allows.
     #[error("an id is {0} bytes long; the limit is 1500")]
@@ -43,10 +44,10 @@ pub enum NameError {
     #[error("a path has {0} segments; the limit is 100")]
     TooDeep(usize),
     /// An id contains a `/` (possible only when ids are given one by one).
-    #[error("`{0}` contains `/`; ids cannot")]
+    #[error("`{}` contains `/`; ids cannot", echo(.0))]
     Slash(String),
     /// A project or database id is not acceptable.
-    #[error("`{0}` is not a valid project or database id")]
+    #[error("`{}` is not a valid project or database id", echo(.0))]
     BadDatabase(String),
     /// The name is not valid UTF-8.
     #[error("a name is not valid UTF-8")]
@@ -352,7 +353,8 @@ pub enum FieldPathError {
 
 /// User input in backticks; input holding a backtick in double backticks.
 fn quote(s: &str) -> String {
-    if s.contains('`') {
+    let s = echo(s);
+    if s.to_string().contains('`') {
         format!("`` {s} ``")
     } else {
         format!("`{s}`")

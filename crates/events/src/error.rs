@@ -1,5 +1,7 @@
 //! Why a webhook was refused.
 
+use latchkey_core::echo;
+
 /// Why a webhook delivery was refused. Exhaustive on purpose: the gateway
 /// maps every case to an HTTP status with [`WebhookError::status`], and a new
 /// case must break the build there instead of slipping through open.
@@ -9,7 +11,10 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     /// The webhook path named a source Latchkey does not know.
-    #[error("webhook source `{source_name}` is unknown; use gogs, gitea, github or buildkite")]
+    #[error(
+        "webhook source `{}` is unknown; use gogs, gitea, github or buildkite",
+        echo(.source_name)
+    )]
     UnknownSource {
         /// The path segment as received (truncated).
         source_name: String,
@@ -100,7 +105,8 @@ pub enum WebhookError {
     },
     /// The event type is not one Latchkey handles.
     #[error(
-        "event `{event}` from {source_name} is not handled; subscribe the webhook only to {expected}"
+        "event `{}` from {source_name} is not handled; subscribe the webhook only to {expected}",
+        echo(.event)
     )]
     UnknownEvent {
         /// The event type as received (truncated).
@@ -111,7 +117,11 @@ pub enum WebhookError {
         expected: &'static str,
     },
     /// The event named in the (signed) body differs from the (unsigned) header.
-    #[error("the body says event `{body}` but the header says `{header}`; the delivery is refused")]
+    #[error(
+        "the body says event `{}` but the header says `{}`; the delivery is refused",
+        echo(.body),
+        echo(.header)
+    )]
     EventMismatch {
         /// The event named in the header (truncated).
         header: String,
@@ -134,7 +144,9 @@ pub enum WebhookError {
     },
     /// The body is not JSON of the expected shape.
     #[error(
-        "the webhook body is not valid JSON for a `{event}` event: {detail}; send `Content-Type: application/json` deliveries"
+        "the webhook body is not valid JSON for a `{}` event: {}; send `Content-Type: application/json` deliveries",
+        echo(.event),
+        echo(.detail).max(200)
     )]
     MalformedJson {
         /// The event type being parsed.
@@ -143,7 +155,7 @@ pub enum WebhookError {
         detail: String,
     },
     /// A field the normalized event needs is absent or empty.
-    #[error("the `{event}` payload lacks `{field}`")]
+    #[error("the `{}` payload lacks `{field}`", echo(.event))]
     MissingField {
         /// The event type being parsed.
         event: String,

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_audit::AuditEvent;
@@ -77,17 +78,69 @@ impl From<AuditParams> for AuditQuery {
     }
 }
 
+/// Parses what an admin request carries (its query or body) once the
+/// caller is authenticated and authorized: an unauthenticated caller gets
+/// 401 whatever it sent, never a parse error or 413 that shows the body was
+/// read. The request keeps its extensions, so `DefaultBodyLimit` applies.
+pub(crate) async fn parse_after_auth<E>(req: Request, what: &str) -> Result<E, ApiError>
+where
+    E: FromRequest<()>,
+    E::Rejection: RejectionText,
+{
+    E::from_request(req, &())
+        .await
+        .map_err(|r| rejection_error(&r, what))
+}
+
+/// [`parse_after_auth`] for a request's query string.
+pub(crate) fn parse_query_after_auth<T: serde::de::DeserializeOwned>(
+    req: &Request,
+    what: &str,
+) -> Result<Query<T>, ApiError> {
+    Query::try_from_uri(req.uri()).map_err(|r| rejection_error(&r, what))
+}
+
+fn rejection_error(r: &impl RejectionText, what: &str) -> ApiError {
+    ApiError::new(
+        r.status(),
+        "invalid_request",
+        format!(
+            "{what} ({}); see the HTTP interface in the README",
+            latchkey_core::bounded(&r.body_text(), 300)
+        ),
+    )
+}
+
+/// What axum's extractor rejections say, for [`parse_after_auth`].
+pub(crate) trait RejectionText {
+    fn status(&self) -> StatusCode;
+    fn body_text(&self) -> String;
+}
+
+macro_rules! rejection_text {
+    ($($t:ty),*) => {$(
+        impl RejectionText for $t {
+            fn status(&self) -> StatusCode {
+                <$t>::status(self)
+            }
+            fn body_text(&self) -> String {
+                <$t>::body_text(self)
+            }
+        }
+    )*};
+}
+rejection_text!(JsonRejection, FormRejection, QueryRejection);
+
 /// `GET /admin/audit?principal=&resource=&action=&decision=&commit=&limit=`.
-pub(crate) async fn audit_query(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Query(params): Query<AuditParams>,
-) -> Response {
-    let q = AuditQuery::from(params);
+pub(crate) async fn audit_query(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let request_id = new_request_id();
-    if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::AdminRead).await {
+    if let Err(e) = authorize_admin(&gw, req.headers(), &request_id, Action::AdminRead).await {
         return e.into_response();
     }
+    let q = match parse_query_after_auth::<AuditParams>(&req, "the audit query is malformed") {
+        Ok(Query(params)) => AuditQuery::from(params),
+        Err(e) => return e.into_response(),
+    };
     // Read your writes: what was recorded before this query is in its answer.
     if !gw.audit.wait_indexed(crate::app::AUDIT_INDEX_WAIT).await {
         tracing::warn!("the audit index is behind the log; the answer may miss recent records");
@@ -191,14 +244,20 @@ pub(crate) async fn apply_revocation(
 }
 
 /// `POST /admin/revocations`: revoke or freeze by token id, subject, job or pipeline.
-pub(crate) async fn revoke(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Json(req): Json<RevocationRequest>,
-) -> Response {
+pub(crate) async fn revoke(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let request_id = new_request_id();
-    let principal = match authorize_admin(&gw, &headers, &request_id, Action::TokenRevoke).await {
-        Ok(p) => p,
+    let principal =
+        match authorize_admin(&gw, request.headers(), &request_id, Action::TokenRevoke).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let req = match parse_after_auth::<Json<RevocationRequest>>(
+        request,
+        "the body is not a revocation request: send JSON `{\"kind\": ..., \"value\": ...}`",
+    )
+    .await
+    {
+        Ok(Json(req)) => req,
         Err(e) => return e.into_response(),
     };
     let (kind, mode) = match parse_kind_mode(&req.kind, req.mode.as_deref()) {
@@ -238,14 +297,18 @@ pub(crate) struct LiftQuery {
 }
 
 /// `DELETE /admin/revocations?kind=&value=&mode=freeze`: lift a freeze.
-pub(crate) async fn lift(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Query(q): Query<LiftQuery>,
-) -> Response {
+pub(crate) async fn lift(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let request_id = new_request_id();
-    let principal = match authorize_admin(&gw, &headers, &request_id, Action::AdminWrite).await {
+    let principal = match authorize_admin(&gw, req.headers(), &request_id, Action::AdminWrite).await
+    {
         Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let q = match parse_query_after_auth::<LiftQuery>(
+        &req,
+        "the query is malformed: send `?kind=&value=`",
+    ) {
+        Ok(Query(q)) => q,
         Err(e) => return e.into_response(),
     };
     let (kind, mode) = match parse_kind_mode(&q.kind, q.mode.as_deref().or(Some("freeze"))) {

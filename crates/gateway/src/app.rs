@@ -148,6 +148,8 @@ pub struct Gateway {
     pub(crate) webhook_secrets: BTreeMap<latchkey_events::Source, Vec<u8>>,
     /// The Firestore front end, when `[firestore]` is configured.
     pub(crate) firestore: Option<Arc<crate::firestore::FirestoreFront>>,
+    /// Refusal records before authentication, per client address.
+    pub(crate) refusals: crate::refusals::RefusalLimiter,
 }
 
 impl Gateway {
@@ -306,7 +308,12 @@ impl Gateway {
             None => None,
         };
 
+        let refusals = crate::refusals::RefusalLimiter::new(
+            config.server.limits.unauthenticated_refusals,
+            config.server.limits.unauthenticated_interval,
+        );
         Ok(Arc::new(Self {
+            refusals,
             firestore,
             config,
             clock,
@@ -330,6 +337,11 @@ impl Gateway {
     /// The URL that is the `iss` of Latchkey tokens.
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// `[server.limits]`, for the listener ([`crate::serve_with_limits`]).
+    pub fn limits(&self) -> &crate::config::ServerLimits {
+        &self.config.server.limits
     }
 
     /// The dev issuer, when enabled.
@@ -358,8 +370,22 @@ impl Gateway {
         result.map(|_| ())
     }
 
-    /// Periodic upkeep: key rotation and revocation refresh.
+    /// Periodic upkeep: key rotation, revocation refresh, and the summaries
+    /// of refusals not recorded one by one.
     pub async fn maintain(&self) {
+        let now = self.clock.unix_millis();
+        for s in self.refusals.drain_expired(now) {
+            let event = crate::events::suppressed(
+                crate::request_id::new_request_id(),
+                &s,
+                self.refusals.limit(),
+                self.refusals.interval_ms(),
+                now,
+            );
+            if let Err(e) = self.audit.append(event).await {
+                tracing::error!(error = %e, "audit append failed for suppressed refusals");
+            }
+        }
         if let Err(e) = self.keyring.maintain().await {
             tracing::error!(error = %e, "signing key maintenance failed");
         }
@@ -433,6 +459,38 @@ impl Gateway {
             event.context.entry(k).or_insert(v);
         }
         (decision, event)
+    }
+
+    /// Records a refusal made before authentication, at most
+    /// `server.limits.unauthenticated_refusals` per client address and
+    /// interval (see [`crate::refusals`]). The caller is refused either way;
+    /// an error means the log cannot be written (refuse with it).
+    pub(crate) async fn record_unauthenticated(
+        &self,
+        client: crate::refusals::ClientAddr,
+        mut event: AuditEvent,
+    ) -> Result<(), crate::oauth::ApiError> {
+        let now = self.clock.unix_millis();
+        let admission = self.refusals.admit(client.0, now);
+        if let Some(s) = &admission.summary {
+            let summary = crate::events::suppressed(
+                event.request_id.clone(),
+                s,
+                self.refusals.limit(),
+                self.refusals.interval_ms(),
+                now,
+            );
+            self.record(summary).await?;
+        }
+        if !admission.record {
+            return Ok(());
+        }
+        if let Some(ip) = client.0 {
+            event
+                .context
+                .insert("client".into(), serde_json::json!(ip.to_string()));
+        }
+        self.record(event).await
     }
 
     /// Appends an audit event durably. When the log cannot be written the

@@ -33,7 +33,11 @@ impl AuthFailure {
                               token or as the Basic-auth password"
                 .into(),
             Self::Unreadable(why) => format!("unreadable Authorization header: {why}"),
-            Self::Token(e) => format!("token refused: {e}"),
+            // The token's own claims (`iss`, `aud`) can appear in `e`.
+            Self::Token(e) => format!(
+                "token refused: {}",
+                latchkey_core::bounded(&e.to_string(), 300)
+            ),
         }
     }
 

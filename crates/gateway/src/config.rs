@@ -458,12 +458,110 @@ pub struct ServerConfig {
     /// Largest buffered request body (token endpoint, admin API).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Time allowed to read a request's headers and for upstreams to answer.
+    /// Time allowed for upstreams to answer (the caller's own header-read
+    /// and idle time-outs are in [`ServerLimits`]).
     #[serde(default = "default_request_timeout", with = "duration_str")]
     pub upstream_timeout: Duration,
     /// `[server.tls]`: certificate and key for HTTPS. Unset: cleartext
     /// HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC clients speak it).
     pub tls: Option<TlsConfig>,
+    /// `[server.limits]`: what one connection or one unauthenticated client
+    /// may cost the gateway.
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+/// `[server.limits]`: the bounds on work a caller can cause before (or
+/// without) authenticating. Every field has a safe default; see README.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    /// A connection must deliver a complete request head (HTTP/1) or its
+    /// first bytes (TLS handshake, HTTP/2 preface) within this time of
+    /// starting one; otherwise it is closed.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long
+    /// (HTTP/2: GOAWAY, then close).
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Connections served at once. Past it new connections wait in the
+    /// kernel's accept queue until one closes (they are not refused).
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, in bytes.
+    pub http2_max_header_list_bytes: u32,
+    /// HTTP/2 streams a client may open and reset before they are accepted
+    /// (rapid-reset flood) before the connection gets GOAWAY.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset for protocol errors on one
+    /// connection before it gets GOAWAY.
+    pub http2_max_local_error_reset_streams: usize,
+    /// Refusal records per client address and interval before
+    /// authentication (bad, unknown or missing credentials); past it
+    /// refusals still reach the caller but are counted, and one summary
+    /// record per interval says how many were not recorded.
+    pub unauthenticated_refusals: u32,
+    /// The interval of `unauthenticated_refusals`.
+    #[serde(with = "duration_str")]
+    pub unauthenticated_interval: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            http2_max_concurrent_streams: 128,
+            http2_max_header_list_bytes: 64 * 1024,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 256,
+            unauthenticated_refusals: 20,
+            unauthenticated_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ServerLimits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("server.limits.{k}");
+        if self.header_read_timeout.is_zero() {
+            return Err(invalid(
+                key("header_read_timeout"),
+                "must be at least 1s (a connection would be closed before it could speak)",
+            ));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid(key("idle_timeout"), "must be at least 1s"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                key("max_connections"),
+                "must be at least 1 (the default is 1024)",
+            ));
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                key("http2_max_concurrent_streams"),
+                "must be at least 1 (the default is 128)",
+            ));
+        }
+        if self.http2_max_header_list_bytes < 4096 {
+            return Err(invalid(
+                key("http2_max_header_list_bytes"),
+                "must be at least 4096 (the default is 65536)",
+            ));
+        }
+        if self.unauthenticated_interval.is_zero() {
+            return Err(invalid(
+                key("unauthenticated_interval"),
+                "must be at least 1s (the default is 1m)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -488,6 +586,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             upstream_timeout: default_request_timeout(),
             tls: None,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -770,6 +869,7 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
+        self.server.limits.validate()?;
         if let Some(fs) = &self.firestore {
             fs.validate()?;
         }

@@ -28,8 +28,14 @@ fn base(
     }
 }
 
+/// The most bytes of a refusal record's detail. The detail is a message
+/// that may quote caller input (already bounded per value by
+/// [`latchkey_core::echo`]); this bounds the whole, so one refusal costs the
+/// audit log a few hundred bytes whatever the caller sent.
+pub(crate) const MAX_REFUSAL_DETAIL_BYTES: usize = 512;
+
 /// A request refused before policy was consulted (bad credential, unknown
-/// issuer, issuer down).
+/// issuer, issuer down). The detail is cut to [`MAX_REFUSAL_DETAIL_BYTES`].
 pub(crate) fn refusal(
     request_id: String,
     principal: Option<&Principal>,
@@ -39,7 +45,40 @@ pub(crate) fn refusal(
     time_ms: u64,
 ) -> AuditEvent {
     let mut e = base(request_id, EventKind::Outcome, principal, action, time_ms);
-    e.outcome = Some(Outcome::new(format!("refused:{code}")).with_detail(detail));
+    let detail = latchkey_core::bounded(detail, MAX_REFUSAL_DETAIL_BYTES);
+    e.outcome = Some(Outcome::new(format!("refused:{code}")).with_detail(detail.into_owned()));
+    e
+}
+
+/// Refusals from one client that were counted but not recorded one by one
+/// (see [`crate::refusals`]).
+pub(crate) fn suppressed(
+    request_id: String,
+    s: &crate::refusals::Suppressed,
+    limit: u32,
+    interval_ms: u64,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id,
+        EventKind::Outcome,
+        None,
+        "gateway.unauthenticated",
+        time_ms,
+    );
+    let client = s
+        .client
+        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    e.context.insert("client".into(), json!(client));
+    e.context.insert("suppressed".into(), json!(s.count));
+    e.context.insert("since_ms".into(), json!(s.since_ms));
+    e.context.insert("interval_ms".into(), json!(interval_ms));
+    e.outcome = Some(Outcome::new("suppressed").with_detail(format!(
+        "{} refusal(s) before authentication from `{client}` were answered but not \
+         recorded one by one (more than {limit} per {}s; `server.limits.unauthenticated_refusals`)",
+        s.count,
+        interval_ms / 1000
+    )));
     e
 }
 

@@ -13,13 +13,14 @@ use latchkey_git::{GitOutcome, GitPhases, GitRoute, Refusal};
 
 use crate::app::Gateway;
 use crate::auth::{AuthFailure, authenticate};
+use crate::refusals::ClientAddr;
 use crate::request_id::new_request_id;
 
 fn plain(status: StatusCode, msg: String) -> Response {
     (
         status,
         [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg + "\n",
+        latchkey_core::bounded(&msg, 1024).into_owned() + "\n",
     )
         .into_response()
 }
@@ -27,6 +28,7 @@ fn plain(status: StatusCode, msg: String) -> Response {
 /// The handler for every Git route.
 pub(crate) async fn git(State(gw): State<Arc<Gateway>>, mut req: Request) -> Response {
     let request_id = new_request_id();
+    let client = ClientAddr::of(req.extensions());
     let path = req
         .uri()
         .path()
@@ -40,7 +42,10 @@ pub(crate) async fn git(State(gw): State<Arc<Gateway>>, mut req: Request) -> Res
     let Some(upstream) = gw.git_upstreams.get(&route.upstream) else {
         return plain(
             StatusCode::NOT_FOUND,
-            format!("no Git upstream named `{}` is configured", route.upstream),
+            format!(
+                "no Git upstream named `{}` is configured",
+                latchkey_core::echo(&route.upstream)
+            ),
         );
     };
     let principal = match authenticate(&gw, req.headers(), "git") {
@@ -55,8 +60,7 @@ pub(crate) async fn git(State(gw): State<Arc<Gateway>>, mut req: Request) -> Res
                     &failure.message(),
                     gw.clock.unix_millis(),
                 );
-                if let Err(e) = gw.audit.append(event).await {
-                    tracing::error!(error = %e, "audit log unavailable");
+                if gw.record_unauthenticated(client, event).await.is_err() {
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the audit log cannot be written".into(),
@@ -73,7 +77,7 @@ pub(crate) async fn git(State(gw): State<Arc<Gateway>>, mut req: Request) -> Res
     };
     req.extensions_mut().insert(latchkey_git::GitCaller {
         remote_user: principal.id.clone(),
-        remote_addr: None,
+        remote_addr: client.0,
     });
     let phases = Arc::new(Phases {
         gw: gw.clone(),

@@ -17,10 +17,11 @@ mod firestore;
 mod git_route;
 mod listener;
 mod oauth;
+mod refusals;
 mod request_id;
 mod webhooks;
 
 pub use app::{
     Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, load_master_key, router,
 };
-pub use listener::{ServeError, serve, tls_server_config};
+pub use listener::{ServeError, serve, serve_with_limits, tls_server_config};

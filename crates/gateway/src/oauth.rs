@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use axum::Form;
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::FormRejection;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::{Action, Actor, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef};
+use latchkey_core::{
+    Action, Actor, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef, echo,
+};
 use latchkey_identity::IdentityError;
 use latchkey_store::{Revocation, RevocationKind, RevocationMode};
 use latchkey_tokens::MintRequest;
@@ -18,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::Gateway;
+use crate::refusals::ClientAddr;
 use crate::request_id::new_request_id;
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -72,11 +75,17 @@ impl ApiError {
     }
 }
 
+/// The most bytes of an error description: its parts that quote caller
+/// input are bounded one by one ([`latchkey_core::echo`]); this bounds the
+/// whole, for messages built in crates that quote more.
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let description = latchkey_core::bounded(&self.description, MAX_DESCRIPTION_BYTES);
         let mut resp = (
             self.status,
-            Json(json!({ "error": self.code, "error_description": self.description })),
+            Json(json!({ "error": self.code, "error_description": description })),
         )
             .into_response();
         resp.headers_mut().insert(
@@ -179,7 +188,8 @@ fn check_token_type(t: Option<&str>, field: &str) -> Result<(), ApiError> {
         Some(other) => Err(ApiError::bad_request(
             "invalid_request",
             format!(
-                "`{field}` `{other}` is not supported; use `{TT_JWT}`, `{TT_ID}` or `{TT_ACCESS}`"
+                "`{field}` `{}` is not supported; use `{TT_JWT}`, `{TT_ID}` or `{TT_ACCESS}`",
+                echo(other)
             ),
         )),
         None => Err(ApiError::bad_request(
@@ -192,6 +202,7 @@ fn check_token_type(t: Option<&str>, field: &str) -> Result<(), ApiError> {
 /// `POST /oauth2/token`: exchange an external identity for a Latchkey token.
 pub(crate) async fn token(
     State(gw): State<Arc<Gateway>>,
+    client: ClientAddr,
     form: Result<Form<ExchangeForm>, FormRejection>,
 ) -> Response {
     let request_id = new_request_id();
@@ -214,23 +225,34 @@ pub(crate) async fn token(
                     rejection.body_text()
                 ),
             );
-            if let Err(audit) =
-                record_refusal(&gw, &request_id, "token.mint", None, e.code, &e.description).await
+            if let Err(audit) = record_refusal(
+                &gw,
+                &request_id,
+                client,
+                "token.mint",
+                None,
+                e.code,
+                &e.description,
+            )
+            .await
             {
                 return audit.into_response();
             }
             return e.into_response();
         }
     };
-    match exchange(&gw, &request_id, form).await {
+    match exchange(&gw, &request_id, client, form).await {
         Ok(body) => no_store(body),
         Err(e) => e.into_response(),
     }
 }
 
+/// Records a refusal of the token endpoint: one with no principal yet is a
+/// refusal before authentication, rate-limited per `client`.
 async fn record_refusal(
     gw: &Gateway,
     request_id: &str,
+    client: ClientAddr,
     action: &str,
     principal: Option<&Principal>,
     code: &str,
@@ -244,6 +266,9 @@ async fn record_refusal(
         detail,
         gw.clock.unix_millis(),
     );
+    if principal.is_none() {
+        return gw.record_unauthenticated(client, event).await;
+    }
     gw.record(event).await
 }
 
@@ -258,7 +283,10 @@ fn check_request<'f>(
         Some(other) => {
             return Err(ApiError::bad_request(
                 "unsupported_grant_type",
-                format!("grant type `{other}` is not supported; use `{GRANT_TOKEN_EXCHANGE}`"),
+                format!(
+                    "grant type `{}` is not supported; use `{GRANT_TOKEN_EXCHANGE}`",
+                    echo(other)
+                ),
             ));
         }
         None => {
@@ -274,7 +302,10 @@ fn check_request<'f>(
     {
         return Err(ApiError::bad_request(
             "invalid_request",
-            format!("`requested_token_type` `{t}` is not supported; Latchkey issues `{TT_ACCESS}`"),
+            format!(
+                "`requested_token_type` `{}` is not supported; Latchkey issues `{TT_ACCESS}`",
+                echo(t)
+            ),
         ));
     }
     let subject_token = form
@@ -297,7 +328,8 @@ fn check_request<'f>(
         return Err(ApiError::bad_request(
             "invalid_target",
             format!(
-                "audience `{audience}` is not configured; known audiences: {}",
+                "audience `{}` is not configured; known audiences: {}",
+                echo(audience),
                 gw.config.tokens.audiences.join(", ")
             ),
         ));
@@ -315,13 +347,23 @@ fn check_request<'f>(
 async fn exchange(
     gw: &Gateway,
     request_id: &str,
+    client: ClientAddr,
     form: ExchangeForm,
 ) -> Result<serde_json::Value, ApiError> {
     let (subject_token, audience, scope) = match check_request(gw, &form) {
         Ok(checked) => checked,
         Err(e) => {
             // Malformed requests are refusals too: audit them like the rest.
-            record_refusal(gw, request_id, "token.mint", None, e.code, &e.description).await?;
+            record_refusal(
+                gw,
+                request_id,
+                client,
+                "token.mint",
+                None,
+                e.code,
+                &e.description,
+            )
+            .await?;
             return Err(e);
         }
     };
@@ -330,7 +372,16 @@ async fn exchange(
         Ok(s) => s,
         Err(e) => {
             tracing::info!(error = %e, request_id, "subject token refused");
-            record_refusal(gw, request_id, "token.mint", None, e.code(), &e.to_string()).await?;
+            record_refusal(
+                gw,
+                request_id,
+                client,
+                "token.mint",
+                None,
+                e.code(),
+                &e.to_string(),
+            )
+            .await?;
             return Err(identity_error(&e, "subject_token"));
         }
     };
@@ -341,6 +392,7 @@ async fn exchange(
             record_refusal(
                 gw,
                 request_id,
+                client,
                 "token.mint",
                 Some(&principal),
                 e.code,
@@ -355,6 +407,7 @@ async fn exchange(
                 record_refusal(
                     gw,
                     request_id,
+                    client,
                     "token.mint",
                     Some(&principal),
                     e.code(),
@@ -393,6 +446,7 @@ async fn exchange(
                 record_refusal(
                     gw,
                     request_id,
+                    client,
                     "token.mint",
                     Some(&principal),
                     "trust_refused",
@@ -445,6 +499,7 @@ async fn exchange(
             record_refusal(
                 gw,
                 request_id,
+                client,
                 "token.mint",
                 Some(&principal),
                 "mint_refused",
@@ -505,15 +560,26 @@ pub(crate) struct TokenForm {
     token: Option<String>,
 }
 
+/// The RFC 7009 / 7662 form, read only once the caller is authorized.
+async fn token_form(req: Request) -> Result<TokenForm, ApiError> {
+    crate::admin::parse_after_auth::<Form<TokenForm>>(
+        req,
+        "the body is not a form with a `token` field",
+    )
+    .await
+    .map(|Form(f)| f)
+}
+
 /// `POST /oauth2/revoke` (RFC 7009): revokes a Latchkey token by its id.
-pub(crate) async fn revoke(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Form(form): Form<TokenForm>,
-) -> Response {
+pub(crate) async fn revoke(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let request_id = new_request_id();
-    let principal = match authorize_admin(&gw, &headers, &request_id, Action::TokenRevoke).await {
-        Ok(p) => p,
+    let principal =
+        match authorize_admin(&gw, req.headers(), &request_id, Action::TokenRevoke).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let form = match token_form(req).await {
+        Ok(f) => f,
         Err(e) => return e.into_response(),
     };
     let Some(token) = form.token.filter(|t| !t.is_empty()) else {
@@ -538,15 +604,16 @@ pub(crate) async fn revoke(
 }
 
 /// `POST /oauth2/introspect` (RFC 7662).
-pub(crate) async fn introspect(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Form(form): Form<TokenForm>,
-) -> Response {
+pub(crate) async fn introspect(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let request_id = new_request_id();
-    if let Err(e) = authorize_admin(&gw, &headers, &request_id, Action::TokenIntrospect).await {
+    if let Err(e) = authorize_admin(&gw, req.headers(), &request_id, Action::TokenIntrospect).await
+    {
         return e.into_response();
     }
+    let form = match token_form(req).await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     let Some(token) = form.token.filter(|t| !t.is_empty()) else {
         return ApiError::bad_request("invalid_request", "`token` is required").into_response();
     };

@@ -1,4 +1,5 @@
 use http::StatusCode;
+use latchkey_core::echo;
 
 /// Everything that can go wrong while classifying or forwarding a Git smart
 /// HTTP request. Exhaustive on purpose: each case maps to one HTTP status and
@@ -8,7 +9,8 @@ pub enum GitError {
     /// The client asked for a dumb-HTTP path (`HEAD`, `objects/...`,
     /// `info/refs` without `?service=`).
     #[error(
-        "dumb HTTP is not supported; use a git client that speaks smart HTTP (requested `{path}`)"
+        "dumb HTTP is not supported; use a git client that speaks smart HTTP (requested `{}`)",
+        echo(.path)
     )]
     DumbHttp {
         /// The endpoint part of the path that was asked for.
@@ -16,7 +18,8 @@ pub enum GitError {
     },
     /// `?service=` named something other than upload-pack or receive-pack.
     #[error(
-        "unsupported git service `{service}`; only `git-upload-pack` and `git-receive-pack` are served"
+        "unsupported git service `{}`; only `git-upload-pack` and `git-receive-pack` are served",
+        echo(.service)
     )]
     UnsupportedService {
         /// The service the client named.
@@ -24,7 +27,8 @@ pub enum GitError {
     },
     /// The path is not `/git/{upstream}/{owner}/{repo}.git/{endpoint}`.
     #[error(
-        "invalid git path `{path}`: {reason}; expected `/git/{{upstream}}/{{owner}}/{{repo}}.git/...`"
+        "invalid git path `{}`: {reason}; expected `/git/{{upstream}}/{{owner}}/{{repo}}.git/...`",
+        echo(.path)
     )]
     InvalidPath {
         /// The path that was asked for.
@@ -34,7 +38,8 @@ pub enum GitError {
     },
     /// The HTTP method does not fit the endpoint.
     #[error(
-        "method `{method}` is not allowed here; smart HTTP uses GET for info/refs and POST for the services"
+        "method `{}` is not allowed here; smart HTTP uses GET for info/refs and POST for the services",
+        echo(.method)
     )]
     MethodNotAllowed {
         /// The method the client used.

@@ -1,3 +1,4 @@
+use latchkey_core::echo;
 use thiserror::Error;
 
 /// A problem in one issuer's configuration, found when it is loaded.
@@ -44,7 +45,8 @@ pub enum IdentityError {
     },
     /// The token is not a well-formed compact JWS.
     #[error(
-        "token is malformed: {reason}; send a signed JWT in compact form (`header.claims.signature`)"
+        "token is malformed: {}; send a signed JWT in compact form (`header.claims.signature`)",
+        echo(.reason).max(200)
     )]
     Malformed {
         /// What was wrong with its structure.
@@ -53,7 +55,8 @@ pub enum IdentityError {
     /// The token's algorithm is never accepted (`none`, `HS*`) or not allowed
     /// for its issuer.
     #[error(
-        "algorithm `{alg}` is not allowed; only asymmetric algorithms listed in the issuer's `algorithms` are accepted"
+        "algorithm `{}` is not allowed; only asymmetric algorithms listed in the issuer's `algorithms` are accepted",
+        echo(.alg)
     )]
     AlgorithmNotAllowed {
         /// The header's `alg`.
@@ -61,7 +64,8 @@ pub enum IdentityError {
     },
     /// The token's algorithm does not fit the key its `kid` names.
     #[error(
-        "algorithm `{alg}` does not match the issuer's key of type `{kty}`; the token must be signed with the algorithm its key is for"
+        "algorithm `{}` does not match the issuer's key of type `{kty}`; the token must be signed with the algorithm its key is for",
+        echo(.alg)
     )]
     AlgorithmKeyMismatch {
         /// The header's `alg`.
@@ -71,7 +75,8 @@ pub enum IdentityError {
     },
     /// No configured issuer has this `iss`.
     #[error(
-        "issuer `{iss}` is not trusted; add it to `[[issuers]]` or use a token from a configured issuer"
+        "issuer `{}` is not trusted; add it to `[[issuers]]` or use a token from a configured issuer",
+        echo(.iss)
     )]
     UnknownIssuer {
         /// The token's `iss`.
@@ -89,7 +94,8 @@ pub enum IdentityError {
     },
     /// The issuer publishes no key with this `kid`.
     #[error(
-        "signing key `{kid}` is not published by the issuer; the token may be forged or its key retired"
+        "signing key `{}` is not published by the issuer; the token may be forged or its key retired",
+        echo(.kid)
     )]
     UnknownKey {
         /// The header's `kid` (`(none)` when absent).
@@ -108,7 +114,8 @@ pub enum IdentityError {
     NotYetValid,
     /// `iss` differs from the configured issuer URL (e.g. by a trailing slash).
     #[error(
-        "token issuer `{iss}` does not equal the configured issuer `{expected}`; the configured `issuer` must match `iss` exactly"
+        "token issuer `{}` does not equal the configured issuer `{expected}`; the configured `issuer` must match `iss` exactly",
+        echo(.iss)
     )]
     WrongIssuer {
         /// The token's `iss`.
@@ -118,7 +125,8 @@ pub enum IdentityError {
     },
     /// No `aud` value is one of the issuer's configured audiences.
     #[error(
-        "token audience `{got}` is not accepted; request a token for one of the issuer's configured `audiences`"
+        "token audience `{}` is not accepted; request a token for one of the issuer's configured `audiences`",
+        echo(.got)
     )]
     WrongAudience {
         /// The token's audiences, comma-separated.

@@ -217,7 +217,7 @@ async fn run_server(
         });
     }
     let app = latchkey_gateway::router(gw.clone());
-    latchkey_gateway::serve(listener, app, tls, shutdown_signal())
+    latchkey_gateway::serve_with_limits(listener, app, tls, gw.limits(), shutdown_signal())
         .await
         .context("server failed")?;
     gw.shutdown().await;

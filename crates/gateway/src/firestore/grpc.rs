@@ -145,7 +145,10 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
     let method = Method::from_grpc_path(&path).ok_or_else(|| {
         Refusal::new(
             GrpcCode::Unimplemented,
-            format!("`{path}` is not a google.firestore.v1.Firestore method"),
+            format!(
+                "`{}` is not a google.firestore.v1.Firestore method",
+                latchkey_core::echo(&path)
+            ),
         )
     })?;
     if !is_grpc(req.headers()) {
@@ -154,7 +157,14 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             "content-type must be application/grpc",
         ));
     }
-    let principal = front.authenticate(gw, request_id, req.headers()).await?;
+    let principal = front
+        .authenticate(
+            gw,
+            request_id,
+            req.headers(),
+            crate::refusals::ClientAddr::of(req.extensions()),
+        )
+        .await?;
     let (parts, body) = req.into_parts();
     if method.client_streaming() {
         return Ok(stream_call(

@@ -211,6 +211,7 @@ impl FirestoreFront {
         gw: &Gateway,
         request_id: &str,
         headers: &HeaderMap,
+        client: crate::refusals::ClientAddr,
     ) -> Result<Principal, Refusal> {
         match authenticate(gw, headers, AUDIENCE) {
             Ok((_, v)) => Ok(v.principal),
@@ -224,7 +225,9 @@ impl FirestoreFront {
                         &failure.message(),
                         gw.clock.unix_millis(),
                     );
-                    gw.record(event).await.map_err(|_| audit_unavailable())?;
+                    gw.record_unauthenticated(client, event)
+                        .await
+                        .map_err(|_| audit_unavailable())?;
                 }
                 Err(Refusal::new(GrpcCode::Unauthenticated, failure.message()))
             }
@@ -293,7 +296,7 @@ impl FirestoreFront {
                 GrpcCode::PermissionDenied,
                 format!(
                     "project `{}` is not served by this Latchkey (it serves `{project}`)",
-                    db.project
+                    latchkey_core::echo(&db.project)
                 ),
             );
             return Err(self
@@ -305,7 +308,7 @@ impl FirestoreFront {
                 GrpcCode::PermissionDenied,
                 format!(
                     "database `{}` is not served by this Latchkey; map it to an environment in [firestore.databases]",
-                    db.database
+                    latchkey_core::echo(&db.database)
                 ),
             );
             return Err(self

@@ -41,7 +41,14 @@ async fn handle(gw: &Arc<Gateway>, request_id: &str, req: Request) -> Result<Res
             "no Firestore upstream is configured: add a [firestore] table to latchkey.toml",
         )
     })?;
-    let principal = front.authenticate(gw, request_id, req.headers()).await?;
+    let principal = front
+        .authenticate(
+            gw,
+            request_id,
+            req.headers(),
+            crate::refusals::ClientAddr::of(req.extensions()),
+        )
+        .await?;
     let (parts, body) = req.into_parts();
     let call = match RestCall::parse(&parts.method, parts.uri.path(), parts.uri.query()) {
         Ok(c) => c,

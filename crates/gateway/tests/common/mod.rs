@@ -140,10 +140,17 @@ local_root = "repos"
             })
             .unwrap()
         });
+        let limits = gw.limits().clone();
         let server = tokio::spawn(async move {
-            latchkey_gateway::serve(listener, app, tls, std::future::pending())
-                .await
-                .unwrap();
+            latchkey_gateway::serve_with_limits(
+                listener,
+                app,
+                tls,
+                &limits,
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
         });
         TestGateway {
             gw,
