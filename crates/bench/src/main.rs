@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use latchkey_audit::{AuditConfig, AuditEvent, AuditLog, AuditSigner};
 use latchkey_core::{
-    Action, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef, SharedClock, SystemClock,
+    Action, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef, Clock as _, SharedClock, SystemClock,
 };
 use latchkey_policy::PolicyEngine;
 use latchkey_store::{SharedStore, SqliteStore};
@@ -155,7 +155,7 @@ async fn verify_and_decide() -> Result<()> {
             audience: "git".into(),
             scope: vec![],
             lifetime: None,
-            not_after: None,
+            not_after: clock().unix() + 86_400,
         })?;
         // Warm up (and fill the cache).
         for _ in 0..2_000 {

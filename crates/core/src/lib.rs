@@ -13,5 +13,7 @@ mod principal;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock, UnixTime};
 pub use glob::glob_match;
-pub use intent::{Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef};
+pub use intent::{
+    Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef, Scope,
+};
 pub use principal::{Actor, CiClaims, Principal, PrincipalKind};

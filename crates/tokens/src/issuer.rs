@@ -43,9 +43,11 @@ pub struct MintRequest {
     pub scope: Vec<String>,
     /// Requested lifetime; the default when `None`.
     pub lifetime: Option<Duration>,
-    /// The subject token's `exp`: a workload's token never outlives the
-    /// credential it was exchanged for.
-    pub not_after: Option<UnixTime>,
+    /// The expiry of the credentials the token was exchanged for (the
+    /// subject token's `exp`, and the actor token's when delegated): no
+    /// token outlives the identity it came from, whatever the principal's
+    /// kind. Required, so no caller can mint without saying it.
+    pub not_after: UnixTime,
 }
 
 /// A signed token and what it says.
@@ -123,10 +125,11 @@ impl TokenIssuer {
         }
         let now = self.clock.unix();
         let requested = req.lifetime.unwrap_or(self.lifetimes.default);
-        let mut lifetime = requested.min(self.lifetimes.max).as_secs();
-        if let Some(not_after) = req.not_after {
-            lifetime = lifetime.min(not_after.saturating_sub(now));
-        }
+        // INVARIANT: exp <= not_after, so a token dies with its identity.
+        let lifetime = requested
+            .min(self.lifetimes.max)
+            .as_secs()
+            .min(req.not_after.saturating_sub(now));
         if lifetime == 0 {
             return Err(TokenError::LifetimeExhausted);
         }
