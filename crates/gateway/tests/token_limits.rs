@@ -104,7 +104,12 @@ async fn a_read_scoped_token_fetches_but_cannot_push() {
     let url = tg.url("/git/local/acme/app.git");
 
     // Clone with the read token: allowed.
-    let o = git(home.path(), home.path(), &read, &["clone", "--quiet", &url, "app"]);
+    let o = git(
+        home.path(),
+        home.path(),
+        &read,
+        &["clone", "--quiet", &url, "app"],
+    );
     assert!(o.status.success(), "clone: {}", text(&o));
     let app = home.path().join("app");
     let o = git(
@@ -128,7 +133,11 @@ async fn a_read_scoped_token_fetches_but_cannot_push() {
         said.contains("scope `write`") && said.contains("refs/heads/feature"),
         "{said}"
     );
-    assert_eq!(upstream_refs(&tg), "", "the refused push reached the upstream");
+    assert_eq!(
+        upstream_refs(&tg),
+        "",
+        "the refused push reached the upstream"
+    );
 
     // The same push with a write token goes through (write covers the
     // ref advertisement the push starts with).
@@ -281,7 +290,13 @@ async fn no_token_outlives_the_identity_it_came_from() {
     let tg = TestGateway::start(&op, Opts::default()).await;
     // A user's ID token with a minute left gives a token of at most a minute.
     let id = op
-        .mint("RS256", "alice", None, json!({"groups": ["developers"]}), 60)
+        .mint(
+            "RS256",
+            "alice",
+            None,
+            json!({"groups": ["developers"]}),
+            60,
+        )
         .await;
     let id_exp = jwt_part(&id, 1)["exp"].as_u64().unwrap();
     let (status, body) = tg
@@ -296,7 +311,10 @@ async fn no_token_outlives_the_identity_it_came_from() {
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap();
     let exp = jwt_part(token, 1)["exp"].as_u64().unwrap();
-    assert!(exp <= id_exp, "token exp {exp} outlives the ID token's {id_exp}");
+    assert!(
+        exp <= id_exp,
+        "token exp {exp} outlives the ID token's {id_exp}"
+    );
     assert!(body["expires_in"].as_u64().unwrap() < 120, "{body}");
 
     // A long-lived identity still gets no more than the one-hour default.
@@ -331,7 +349,10 @@ async fn no_token_outlives_the_identity_it_came_from() {
     let exp = jwt_part(body["access_token"].as_str().unwrap(), 1)["exp"]
         .as_u64()
         .unwrap();
-    assert!(exp <= actor_exp, "token exp {exp} outlives the actor's {actor_exp}");
+    assert!(
+        exp <= actor_exp,
+        "token exp {exp} outlives the actor's {actor_exp}"
+    );
 }
 
 async fn post_revocation(tg: &TestGateway, admin: &str, body: Value) -> (u16, Value) {
@@ -387,12 +408,28 @@ async fn a_token_revocation_that_cannot_match_is_refused() {
             desc.contains("jti") && desc.contains("latchkey token"),
             "{desc}"
         );
-        assert!(!desc.contains(&forged), "the error echoes the token: {desc}");
+        assert!(
+            !desc.contains(&forged),
+            "the error echoes the token: {desc}"
+        );
+    }
+
+    // A token is not a subject, job or pipeline name either.
+    for kind in ["subject", "job", "pipeline"] {
+        let (status, body) =
+            post_revocation(&tg, &admin, json!({"kind": kind, "value": whole})).await;
+        assert_eq!(status, 400, "{kind}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("use kind `token`"),
+            "{body}"
+        );
     }
 
     // An expired token may still be revoked (its signature is checked).
-    let (status, body) =
-        exchange_with(&tg, &op, "carol", &[], "git", &[("lifetime", "60")]).await;
+    let (status, body) = exchange_with(&tg, &op, "carol", &[], "git", &[("lifetime", "60")]).await;
     assert_eq!(status, 200, "{body}");
     let late = body["access_token"].as_str().unwrap().to_owned();
     tg.clock.advance(Duration::from_secs(61));

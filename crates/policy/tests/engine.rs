@@ -522,7 +522,11 @@ fn scopes_narrow_every_action_whatever_policy_permits() {
             Some(latchkey_core::Scope::Read) => {
                 assert_eq!(read.effect, Effect::Allow, "{a} with read: {}", read.reason);
                 assert_eq!(custom.effect, Effect::Deny, "{a} with deploy");
-                assert!(custom.reason.contains("needs scope `read`"), "{}", custom.reason);
+                assert!(
+                    custom.reason.contains("needs scope `read`"),
+                    "{}",
+                    custom.reason
+                );
             }
             Some(latchkey_core::Scope::Write) => {
                 assert_eq!(read.effect, Effect::Deny, "{a} with read");

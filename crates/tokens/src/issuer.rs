@@ -9,6 +9,22 @@ use latchkey_core::{Principal, SharedClock, UnixTime};
 
 use crate::{MAX_TOKEN_LIFETIME, RevocationSet, SigningKeyRing, TokenClaims, TokenError};
 
+/// Random bytes in a token id (`jti`); minted as unpadded base64url.
+const JTI_BYTES: usize = 16;
+
+/// Whether `value` has the form of a token id this issuer mints (16 random
+/// bytes, unpadded base64url: 22 characters). A revocation naming anything
+/// else could never match a token, so it is refused rather than recorded.
+pub fn is_jti(value: &str) -> bool {
+    value.len() == 22
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD
+            .decode(value)
+            .is_ok_and(|bytes| bytes.len() == JTI_BYTES)
+}
+
 /// How long minted tokens live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
@@ -135,7 +151,7 @@ impl TokenIssuer {
         }
         let key = self.keyring.signing_key()?;
 
-        let mut jti = [0u8; 16];
+        let mut jti = [0u8; JTI_BYTES];
         self.rng
             .fill(&mut jti)
             .map_err(|_| TokenError::Crypto("the system random generator failed".into()))?;
@@ -147,6 +163,7 @@ impl TokenIssuer {
             exp: now.saturating_add(lifetime),
             iat: now,
             nbf: now,
+            // INVARIANT: `is_jti` accepts exactly this form.
             jti: URL_SAFE_NO_PAD.encode(jti),
             scope: req.scope.join(" "),
             client_id: p.attributes.get("client_id").cloned(),
@@ -167,5 +184,27 @@ impl TokenIssuer {
             claims,
             expires_in: lifetime,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_form() {
+        assert!(is_jti(&URL_SAFE_NO_PAD.encode([0xffu8; JTI_BYTES])));
+        assert!(is_jti("LFq0bmlkClGj5Uo5FkCVGw"));
+        for bad in [
+            "",
+            "made-up",
+            "LFq0bmlkClGj5Uo5FkCVG",   // 21
+            "LFq0bmlkClGj5Uo5FkCVGw=", // padded
+            "LFq0bmlkClGj5Uo5FkCV+w",  // standard alphabet
+            "LFq0bmlkClGj5Uo5FkCVGx",  // non-canonical last character
+            "a.b.c",
+        ] {
+            assert!(!is_jti(bad), "`{bad}`");
+        }
     }
 }
