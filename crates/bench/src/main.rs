@@ -11,8 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use latchkey_audit::{AuditConfig, AuditEvent, AuditLog, AuditSigner};
 use latchkey_core::{
-    Action, Clock as _, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef, SharedClock,
-    SystemClock,
+    Action, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef, SharedClock, SystemClock,
 };
 use latchkey_policy::PolicyEngine;
 use latchkey_store::{SharedStore, SqliteStore};
