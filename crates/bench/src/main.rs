@@ -155,7 +155,7 @@ async fn verify_and_decide() -> Result<()> {
             audience: "git".into(),
             scope: vec![],
             lifetime: None,
-            not_after: None,
+            not_after: clock().unix() + 86_400,
         })?;
         // Warm up (and fill the cache).
         for _ in 0..2_000 {

@@ -118,6 +118,77 @@ impl Action {
     }
 }
 
+/// What a token's scopes must include for an action (see
+/// [`Action::required_scope`]). Scopes are what a Latchkey token's `scope`
+/// claim names; a token that carries none is not narrowed by scope (policy
+/// alone decides), one that carries any may do only what they cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Reads: clone and fetch, document reads, queries and listens, admin
+    /// reads (audit, keys), introspection, app access.
+    Read,
+    /// Changes: pushes, document writes, revocations, admin writes. Covers
+    /// every read too (a push starts with a ref advertisement).
+    Write,
+}
+
+impl Scope {
+    /// Every scope Latchkey enforces, weakest first.
+    pub const ALL: [Scope; 2] = [Self::Read, Self::Write];
+
+    /// The scope's name in the `scope` claim and the token request.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    /// The granted scope names that satisfy this scope (`write` covers reads).
+    pub fn satisfied_by(self) -> &'static [&'static str] {
+        match self {
+            Self::Read => &["read", "write"],
+            Self::Write => &["write"],
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Action {
+    /// The scope a scoped token needs for this action, or `None` when scopes
+    /// do not apply: `token.mint` is decided on the external identity being
+    /// exchanged, never on a Latchkey token.
+    ///
+    /// INVARIANT: exhaustive, so a new action must say whether it reads or
+    /// writes before it builds; scopes cannot be bypassed by an action
+    /// nobody classified.
+    pub fn required_scope(self) -> Option<Scope> {
+        match self {
+            Self::GitRead
+            | Self::DocumentGet
+            | Self::DocumentList
+            | Self::DocumentQuery
+            | Self::DocumentListen
+            | Self::TokenIntrospect
+            | Self::AppAccess
+            | Self::AdminRead => Some(Scope::Read),
+            Self::GitPush
+            | Self::DocumentCreate
+            | Self::DocumentUpdate
+            | Self::DocumentDelete
+            | Self::TokenRevoke
+            | Self::AdminWrite => Some(Scope::Write),
+            Self::TokenMint => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

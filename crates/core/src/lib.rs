@@ -15,5 +15,7 @@ mod principal;
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock, UnixTime};
 pub use echo::{Echo, MAX_ECHO_BYTES, bounded, echo};
 pub use glob::glob_match;
-pub use intent::{Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef};
+pub use intent::{
+    Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef, Scope,
+};
 pub use principal::{Actor, CiClaims, Principal, PrincipalKind};

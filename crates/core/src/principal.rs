@@ -131,6 +131,13 @@ pub struct Principal {
     /// Other mapped claims, kept for policy context and audit.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// The scopes of the Latchkey token the caller presented, when it
+    /// carries any. `None` means not narrowed by scope (an external identity
+    /// at the token endpoint, Latchkey's own service principal, or a token
+    /// minted without scopes); `Some` limits every action to what the
+    /// scopes cover (see [`crate::Action::required_scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 impl Principal {
@@ -145,6 +152,19 @@ impl Principal {
             ci: CiClaims::default(),
             actor: None,
             attributes: BTreeMap::new(),
+            scopes: None,
+        }
+    }
+
+    /// Whether this principal's token lets it do `action`: always when it
+    /// carries no scopes or the action needs none, otherwise when one of its
+    /// scopes covers the action's [`crate::Scope`].
+    pub fn scopes_allow(&self, action: crate::Action) -> bool {
+        match (&self.scopes, action.required_scope()) {
+            (None, _) | (_, None) => true,
+            (Some(granted), Some(needed)) => granted
+                .iter()
+                .any(|g| needed.satisfied_by().contains(&g.as_str())),
         }
     }
 

@@ -8,8 +8,10 @@ use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_audit::AuditEvent;
+use latchkey_core::UnixTime;
 use latchkey_core::{Action, Principal};
 use latchkey_store::{AuditQuery, Revocation, RevocationKind, RevocationMode};
+use latchkey_tokens::is_jti;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -198,6 +200,68 @@ fn parse_kind_mode(
     Ok((kind, mode))
 }
 
+/// What a revocation value must be for kind `token`, said in every refusal.
+const TOKEN_VALUE_HINT: &str = "for kind `token` give the token id (its `jti`: 22 base64url \
+     characters, as introspection and the audit log show it) or the whole latchkey token";
+
+/// Whether `value` has the shape of a compact JWT (three dot-separated
+/// parts, a JSON header): never recorded as a revocation value.
+fn looks_like_jwt(value: &str) -> bool {
+    value.split('.').count() == 3 && value.starts_with("eyJ")
+}
+
+/// The value a revocation of `kind` records, and (for a whole token) when
+/// the token expires. A token revocation names a `jti`; a whole Latchkey
+/// token is accepted in its place, checked against the gateway's keys (an
+/// expired one may still be named) and reduced to its `jti`, so the token
+/// itself is never stored or audited. A value that could never match is
+/// refused: a revocation that revokes nothing must not answer 201.
+pub(crate) fn revocation_target(
+    gw: &Gateway,
+    kind: RevocationKind,
+    value: &str,
+) -> Result<(String, Option<UnixTime>), ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`value` is required",
+        ));
+    }
+    match kind {
+        RevocationKind::Token if is_jti(value) => Ok((value.to_owned(), None)),
+        RevocationKind::Token if value.contains('.') => match gw.verifier.verify_issued(value) {
+            Ok(claims) => Ok((claims.jti, Some(claims.exp))),
+            Err(e) => Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "`value` is not a latchkey token this gateway signed ({e}); {TOKEN_VALUE_HINT}"
+                ),
+            )),
+        },
+        RevocationKind::Token => Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "`value` is neither a token id (`jti`) nor a latchkey token; {TOKEN_VALUE_HINT}"
+            ),
+        )),
+        RevocationKind::Subject | RevocationKind::Job | RevocationKind::Pipeline
+            if looks_like_jwt(value) =>
+        {
+            Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "`value` is a token, not a {} name; to revoke one token use kind `token`",
+                    kind.as_str()
+                ),
+            ))
+        }
+        RevocationKind::Subject | RevocationKind::Job | RevocationKind::Pipeline => {
+            Ok((value.to_owned(), None))
+        }
+    }
+}
+
 /// Which step of [`record_revocation`] failed; callers answer in their own
 /// error shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,25 +328,36 @@ pub(crate) async fn revoke(State(gw): State<Arc<Gateway>>, request: Request) -> 
         Ok(km) => km,
         Err(e) => return e.into_response(),
     };
-    if req.value.trim().is_empty() {
-        return ApiError::bad_request("invalid_request", "`value` is required").into_response();
-    }
+    let (value, token_exp) = match revocation_target(&gw, kind, &req.value) {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    let now = gw.clock.unix();
     let revocation = Revocation {
         kind,
-        value: req.value.clone(),
+        value: value.clone(),
         mode,
-        created_at: gw.clock.unix(),
-        expires_at: None,
+        created_at: now,
+        // A token revocation is needed only while the token can live: until
+        // its `exp`, or for a bare jti the longest any token lives.
+        expires_at: match kind {
+            RevocationKind::Token => Some(token_exp.unwrap_or_else(|| {
+                now.saturating_add(latchkey_tokens::MAX_TOKEN_LIFETIME.as_secs())
+            })),
+            RevocationKind::Subject | RevocationKind::Job | RevocationKind::Pipeline => None,
+        },
         reason: req
             .reason
             .unwrap_or_else(|| format!("{} by {}", mode.as_str(), principal.display_id())),
     };
     match apply_revocation(&gw, &request_id, &principal, revocation).await {
-        Ok(()) => (
-            StatusCode::CREATED,
-            Json(json!({ "status": mode.as_str() })),
-        )
-            .into_response(),
+        Ok(()) => {
+            let mut body = json!({ "status": mode.as_str() });
+            if kind == RevocationKind::Token {
+                body["jti"] = json!(value);
+            }
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -315,13 +390,17 @@ pub(crate) async fn lift(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         Ok(km) => km,
         Err(e) => return e.into_response(),
     };
-    match gw.revocations.lift(kind, &q.value, mode).await {
+    let value = match revocation_target(&gw, kind, &q.value) {
+        Ok((value, _)) => value,
+        Err(e) => return e.into_response(),
+    };
+    match gw.revocations.lift(kind, &value, mode).await {
         Ok(existed) => {
             let event = crate::events::lift(
                 &request_id,
                 &principal,
                 kind,
-                &q.value,
+                &value,
                 mode,
                 gw.clock.unix_millis(),
             );

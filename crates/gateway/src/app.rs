@@ -458,6 +458,12 @@ impl Gateway {
         for (k, v) in extra {
             event.context.entry(k).or_insert(v);
         }
+        // The token's scopes narrowed this decision; the record says so.
+        if let Some(scopes) = &principal.scopes {
+            event
+                .context
+                .insert("scopes".to_owned(), serde_json::json!(scopes));
+        }
         (decision, event)
     }
 

@@ -608,7 +608,8 @@ pub struct TokensConfig {
     /// Lifetime when the caller asks for none.
     #[serde(default = "default_lifetime", with = "duration_str")]
     pub default_lifetime: Duration,
-    /// Longest lifetime ever granted (at most 12 h).
+    /// Longest lifetime ever granted. Default 1 h; at most 12 h, and only
+    /// when configured so.
     #[serde(default = "default_max_lifetime", with = "duration_str")]
     pub max_lifetime: Duration,
     /// Audiences tokens may be minted for. `latchkey` is the gateway's own
@@ -624,7 +625,7 @@ fn default_lifetime() -> Duration {
     Duration::from_secs(15 * 60)
 }
 fn default_max_lifetime() -> Duration {
-    Duration::from_secs(12 * 3600)
+    Duration::from_secs(3600)
 }
 fn default_audiences() -> Vec<String> {
     vec!["git".into(), "documents".into(), "latchkey".into()]

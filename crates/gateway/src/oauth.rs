@@ -386,6 +386,7 @@ async fn exchange(
         }
     };
     let mut principal = subject.principal.clone();
+    let mut actor_expires_at = None;
 
     if let Some(actor_token) = form.actor_token.as_deref().filter(|s| !s.is_empty()) {
         if let Err(e) = check_token_type(form.actor_token_type.as_deref(), "actor_token_type") {
@@ -417,6 +418,7 @@ async fn exchange(
                 return Err(identity_error(&e, "actor_token"));
             }
         };
+        actor_expires_at = Some(actor.expires_at);
         principal.actor = Some(Actor {
             kind: actor.principal.kind,
             sub: actor.principal.id.clone(),
@@ -473,16 +475,15 @@ async fn exchange(
         ));
     }
 
-    let not_after = match principal.kind {
-        PrincipalKind::Workload => Some(subject.expires_at),
-        _ => None,
-    };
+    // No token outlives the identity it came from, whatever its kind: the
+    // subject token's expiry, and the actor token's when delegated.
+    let not_after = actor_expires_at.map_or(subject.expires_at, |a| a.min(subject.expires_at));
     let req = MintRequest {
         principal: principal.clone(),
         audience: audience.to_owned(),
         scope,
         // min(requested, trust rule max); the issuer applies the global max
-        // and `not_after` (the CI token's expiry).
+        // and `not_after` (the subject's and actor's expiry).
         lifetime: match (form.lifetime.map(Duration::from_secs), trust_max) {
             (requested, None) => requested,
             (requested, Some(max)) => Some(

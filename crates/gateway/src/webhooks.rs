@@ -24,6 +24,27 @@ use crate::admin::RevocationFailure;
 use crate::app::Gateway;
 use crate::request_id::new_request_id;
 
+/// How long a signed body is remembered: the same signed bytes within this
+/// window act once, whatever delivery id they arrive under. A week covers
+/// every sender's redelivery horizon; an identical body after it (which a
+/// real event does not produce: payloads carry ids and times) acts again.
+pub(crate) const BODY_REPLAY_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The SHA-256 (hex) of exactly what the sender's signature covers: the
+/// body, and for Buildkite the signed timestamp before it.
+fn signed_digest(proof: Proof, body: &[u8]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    match proof {
+        Proof::TimestampedHmac { timestamp } => {
+            ctx.update(format!("{timestamp}.").as_bytes());
+        }
+        Proof::BodyHmac | Proof::PlainToken => {}
+    }
+    ctx.update(body);
+    hex::encode(ctx.finish().as_ref())
+}
+
 /// The principal webhook-driven records and actions are attributed to.
 fn service_principal() -> Principal {
     Principal::new(PrincipalKind::Service, "latchkey", "latchkey")
@@ -99,7 +120,7 @@ pub(crate) async fn hook(
     let pairs = header_pairs(&headers);
     let now = gw.clock.unix();
 
-    match latchkey_events::verify_signature(
+    let proof = match latchkey_events::verify_signature(
         source,
         secret,
         &pairs,
@@ -114,12 +135,12 @@ pub(crate) async fn hook(
                  Buildkite webhook (or set `webhooks.buildkite.allow_plain_token = true`)",
             );
         }
-        Ok(_) => {}
+        Ok(proof) => proof,
         Err(e) => {
             tracing::warn!(%source, error = %e, "webhook refused");
             return webhook_error(&e);
         }
-    }
+    };
     let delivery = match latchkey_events::delivery_id(source, &pairs, &body) {
         Ok(d) => d,
         Err(e) => return webhook_error(&e),
@@ -145,17 +166,40 @@ pub(crate) async fn hook(
             );
         }
     };
-    if !fresh {
+    // GitHub's and Gogs' signatures do not cover the delivery id (nor the
+    // event type): the same signed bytes under a new id are a replay too.
+    let digest = signed_digest(proof, &body);
+    let replayed = fresh
+        && match gw
+            .store
+            .record_signed_body(source.as_str(), &digest, now, BODY_REPLAY_WINDOW.as_secs())
+            .await
+        {
+            Ok(new_body) => !new_body,
+            Err(e) => {
+                tracing::error!(error = %e, "signed bodies cannot be recorded");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the delivery cannot be checked for replay",
+                );
+            }
+        };
+    if !fresh || replayed {
         let mut context = Map::new();
         context.insert("source".into(), json!(source.as_str()));
         context.insert("delivery_id".into(), json!(delivery));
         context.insert("event_type".into(), json!(event_type));
+        context.insert("body_sha256".into(), json!(digest));
+        let status = if replayed { "replayed" } else { "duplicate" };
+        if replayed {
+            tracing::warn!(%source, delivery = %delivery, "signed webhook body replayed under a new delivery id; not acted on");
+        }
         let event = crate::events::webhook(
             &request_id,
             &service,
             "webhook.delivery",
             context,
-            Outcome::new("duplicate"),
+            Outcome::new(status),
             gw.clock.unix_millis(),
         );
         if gw.audit.append(event).await.is_err() {

@@ -146,6 +146,45 @@ async fn every_source_checks_signatures_replays_bounds_and_payloads() {
             "{name}: {answer}"
         );
 
+        // The same signed body under a new delivery id is a replay: the
+        // signature does not cover the id. Answered like a duplicate,
+        // audited as `replayed`, not acted on again.
+        let received = |tg: &TestGateway| {
+            tg.audit_records()
+                .iter()
+                .filter(|r| {
+                    r.event.action.starts_with("webhook.")
+                        && r.event.action != "webhook.delivery"
+                        && r.event.context.get("source") == Some(&json!(name))
+                })
+                .count()
+        };
+        let before = received(&tg);
+        let (status, answer) =
+            signed(&tg, source, event, &format!("{delivery}-again"), &body).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("duplicate")),
+            "{name}: a signed body acted twice: {answer}"
+        );
+        assert_eq!(received(&tg), before, "{name}: the replay was acted on");
+        let replays: Vec<_> = tg
+            .audit_records()
+            .into_iter()
+            .filter(|r| {
+                r.event.action == "webhook.delivery"
+                    && r.event.context.get("source") == Some(&json!(name))
+                    && r.event
+                        .outcome
+                        .as_ref()
+                        .is_some_and(|o| o.status == "replayed")
+            })
+            .collect();
+        if source != Source::Buildkite {
+            // (Buildkite's delivery id is its signature: a plain duplicate.)
+            assert_eq!(replays.len(), 1, "{name}: the replay is audited");
+        }
+
         // A wrong secret, a tampered body and no signature are refused.
         let bytes = serde_json::to_vec(&body).unwrap();
         let wrong = signature_headers(source, b"another-secret", &bytes, tg.clock.unix());
@@ -177,15 +216,18 @@ async fn every_source_checks_signatures_replays_bounds_and_payloads() {
             post_hook(&tg, source, event, &format!("{delivery}-j"), &junk, h).await;
         assert_eq!(status, 400, "{name}: {answer}");
 
-        // An unknown event type is refused. (Buildkite has no delivery id
-        // header: its id comes from the signature, so sign at another second.)
-        let h = signature_headers(source, SECRET.as_bytes(), &bytes, tg.clock.unix() - 1);
+        // An unknown event type is refused. (A body never signed before:
+        // the same signed body under another event type is a replay.)
+        let mut other = body.clone();
+        other["latchkey_test"] = json!("unknown event");
+        let other = serde_json::to_vec(&other).unwrap();
+        let h = signature_headers(source, SECRET.as_bytes(), &other, tg.clock.unix() - 1);
         let (status, answer) = post_hook(
             &tg,
             source,
             "release.exploded",
             &format!("{delivery}-u"),
-            &bytes,
+            &other,
             h,
         )
         .await;

@@ -552,6 +552,12 @@ impl Loaded {
         built: Result<request::Built, String>,
         policies: &PolicySet,
     ) -> Decision {
+        // INVARIANT: a scoped token never does more than its scopes cover,
+        // whatever the loaded policies permit; checked before Cedar so no
+        // policy set (starter or not) can forget it.
+        if let Some(denied) = scope_denial(principal, intent) {
+            return denied;
+        }
         let built = match built {
             Ok(b) => b,
             Err(message) => return deny_internal(&message),
@@ -655,6 +661,34 @@ impl Loaded {
             }
         }
     }
+}
+
+/// The refusal of an action the principal's token scopes do not cover, or
+/// `None` when they do (or the principal is not narrowed by scope).
+/// Decided before any policy, with no deciding policy id.
+pub(crate) fn scope_denial(principal: &Principal, intent: &Intent) -> Option<Decision> {
+    if principal.scopes_allow(intent.action) {
+        return None;
+    }
+    let needed = intent.action.required_scope()?;
+    let granted: Vec<String> = principal
+        .scopes
+        .iter()
+        .flatten()
+        .take(4)
+        .map(|g| format!("`{}`", g.chars().take(40).collect::<String>()))
+        .collect();
+    Some(Decision {
+        effect: Effect::Deny,
+        policy_ids: Vec::new(),
+        reason: format!(
+            "`{}` on {} needs scope `{needed}`; the token carries only {} \
+             (request a token with `scope={needed}`)",
+            intent.action,
+            intent.resource.display(),
+            granted.join(", ")
+        ),
+    })
 }
 
 fn deny_internal(message: &str) -> Decision {

@@ -80,7 +80,8 @@ pub(crate) enum CtxType {
 }
 
 /// Context keys the schema declares for an action, besides `delegated`
-/// (always set) and `actor` (set from the principal's actor).
+/// (always set), `actor` (set from the principal's actor) and `scopes` (set
+/// from the principal's token scopes, when it has any).
 pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)] {
     const COMMON: &[(&str, CtxType)] = &[("request_id", CtxType::String)];
     match action {
@@ -332,8 +333,14 @@ pub(crate) fn context(principal: &Principal, intent: &Intent) -> Result<Context,
             s(&format!("{}:{}", actor.kind, actor.sub)),
         ));
     }
+    if let Some(scopes) = &principal.scopes {
+        pairs.push((
+            "scopes".to_owned(),
+            RestrictedExpression::new_set(scopes.iter().map(|v| s(v))),
+        ));
+    }
     for (k, v) in &intent.context {
-        if k == "delegated" || k == "actor" {
+        if k == "delegated" || k == "actor" || k == "scopes" {
             tracing::debug!(key = %k, "context key is set from the principal; intent value ignored");
             continue;
         }

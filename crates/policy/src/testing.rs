@@ -73,6 +73,10 @@ struct TestPrincipal {
     ci: CiClaims,
     #[serde(default)]
     actor: Option<Actor>,
+    /// The scopes of the token the principal presents; absent means a
+    /// token without scopes.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 impl From<TestPrincipal> for Principal {
@@ -82,6 +86,7 @@ impl From<TestPrincipal> for Principal {
         p.email = t.email;
         p.ci = t.ci;
         p.actor = t.actor;
+        p.scopes = t.scopes;
         p
     }
 }

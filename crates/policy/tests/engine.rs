@@ -462,3 +462,112 @@ expct = "allow"
     assert!(err.contains("expct"), "{err}");
     assert!(run_policy_tests(&engine, "").is_err());
 }
+
+fn scoped(p: Principal, scopes: &[&str]) -> Principal {
+    Principal {
+        scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
+        ..p
+    }
+}
+
+/// An intent for every action, on a resource of a kind it applies to.
+fn every_action() -> Vec<Intent> {
+    Action::ALL
+        .into_iter()
+        .map(|a| {
+            let resource = match a {
+                Action::GitRead => ResourceRef::new(ResourceKind::Repository, "local/acme/app"),
+                Action::GitPush => {
+                    return push("refs/heads/feature", "update");
+                }
+                Action::DocumentGet
+                | Action::DocumentUpdate
+                | Action::DocumentDelete
+                | Action::DocumentCreate => {
+                    ResourceRef::new(ResourceKind::Document, "staging/flags/checkout")
+                }
+                Action::DocumentList | Action::DocumentQuery | Action::DocumentListen => {
+                    ResourceRef::new(ResourceKind::Collection, "staging/flags")
+                }
+                Action::TokenMint => ResourceRef::new(ResourceKind::Audience, "git"),
+                Action::AppAccess => ResourceRef::new(ResourceKind::App, "grafana"),
+                Action::TokenRevoke
+                | Action::TokenIntrospect
+                | Action::AdminRead
+                | Action::AdminWrite => ResourceRef::new(ResourceKind::Gateway, "latchkey"),
+            };
+            Intent::new(a, resource)
+        })
+        .collect()
+}
+
+/// The class behind the `scope=read` push: for every action, an admin
+/// (whom policy permits everything) with a token scoped `read` may do
+/// exactly the reads; `write` may do everything; a scope Latchkey does not
+/// enforce, nothing but what needs no scope; no scopes at all, everything.
+#[test]
+fn scopes_narrow_every_action_whatever_policy_permits() {
+    let engine = starter();
+    let root = user("root", &["admins"]);
+    for intent in every_action() {
+        let a = intent.action;
+        let d = engine.authorize(&root, &intent);
+        assert_eq!(d.effect, Effect::Allow, "{a}: {}", d.reason);
+        let d = engine.authorize(&scoped(root.clone(), &["write"]), &intent);
+        assert_eq!(d.effect, Effect::Allow, "{a} with write: {}", d.reason);
+
+        let read = engine.authorize(&scoped(root.clone(), &["read"]), &intent);
+        let custom = engine.authorize(&scoped(root.clone(), &["deploy"]), &intent);
+        match a.required_scope() {
+            Some(latchkey_core::Scope::Read) => {
+                assert_eq!(read.effect, Effect::Allow, "{a} with read: {}", read.reason);
+                assert_eq!(custom.effect, Effect::Deny, "{a} with deploy");
+                assert!(
+                    custom.reason.contains("needs scope `read`"),
+                    "{}",
+                    custom.reason
+                );
+            }
+            Some(latchkey_core::Scope::Write) => {
+                assert_eq!(read.effect, Effect::Deny, "{a} with read");
+                assert!(read.policy_ids.is_empty());
+                assert!(
+                    read.reason.starts_with(&format!("`{a}` on "))
+                        && read.reason.contains(
+                            "needs scope `write`; the token carries only `read` \
+                             (request a token with `scope=write`)"
+                        ),
+                    "{}",
+                    read.reason
+                );
+            }
+            None => {
+                assert_eq!(read.effect, Effect::Allow, "{a} needs no scope");
+                assert_eq!(custom.effect, Effect::Allow, "{a} needs no scope");
+            }
+        }
+        // The unindexed path decides the same.
+        let unindexed = engine.authorize_unindexed(&scoped(root.clone(), &["read"]), &intent);
+        assert_eq!(unindexed.effect, read.effect, "{a}");
+    }
+}
+
+#[test]
+fn policies_see_the_token_scopes_in_context() {
+    let policies = src(
+        "p.cedar",
+        r#"@id("deploy-pushes")
+permit (principal, action == Latchkey::Action::"git.push", resource)
+when { context has scopes && context.scopes.contains("deploy") };"#,
+    );
+    let engine = PolicyEngine::from_sources(&policies, None).unwrap();
+    let alice = user("alice", &[]);
+    let intent = push("refs/heads/feature", "update");
+    let d = engine.authorize(&scoped(alice.clone(), &["write", "deploy"]), &intent);
+    assert_eq!(d.effect, Effect::Allow, "{}", d.reason);
+    assert_eq!(d.policy_ids, vec!["deploy-pushes"]);
+    let d = engine.authorize(&scoped(alice.clone(), &["write"]), &intent);
+    assert_eq!(d.effect, Effect::Deny);
+    // No scopes: `context has scopes` is false.
+    assert_eq!(engine.authorize(&alice, &intent).effect, Effect::Deny);
+}

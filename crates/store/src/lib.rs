@@ -60,6 +60,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: UnixTime,
     ) -> Result<bool, StoreError>;
 
+    /// Remembers the digest of a signed webhook body; returns `false` if the
+    /// same digest from the same source was seen less than `window` seconds
+    /// before `at` (a replay under a new delivery id). A digest older than the
+    /// window counts as new again, and digests past the window are pruned.
+    /// Kept beside the delivery ids (same table, its own namespace).
+    ///
+    /// The default remembers digests as delivery ids with no window (a
+    /// replay is refused forever: stricter, never looser); backends override
+    /// it to let the window lapse.
+    async fn record_signed_body(
+        &self,
+        source: &str,
+        digest: &str,
+        at: UnixTime,
+        window: u64,
+    ) -> Result<bool, StoreError> {
+        let _ = window;
+        self.record_delivery(&format!("body:{source}"), digest, at)
+            .await
+    }
+
     /// Adds audit index rows (idempotent on `seq`).
     async fn index_audit_events(&self, rows: &[AuditIndexRow]) -> Result<(), StoreError>;
     /// Rows matching the query, in ascending `seq` order.

@@ -562,6 +562,39 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn record_signed_body(
+        &self,
+        source: &str,
+        digest: &str,
+        at: UnixTime,
+        window: u64,
+    ) -> Result<bool, StoreError> {
+        // Body digests share `webhook_deliveries` under `body:{source}`, a
+        // namespace no delivery source uses.
+        let namespace = format!("body:{source}");
+        let cutoff = to_db("received_at", at.saturating_sub(window))?;
+        let ctx = || format!("recording a webhook body from `{source}`");
+        let mut tx = self.pool.begin().await.map_err(|e| db_error(&ctx(), e))?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE source = ? AND received_at <= ?")
+            .bind(&namespace)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(&ctx(), e))?;
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (source, delivery_id, received_at) VALUES (?, ?, ?) \
+             ON CONFLICT (source, delivery_id) DO NOTHING",
+        )
+        .bind(&namespace)
+        .bind(digest)
+        .bind(to_db("received_at", at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&ctx(), e))?;
+        tx.commit().await.map_err(|e| db_error(&ctx(), e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn index_audit_events(&self, rows: &[AuditIndexRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());

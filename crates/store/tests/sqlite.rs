@@ -257,6 +257,23 @@ async fn replayed_delivery_is_refused() {
 }
 
 #[tokio::test]
+async fn replayed_signed_body_is_refused_within_its_window() {
+    for f in both().await {
+        let s = &f.store;
+        assert!(s.record_signed_body("github", "h1", 100, 50).await.unwrap());
+        assert!(!s.record_signed_body("github", "h1", 149, 50).await.unwrap());
+        // Another source, another body: new.
+        assert!(s.record_signed_body("gogs", "h1", 149, 50).await.unwrap());
+        assert!(s.record_signed_body("github", "h2", 149, 50).await.unwrap());
+        // Body digests and delivery ids do not collide.
+        assert!(s.record_delivery("github", "h1", 149).await.unwrap());
+        // Past the window the digest is new again.
+        assert!(s.record_signed_body("github", "h1", 150, 50).await.unwrap());
+        assert!(!s.record_signed_body("github", "h1", 151, 50).await.unwrap());
+    }
+}
+
+#[tokio::test]
 async fn meta_round_trips() {
     for f in both().await {
         let s = &f.store;

@@ -58,13 +58,17 @@ impl TokenClaims {
     /// The principal the token stands for. `issuer` is `lk_src` (where the
     /// identity came from), so policies see the same principal whether it
     /// arrives by SSO, CI OIDC or a Latchkey token. Attributes are not carried
-    /// in tokens and come back empty.
+    /// in tokens and come back empty. A token that names scopes gives a
+    /// principal narrowed to them (`scopes` is `Some`), so every decision on
+    /// it enforces them; a token without any is narrowed by policy alone.
     pub fn to_principal(&self) -> Principal {
         let mut principal = Principal::new(self.lk_kind, self.sub.clone(), self.lk_src.clone());
         principal.groups = self.groups.clone();
         principal.email = self.email.clone();
         principal.ci = self.lk_ci.clone().unwrap_or_default();
         principal.actor = self.act.clone();
+        let scopes: Vec<String> = self.scopes().map(str::to_owned).collect();
+        principal.scopes = (!scopes.is_empty()).then_some(scopes);
         principal
     }
 }
@@ -121,5 +125,19 @@ mod tests {
         assert_eq!(p.issuer, "buildkite");
         assert_eq!(p.ci.job_id.as_deref(), Some("42"));
         assert_eq!(p.actor.unwrap().sub, "bot");
+        assert_eq!(
+            p.scopes.as_deref(),
+            Some(&["read".to_owned(), "write".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn a_token_without_scopes_is_not_narrowed_by_scope() {
+        let json = serde_json::json!({
+            "iss": "i", "sub": "alice", "aud": "git", "exp": 2, "iat": 1, "nbf": 1, "jti": "j",
+            "lk_kind": "user", "lk_src": "okta"
+        });
+        let claims: TokenClaims = serde_json::from_value(json).unwrap();
+        assert_eq!(claims.to_principal().scopes, None);
     }
 }

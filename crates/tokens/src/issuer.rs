@@ -9,6 +9,22 @@ use latchkey_core::{Principal, SharedClock, UnixTime};
 
 use crate::{MAX_TOKEN_LIFETIME, RevocationSet, SigningKeyRing, TokenClaims, TokenError};
 
+/// Random bytes in a token id (`jti`); minted as unpadded base64url.
+const JTI_BYTES: usize = 16;
+
+/// Whether `value` has the form of a token id this issuer mints (16 random
+/// bytes, unpadded base64url: 22 characters). A revocation naming anything
+/// else could never match a token, so it is refused rather than recorded.
+pub fn is_jti(value: &str) -> bool {
+    value.len() == 22
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD
+            .decode(value)
+            .is_ok_and(|bytes| bytes.len() == JTI_BYTES)
+}
+
 /// How long minted tokens live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
@@ -43,9 +59,11 @@ pub struct MintRequest {
     pub scope: Vec<String>,
     /// Requested lifetime; the default when `None`.
     pub lifetime: Option<Duration>,
-    /// The subject token's `exp`: a workload's token never outlives the
-    /// credential it was exchanged for.
-    pub not_after: Option<UnixTime>,
+    /// The expiry of the credentials the token was exchanged for (the
+    /// subject token's `exp`, and the actor token's when delegated): no
+    /// token outlives the identity it came from, whatever the principal's
+    /// kind. Required, so no caller can mint without saying it.
+    pub not_after: UnixTime,
 }
 
 /// A signed token and what it says.
@@ -123,16 +141,17 @@ impl TokenIssuer {
         }
         let now = self.clock.unix();
         let requested = req.lifetime.unwrap_or(self.lifetimes.default);
-        let mut lifetime = requested.min(self.lifetimes.max).as_secs();
-        if let Some(not_after) = req.not_after {
-            lifetime = lifetime.min(not_after.saturating_sub(now));
-        }
+        // INVARIANT: exp <= not_after, so a token dies with its identity.
+        let lifetime = requested
+            .min(self.lifetimes.max)
+            .as_secs()
+            .min(req.not_after.saturating_sub(now));
         if lifetime == 0 {
             return Err(TokenError::LifetimeExhausted);
         }
         let key = self.keyring.signing_key()?;
 
-        let mut jti = [0u8; 16];
+        let mut jti = [0u8; JTI_BYTES];
         self.rng
             .fill(&mut jti)
             .map_err(|_| TokenError::Crypto("the system random generator failed".into()))?;
@@ -144,6 +163,7 @@ impl TokenIssuer {
             exp: now.saturating_add(lifetime),
             iat: now,
             nbf: now,
+            // INVARIANT: `is_jti` accepts exactly this form.
             jti: URL_SAFE_NO_PAD.encode(jti),
             scope: req.scope.join(" "),
             client_id: p.attributes.get("client_id").cloned(),
@@ -164,5 +184,27 @@ impl TokenIssuer {
             claims,
             expires_in: lifetime,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_form() {
+        assert!(is_jti(&URL_SAFE_NO_PAD.encode([0xffu8; JTI_BYTES])));
+        assert!(is_jti("LFq0bmlkClGj5Uo5FkCVGw"));
+        for bad in [
+            "",
+            "made-up",
+            "LFq0bmlkClGj5Uo5FkCVG",   // 21
+            "LFq0bmlkClGj5Uo5FkCVGw=", // padded
+            "LFq0bmlkClGj5Uo5FkCV+w",  // standard alphabet
+            "LFq0bmlkClGj5Uo5FkCVGx",  // non-canonical last character
+            "a.b.c",
+        ] {
+            assert!(!is_jti(bad), "`{bad}`");
+        }
     }
 }

@@ -29,7 +29,7 @@ mod verifier;
 
 pub use claims::TokenClaims;
 pub use error::TokenError;
-pub use issuer::{Lifetimes, MintRequest, MintedToken, TokenIssuer};
+pub use issuer::{Lifetimes, MintRequest, MintedToken, TokenIssuer, is_jti};
 pub use keyring::{KeyInfo, KeySchedule, KeyState, MaintenanceReport, SigningKeyRing};
 pub use master::MasterKey;
 pub use revocation::RevocationSet;

@@ -104,7 +104,8 @@ fn request(principal: Principal, audience: &str) -> MintRequest {
         audience: audience.into(),
         scope: vec!["git:read".into(), "git:write".into()],
         lifetime: None,
-        not_after: None,
+        // An identity that outlives every test clock: the caps decide.
+        not_after: u64::MAX,
     }
 }
 
@@ -202,6 +203,8 @@ async fn mint_verify_round_trip() {
     let verified = env.verifier.verify(&minted.token, "git").unwrap();
     assert_eq!(*verified.claims, minted.claims);
     p.attributes.clear(); // attributes are not carried in tokens
+    // The granted scopes narrow the principal the token stands for.
+    p.scopes = Some(vec!["git:read".into(), "git:write".into()]);
     assert_eq!(verified.principal, p);
 
     // Two tokens never share a jti.
@@ -214,7 +217,9 @@ async fn workload_claims_round_trip() {
     let minted = env.mint(ci_job(), "docs");
     assert_eq!(payload_of(&minted.token)["lk_ci"]["job_id"], "job-42");
     let verified = env.verifier.verify(&minted.token, "docs").unwrap();
-    assert_eq!(verified.principal, ci_job());
+    let mut expected = ci_job();
+    expected.scopes = Some(vec!["git:read".into(), "git:write".into()]);
+    assert_eq!(verified.principal, expected);
 }
 
 #[tokio::test]
@@ -715,29 +720,32 @@ async fn other_nodes_pick_up_rotation_on_maintain() {
 }
 
 #[tokio::test]
-async fn workload_token_never_outlives_not_after() {
+async fn no_token_outlives_not_after() {
     let env = Env::new().await;
-    let mut req = request(ci_job(), "git");
-    req.lifetime = Some(Duration::from_secs(HOUR));
-    req.not_after = Some(T0 + 100);
-    let minted = env.issuer.mint(&req).unwrap();
-    assert_eq!(minted.expires_in, 100);
-    assert_eq!(minted.claims.exp, T0 + 100);
+    // Every principal kind, not only workloads.
+    for principal in [alice(), ci_job()] {
+        let mut req = request(principal, "git");
+        req.lifetime = Some(Duration::from_secs(HOUR));
+        req.not_after = T0 + 100;
+        let minted = env.issuer.mint(&req).unwrap();
+        assert_eq!(minted.expires_in, 100);
+        assert_eq!(minted.claims.exp, T0 + 100);
 
-    req.not_after = Some(T0);
-    let err = env.issuer.mint(&req).unwrap_err();
-    assert!(matches!(err, TokenError::LifetimeExhausted));
-    req.not_after = Some(T0 - 10);
-    assert!(matches!(
-        env.issuer.mint(&req),
-        Err(TokenError::LifetimeExhausted)
-    ));
-    req.not_after = None;
-    req.lifetime = Some(Duration::ZERO);
-    assert!(matches!(
-        env.issuer.mint(&req),
-        Err(TokenError::LifetimeExhausted)
-    ));
+        req.not_after = T0;
+        let err = env.issuer.mint(&req).unwrap_err();
+        assert!(matches!(err, TokenError::LifetimeExhausted));
+        req.not_after = T0 - 10;
+        assert!(matches!(
+            env.issuer.mint(&req),
+            Err(TokenError::LifetimeExhausted)
+        ));
+        req.not_after = T0 + 86_400;
+        req.lifetime = Some(Duration::ZERO);
+        assert!(matches!(
+            env.issuer.mint(&req),
+            Err(TokenError::LifetimeExhausted)
+        ));
+    }
 }
 
 #[tokio::test]
