@@ -23,9 +23,9 @@ mod verify;
 
 pub use error::AuditError;
 pub use event::{AuditEvent, AuditRecord, DecisionRecord, EventKind, Outcome, PrincipalRef};
-pub use log::{AuditConfig, AuditLog, last_logged_seq};
-pub use signer::{AuditSigner, Checkpoint};
+pub use log::{Archived, AuditConfig, AuditLog, archive, last_logged_seq};
+pub use signer::{AuditSigner, CHECKPOINT_VERSION, Checkpoint};
 pub use verify::{
-    CHECKPOINT_FILE, LOG_FILE, MAX_EVENT_BYTES, RecordReader, VerifyFailure, VerifyReport,
-    read_records, verify,
+    CHECKPOINT_FILE, DEFAULT_CHECKPOINT_INTERVAL, LOG_FILE, MAX_EVENT_BYTES, RecordReader,
+    VerifyFailure, VerifyOptions, VerifyReport, read_records, verify, verify_with,
 };

@@ -88,6 +88,10 @@ impl Store for FlakyFakeIndex {
     async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.rows.lock().unwrap().keys().next_back().copied())
     }
+    async fn clear_audit_index(&self) -> Result<(), StoreError> {
+        self.rows.lock().unwrap().clear();
+        Ok(())
+    }
     async fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         unsupported()
     }

@@ -109,6 +109,19 @@ pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayE
     }))
 }
 
+/// Creates a directory (and missing parents) only its owner may enter,
+/// whatever the umask. An existing directory is left as it is.
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
 /// Writes a file readable only by its owner.
 pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
     use std::io::Write;
@@ -159,7 +172,7 @@ impl Gateway {
         clock: SharedClock,
     ) -> Result<Arc<Self>, GatewayError> {
         let data = config.server.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(io_err(format!(
+        create_private_dir(&data).map_err(io_err(format!(
             "cannot create data directory `{}`",
             data.display()
         )))?;
@@ -245,8 +258,8 @@ impl Gateway {
 
         let audit_signer = load_audit_signer(store.as_ref(), &master).await?;
         let audit_dir = data.join("audit");
-        std::fs::create_dir_all(&audit_dir)
-            .map_err(io_err(format!("cannot create `{}`", audit_dir.display())))?;
+        // Creates the directory (0700) and verifies the whole log; a log
+        // that does not verify stops the start here.
         let audit = AuditLog::open(
             &audit_dir,
             audit_signer,
@@ -258,6 +271,20 @@ impl Gateway {
             },
         )
         .await?;
+        if let Some((from, to)) = audit.unvouched_at_open() {
+            // Records a crash left without a checkpoint are signed over now;
+            // say so in the trail itself.
+            let event = crate::events::system(
+                crate::request_id::new_request_id(),
+                "audit.recover",
+                "unvouched_tail_signed".into(),
+                Some(format!(
+                    "records {from} to {to} had no checkpoint when the log was opened (the gateway did not shut down cleanly)"
+                )),
+                clock.unix_millis(),
+            );
+            audit.append(event).await?;
+        }
 
         let mut git_upstreams = BTreeMap::new();
         for (name, up) in &config.git.upstreams {
@@ -457,7 +484,10 @@ fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
 const AUDIT_KEY_META: &str = "audit_signing_key";
 const AUDIT_PUBLIC_META: &str = "audit_public_key";
 
-async fn load_audit_signer(
+/// The audit checkpoint key, decrypted with the master key; created (and
+/// its public half recorded) on first use. For the gateway and for
+/// `latchkey audit archive`, which signs the new log's first checkpoint.
+pub async fn load_audit_signer(
     store: &dyn Store,
     master: &MasterKey,
 ) -> Result<AuditSigner, GatewayError> {
