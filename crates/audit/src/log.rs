@@ -280,7 +280,9 @@ impl AuditLog {
             last_checkpoint_id: from_hex(&files.last_checkpoint.id()).unwrap_or(GENESIS),
             // A tail no checkpoint vouches for gets one at once.
             last_checkpoint_at: match files.unvouched {
-                Some(_) => Instant::now().checked_sub(interval).unwrap_or_else(Instant::now),
+                Some(_) => Instant::now()
+                    .checked_sub(interval)
+                    .unwrap_or_else(Instant::now),
                 None => Instant::now(),
             },
             checkpoint_tx,
@@ -1282,8 +1284,7 @@ pub fn archive(dir: &Path, now_ms: u64) -> Result<Archived, AuditError> {
     }
     create_private_dir(&target)?;
     let moved_log = target.join(LOG_FILE);
-    std::fs::rename(&log_path, &moved_log)
-        .map_err(|e| AuditError::io("move", &log_path, e))?;
+    std::fs::rename(&log_path, &moved_log).map_err(|e| AuditError::io("move", &log_path, e))?;
     if cp_path.exists() {
         std::fs::rename(&cp_path, target.join(CHECKPOINT_FILE))
             .map_err(|e| AuditError::io("move", &cp_path, e))?;

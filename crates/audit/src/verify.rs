@@ -632,14 +632,7 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport,
         }
         Ok(())
     };
-    take_checkpoints(
-        &mut pending,
-        &mut cps,
-        0,
-        &GENESIS,
-        0,
-        &mut checkpoints,
-    )?;
+    take_checkpoints(&mut pending, &mut cps, 0, &GENESIS, 0, &mut checkpoints)?;
 
     loop {
         let (line_no, line) = match lines.next_line()? {

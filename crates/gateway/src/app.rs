@@ -111,7 +111,7 @@ pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayE
 
 /// Creates a directory (and missing parents) only its owner may enter,
 /// whatever the umask. An existing directory is left as it is.
-pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

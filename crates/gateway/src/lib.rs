@@ -21,6 +21,7 @@ mod request_id;
 mod webhooks;
 
 pub use app::{
-    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, load_audit_signer, load_master_key, router,
+    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, create_private_dir,
+    load_audit_signer, load_master_key, router,
 };
 pub use listener::{ServeError, serve, tls_server_config};

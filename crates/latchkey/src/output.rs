@@ -142,10 +142,7 @@ async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
                 );
             }
             if !args.witness.is_empty() {
-                println!(
-                    "{} witnessed checkpoint(s) match the log",
-                    report.witnessed
-                );
+                println!("{} witnessed checkpoint(s) match the log", report.witnessed);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,14 +168,13 @@ async fn archive(args: AuditArchiveArgs) -> Result<ExitCode> {
     let store = std::sync::Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
     let signer = latchkey_gateway::load_audit_signer(store.as_ref(), &master).await?;
     let clock: latchkey_core::SharedClock = std::sync::Arc::new(SystemClock);
-    let archived = latchkey_audit::archive(&audit_dir, clock.unix_millis()).map_err(|e| {
-        match e {
-            latchkey_audit::AuditError::Locked { .. } => anyhow::anyhow!(
-                "{e}; `latchkey audit archive` needs the gateway stopped"
-            ),
+    let archived =
+        latchkey_audit::archive(&audit_dir, clock.unix_millis()).map_err(|e| match e {
+            latchkey_audit::AuditError::Locked { .. } => {
+                anyhow::anyhow!("{e}; `latchkey audit archive` needs the gateway stopped")
+            }
             other => other.into(),
-        }
-    })?;
+        })?;
     store
         .clear_audit_index()
         .await

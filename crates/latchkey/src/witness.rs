@@ -22,7 +22,10 @@ pub(crate) async fn load(source: &str) -> Result<Vec<Checkpoint>> {
                 response.status()
             );
         }
-        let body = response.bytes().await.context("reading the witness's answer")?;
+        let body = response
+            .bytes()
+            .await
+            .context("reading the witness's answer")?;
         if body.len() > MAX_WITNESS_BYTES {
             bail!("the witness's answer is larger than {MAX_WITNESS_BYTES} bytes");
         }
@@ -42,8 +45,7 @@ fn parse(text: &str) -> Result<Vec<Checkpoint>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("line {} is not a checkpoint", i + 1))
+            serde_json::from_str(l).with_context(|| format!("line {} is not a checkpoint", i + 1))
         })
         .collect()
 }

@@ -124,7 +124,11 @@ fn dev_refuses(sb: &Sandbox) {
     let o = child.wait_with_output().unwrap();
     assert!(!o.status.success());
     let err = stderr(&o);
-    for n in ["does not verify", "latchkey audit verify", "latchkey audit archive"] {
+    for n in [
+        "does not verify",
+        "latchkey audit verify",
+        "latchkey audit archive",
+    ] {
         assert!(err.contains(n), "expected `{n}` in:\n{err}");
     }
 }
