@@ -10,6 +10,9 @@
 //! outcome), synced with the next batch or within a few milliseconds; and
 //! [`verify`] names the first record that does not check out.
 //!
+//! No secret is recorded: anything token-shaped in an event (a JWT or JWE
+//! anywhere in any field) is written only as its `jti` or its SHA-256.
+//!
 //! This crate does not decide anything, store keys, serve queries or ship
 //! events elsewhere: the log file is the source of truth, and the store's
 //! audit index is a convenience kept up to date from it.
@@ -18,6 +21,7 @@ mod error;
 mod event;
 mod format;
 mod log;
+mod redact;
 mod signer;
 mod verify;
 

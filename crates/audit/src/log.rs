@@ -383,7 +383,14 @@ impl AuditLog {
         if let Some(reason) = self.inner.shared.failure() {
             return Err(AuditError::Unavailable(reason));
         }
-        let json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        let mut event = event;
+        let mut json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        // INVARIANT: no token-shaped string is written, published or indexed,
+        // whichever field of the event carries it.
+        if let Some(redacted) = crate::redact::redact_tokens(&json) {
+            event = serde_json::from_str(&redacted).map_err(AuditError::Encode)?;
+            json = redacted;
+        }
         if json.len() > MAX_EVENT_BYTES {
             return Err(AuditError::TooLarge {
                 bytes: json.len(),
