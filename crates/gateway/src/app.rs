@@ -64,6 +64,9 @@ pub struct StartOptions {
 /// log (it trails by a few milliseconds), see [`AuditLog::wait_indexed`].
 pub(crate) const AUDIT_INDEX_WAIT: Duration = Duration::from_secs(2);
 
+/// How long shutdown waits for the witnesses to take the final checkpoint.
+const WITNESS_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds the Firestore upstream from `[firestore]` as start-up would:
 /// reads and checks a service-account key file and finds the root
 /// certificates for Google's TLS, without contacting anyone. For
@@ -161,6 +164,9 @@ pub struct Gateway {
     pub(crate) webhook_secrets: BTreeMap<latchkey_events::Source, Vec<u8>>,
     /// The Firestore front end, when `[firestore]` is configured.
     pub(crate) firestore: Option<Arc<crate::firestore::FirestoreFront>>,
+    /// The audit witness tasks, given a moment at shutdown to deliver the
+    /// final checkpoint.
+    witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Gateway {
@@ -285,6 +291,15 @@ impl Gateway {
             );
             audit.append(event).await?;
         }
+        let witnesses = match &config.audit.witness {
+            Some(w) => {
+                crate::witness::spawn(w, &audit.checkpoints()).map_err(|e| GatewayError::Io {
+                    what: "cannot build the audit witness's HTTP client".into(),
+                    source: std::io::Error::other(e),
+                })?
+            }
+            None => Vec::new(),
+        };
 
         let mut git_upstreams = BTreeMap::new();
         for (name, up) in &config.git.upstreams {
@@ -350,6 +365,7 @@ impl Gateway {
             git_limits,
             public_url,
             webhook_secrets,
+            witnesses: std::sync::Mutex::new(witnesses),
         }))
     }
 
@@ -403,10 +419,21 @@ impl Gateway {
         self.keyring.rotate_now().await
     }
 
-    /// Flushes the audit log and writes a final checkpoint.
+    /// Flushes the audit log, writes a final checkpoint, and gives the
+    /// witnesses a few seconds to take it.
     pub async fn shutdown(&self) {
         if let Err(e) = self.audit.shutdown().await {
             tracing::error!(error = %e, "audit shutdown failed");
+        }
+        let witnesses =
+            std::mem::take(&mut *self.witnesses.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in witnesses {
+            if tokio::time::timeout(WITNESS_SHUTDOWN_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::error!("the audit witness did not take the final checkpoint in time");
+            }
         }
     }
 

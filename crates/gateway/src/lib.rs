@@ -19,6 +19,7 @@ mod listener;
 mod oauth;
 mod request_id;
 mod webhooks;
+mod witness;
 
 pub use app::{
     Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, create_private_dir,
