@@ -89,18 +89,36 @@ fn verify_fails(sb: &Sandbox, names: &[&str]) {
     }
 }
 
-/// Runs `latchkey dev` on the sandbox's data; the gateway must refuse to
-/// start, saying how to investigate and how to start a new log.
-#[track_caller]
-fn dev_refuses(sb: &Sandbox) {
+/// What `latchkey dev` on an existing data directory did.
+enum Dev {
+    /// It served `/admin/health`; stopped cleanly since.
+    Served,
+    /// It exited without serving.
+    Exited(std::process::Output),
+}
+
+/// Runs `latchkey dev` on `data` (under `umask 000` when `open_umask`),
+/// until it serves (then stops it with SIGTERM) or exits.
+fn dev_on(data: &Path, open_umask: bool) -> Dev {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = latchkey_cmd(["dev", "--data"])
-        .arg(&sb.data)
+    let mut cmd = latchkey_cmd(["dev", "--data"]);
+    if open_umask {
+        let bin = std::env::var_os("LATCHKEY_TEST_BIN").unwrap_or_else(|| BIN.into());
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+            .arg(bin)
+            .args(["dev", "--data"])
+            .env("LATCHKEY_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        cmd = sh;
+    }
+    let mut child = cmd
+        .arg(data)
         .args(["--listen", &addr])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -109,19 +127,34 @@ fn dev_refuses(sb: &Sandbox) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if child.try_wait().unwrap().is_some() {
-            break;
+            return Dev::Exited(child.wait_with_output().unwrap());
         }
-        if http_status(&addr, "/admin/health") == Some(200) || Instant::now() > deadline {
-            let _ = child.kill();
+        if http_status(&addr, "/admin/health") == Some(200) {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
             let o = child.wait_with_output().unwrap();
-            panic!(
-                "`latchkey dev` started on a log that does not verify:\n{}",
-                stderr(&o)
-            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            return Dev::Served;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`latchkey dev` neither served nor exited within 20 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = child.wait_with_output().unwrap();
+}
+
+/// Runs `latchkey dev` on the sandbox's data; the gateway must refuse to
+/// start, saying how to investigate and how to start a new log.
+#[track_caller]
+fn dev_refuses(sb: &Sandbox) {
+    let o = match dev_on(&sb.data, false) {
+        Dev::Exited(o) => o,
+        Dev::Served => panic!("`latchkey dev` started on a log that does not verify"),
+    };
     assert!(!o.status.success());
     let err = stderr(&o);
     for n in [
@@ -175,4 +208,73 @@ fn regression_a_record_changed_mid_log_stops_the_gateway() {
 
     verify_fails(&sb, &["hash does not match its contents"]);
     dev_refuses(&sb);
+}
+
+#[test]
+fn archive_keeps_a_bad_log_as_evidence_and_lets_the_gateway_start_a_new_one() {
+    let sb = used_sandbox();
+    let dir = audit_dir(&sb);
+    let mut lines = read_lines(&dir.join("audit.log"));
+    lines[0] = lines[0].replacen("\"time_ms\":", "\"time_ms\":1", 1);
+    write_lines(&dir.join("audit.log"), &lines);
+    dev_refuses(&sb);
+
+    let o = ok(sb.cli(&["audit", "archive", "--reason", "record 1 changed"]));
+    let out = stdout(&o);
+    assert!(out.contains("archived the audit log"), "{out}");
+    let archived: Vec<_> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(archived.len(), 1);
+    // The evidence is kept byte for byte.
+    assert_eq!(read_lines(&archived[0].join("audit.log")), lines);
+
+    // The new log starts with a record naming the archived one.
+    let o = ok(sb.cli(&["audit", "verify"]));
+    assert!(
+        stdout(&o).contains("audit log intact: 1 record(s)"),
+        "{}",
+        stdout(&o)
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(&read_lines(&dir.join("audit.log"))[0]).unwrap();
+    let event = &first["event"];
+    assert_eq!(event["action"], "audit.archive");
+    assert_eq!(
+        event["context"]["archived"],
+        archived[0].display().to_string()
+    );
+    let last_old: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(event["context"]["archived_last_hash"], last_old["hash"]);
+    assert_eq!(event["outcome"]["detail"], "record 1 changed");
+
+    assert!(matches!(dev_on(&sb.data, false), Dev::Served));
+    ok(sb.cli(&["audit", "verify"]));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(matches!(dev_on(&data, true), Dev::Served));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("audit")), 0o700);
+    for file in [
+        "master.key",
+        "latchkey.db",
+        "dev-issuer-key.pk8",
+        "audit/audit.log",
+        "audit/checkpoints.log",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    for file in ["latchkey.db-wal", "latchkey.db-shm"] {
+        if data.join(file).exists() {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+    }
 }
