@@ -191,6 +191,27 @@ mod tests {
     }
 
     #[test]
+    fn whatever_surrounds_a_token_it_is_removed_and_the_json_stays_valid() {
+        let t = jwt(r#"{"sub":"alice"}"#);
+        let sig = t.rsplit('.').next().unwrap().to_owned();
+        let glue = [
+            "", "x", "e", "ey", ".", "..", "a.b.", "\n", "\"", "\\", "\u{e9}", " ", "=", "%2E",
+            "é", "\u{0}", "-_", "eyJ",
+        ];
+        for before in glue {
+            for after in glue {
+                let text = format!("{before}{t}{after}");
+                let json =
+                    serde_json::to_string(&serde_json::json!({ "v": text, "n": 1 })).unwrap();
+                let out = redact_tokens(&json).unwrap_or(json);
+                assert!(!out.contains(&sig), "{before:?} {after:?}: {out}");
+                let v: Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["n"], 1);
+            }
+        }
+    }
+
+    #[test]
     fn jwe_is_covered() {
         let jwe = format!(
             "{}.{}.{}.{}.{}",

@@ -49,3 +49,20 @@ fn parse(text: &str) -> Result<Vec<Checkpoint>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const CP: &str = r#"{"v":2,"n":1,"prev":"00","seq":0,"hash":"00","log_bytes":0,"time_ms":1,"key_id":"audit-1","sig":"x"}"#;
+
+    #[test]
+    fn json_lines_and_arrays_are_read() {
+        assert_eq!(parse(&format!("{CP}\n\n{CP}\n")).unwrap().len(), 2);
+        assert_eq!(parse(&format!(" [{CP},{CP}]")).unwrap().len(), 2);
+        assert_eq!(parse("").unwrap().len(), 0);
+        let err = parse(&format!("{CP}\nnot json\n")).unwrap_err();
+        assert_eq!(err.to_string(), "line 2 is not a checkpoint");
+    }
+}

@@ -278,3 +278,57 @@ fn the_data_directory_is_private_whatever_the_umask() {
         }
     }
 }
+
+/// Serves `body` on GET at a random port until the runtime is dropped.
+fn serve_witness(rt: &tokio::runtime::Runtime, body: String) -> String {
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/witness",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { body }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/witness", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    })
+}
+
+#[test]
+fn verify_proves_the_log_against_a_witness_file_or_url() {
+    let sb = used_sandbox();
+    let dir = audit_dir(&sb);
+    let witnessed = std::fs::read_to_string(dir.join("checkpoints.log")).unwrap();
+    let spare = tempfile::tempdir().unwrap();
+    let file = spare.path().join("witness.log");
+    std::fs::write(&file, &witnessed).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = serve_witness(&rt, witnessed.clone());
+
+    let file_arg = file.display().to_string();
+    for source in [file_arg.as_str(), url.as_str()] {
+        let o = ok(sb.cli(&["audit", "verify", "--witness", source]));
+        assert!(
+            stdout(&o).contains("witnessed checkpoint(s) match the log"),
+            "{}",
+            stdout(&o)
+        );
+    }
+
+    // Cut back to the first checkpoint, which vouches for the empty log:
+    // locally consistent, but the witness holds more.
+    write_lines(&dir.join("audit.log"), &[]);
+    let first = read_lines(&dir.join("checkpoints.log")).remove(0);
+    write_lines(&dir.join("checkpoints.log"), &[first]);
+    for source in [file_arg.as_str(), url.as_str()] {
+        let o = sb.cli(&["audit", "verify", "--witness", source]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains("the witness holds checkpoint 2"),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
