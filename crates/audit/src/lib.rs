@@ -4,7 +4,13 @@
 //! lines; every record's hash covers its seq, the previous record's hash and
 //! its event bytes, so changing, removing or reordering a record breaks the
 //! chain. An Ed25519 key signs periodic checkpoints in `checkpoints.log`, so a
-//! rewritten chain or a cut-off tail is detected too. [`AuditLog::append`]
+//! rewritten chain or a cut-off tail is detected too; the checkpoints form
+//! their own chain from the empty log on, so none can be dropped, and
+//! [`verify_with`] refuses records no checkpoint vouches for beyond one
+//! interval, an index that knows more than the log, and a log that lacks or
+//! contradicts a witnessed checkpoint. [`AuditLog::open`] verifies the log
+//! the same way and refuses to extend one that does not verify; [`archive`]
+//! moves such a log aside as evidence. [`AuditLog::append`]
 //! answers only after the record is written and synced (group commit);
 //! [`AuditLog::append_buffered`] queues a record nobody waits for (a read's
 //! outcome), synced with the next batch or within a few milliseconds; and

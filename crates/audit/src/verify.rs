@@ -578,13 +578,16 @@ pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyRep
 /// witnessed. Returns the first failure found, in log order, as
 /// [`AuditError::Verify`].
 pub fn verify_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, AuditError> {
-    let mut lines = LineReader::open(&dir.join(LOG_FILE))?;
+    // INVARIANT: the checkpoints are measured before the log, so beside a
+    // running writer every checkpoint read vouches only for records that
+    // are in the part of the log read (a checkpoint follows its records).
     let cp_path = dir.join(CHECKPOINT_FILE);
     let cp_lines = match File::open(&cp_path) {
         Ok(file) => Some(LineReader::new(&cp_path, file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(AuditError::io("open", &cp_path, e)),
     };
+    let mut lines = LineReader::open(&dir.join(LOG_FILE))?;
     let mut cps = CheckpointStream {
         lines: cp_lines,
         keys: opts.keys,
