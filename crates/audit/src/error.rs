@@ -44,6 +44,19 @@ pub enum AuditError {
     /// `verify` found the first record or checkpoint that does not check out.
     #[error("audit log failed verification: {0}")]
     Verify(VerifyFailure),
+    /// The log does not verify, so it is not extended: nothing signed by
+    /// this writer may vouch for records written without the key.
+    #[error(
+        "audit log `{}` does not verify: {failure}. Investigate with `latchkey audit verify`; \
+         to keep it as evidence and start a new log, run `latchkey audit archive`",
+        .path.display()
+    )]
+    Refused {
+        /// The log file.
+        path: PathBuf,
+        /// The first thing that does not check out.
+        failure: VerifyFailure,
+    },
     /// The log was shut down; nothing more can be recorded.
     #[error("the audit log is shut down; no more events can be recorded")]
     Closed,

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::error::AuditError;
 use crate::event::{AuditEvent, AuditRecord, index_row};
 use crate::format::{GENESIS, encode_line, from_hex, parse_line, record_hash, to_hex};
-use crate::signer::{AuditSigner, Checkpoint};
+use crate::signer::{AuditSigner, Checkpoint, CheckpointBody};
 use crate::verify::{CHECKPOINT_FILE, LOG_FILE, MAX_EVENT_BYTES, MAX_LINE_BYTES};
 
 /// How many records a live-tail subscriber may fall behind before it sees
@@ -80,6 +80,9 @@ struct Inner {
     indexed: Option<watch::Receiver<u64>>,
     /// Tells the indexer to stop gathering and write now.
     hurry: Arc<Notify>,
+    /// The last checkpoint written.
+    checkpoints: watch::Receiver<Checkpoint>,
+    unvouched_at_open: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -184,12 +187,15 @@ struct IndexItem {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`. Reads the tail and checks the last
-    /// record's own hash, refusing a corrupt tail; an incomplete last line
-    /// (a crash mid-write, never acknowledged) is truncated with a warning.
-    /// Refuses a log that a checkpoint says is longer than it is. Starts the
-    /// writer thread, the checkpoint timer and, with an `index`, the indexer,
-    /// which first catches the index up with the log.
+    /// Opens (or creates) the log in `dir`. An incomplete last line (a crash
+    /// mid-write, never acknowledged) is truncated with a warning. Then the
+    /// whole log is verified as `latchkey audit verify` does, with the
+    /// signer's key, the configured interval and the index's highest seq, and
+    /// any failure refuses the log ([`AuditError::Refused`]): the gateway
+    /// never extends, or signs over, a log that does not verify. A new log's
+    /// first checkpoint vouches for the empty log. Starts the writer thread,
+    /// the checkpoint timer and, with an `index`, the indexer, which first
+    /// catches the index up with the log.
     ///
     /// Must be called inside a Tokio runtime.
     pub async fn open(
@@ -199,10 +205,33 @@ impl AuditLog {
         clock: SharedClock,
         config: AuditConfig,
     ) -> Result<AuditLog, AuditError> {
+        let interval = config.checkpoint_interval.max(Duration::from_millis(10));
+        let index_max_seq = match &index {
+            Some(store) => match store.max_audit_seq().await {
+                Ok(max) => Some(max.unwrap_or(0)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the audit index position; the log is verified without it");
+                    None
+                }
+            },
+            None => None,
+        };
         let owned_dir = dir.to_path_buf();
-        let files = tokio::task::spawn_blocking(move || open_files(&owned_dir))
-            .await
-            .map_err(|e| AuditError::Unavailable(format!("opening the log panicked: {e}")))??;
+        let open_clock = clock.clone();
+        let (files, signer) = tokio::task::spawn_blocking(move || {
+            open_files(&owned_dir, &signer, interval, index_max_seq, &open_clock)
+                .map(|files| (files, signer))
+        })
+        .await
+        .map_err(|e| AuditError::Unavailable(format!("opening the log panicked: {e}")))??;
+        if let Some((from, to)) = files.unvouched {
+            tracing::warn!(
+                from,
+                to,
+                "audit records after the last checkpoint (the log was not shut down cleanly); signing a checkpoint over them now"
+            );
+        }
+        let (checkpoint_tx, checkpoint_rx) = watch::channel(files.last_checkpoint.clone());
 
         let queue_capacity = config.queue_capacity.max(1);
         let (tx, rx) = flume::bounded(queue_capacity);
@@ -240,13 +269,23 @@ impl AuditLog {
             checkpoints: files.checkpoints,
             signer,
             clock,
-            interval: config.checkpoint_interval.max(Duration::from_millis(10)),
+            interval,
             buffered_sync: config.buffered_sync,
             max_batch: queue_capacity,
             last_seq: files.last_seq,
             last_hash: files.last_hash,
-            last_checkpoint_seq: files.last_checkpoint_seq,
-            last_checkpoint_at: Instant::now(),
+            log_bytes: files.log_bytes,
+            last_checkpoint_seq: files.last_checkpoint.seq,
+            last_checkpoint_n: files.last_checkpoint.n,
+            last_checkpoint_id: from_hex(&files.last_checkpoint.id()).unwrap_or(GENESIS),
+            // A tail no checkpoint vouches for gets one at once.
+            last_checkpoint_at: match files.unvouched {
+                Some(_) => Instant::now()
+                    .checked_sub(interval)
+                    .unwrap_or_else(Instant::now),
+                None => Instant::now(),
+            },
+            checkpoint_tx,
             failed: None,
             shared: shared.clone(),
             live: live.clone(),
@@ -271,8 +310,23 @@ impl AuditLog {
                 tasks: Mutex::new(tasks),
                 indexed,
                 hurry,
+                checkpoints: checkpoint_rx,
+                unvouched_at_open: files.unvouched,
             }),
         })
+    }
+
+    /// The last checkpoint signed, updated as each new one is written: what
+    /// a witness is sent.
+    pub fn checkpoints(&self) -> watch::Receiver<Checkpoint> {
+        self.inner.checkpoints.clone()
+    }
+
+    /// The records (first and last seq) that no checkpoint vouched for when
+    /// the log was opened: written just before a crash, within the interval
+    /// `verify` allows. The writer has signed over them since.
+    pub fn unvouched_at_open(&self) -> Option<(u64, u64)> {
+        self.inner.unvouched_at_open
     }
 
     /// Appends an event and returns its seq once the record is written and
@@ -329,7 +383,14 @@ impl AuditLog {
         if let Some(reason) = self.inner.shared.failure() {
             return Err(AuditError::Unavailable(reason));
         }
-        let json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        let mut event = event;
+        let mut json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        // INVARIANT: no token-shaped string is written, published or indexed,
+        // whichever field of the event carries it.
+        if let Some(redacted) = crate::redact::redact_tokens(&json) {
+            event = serde_json::from_str(&redacted).map_err(AuditError::Encode)?;
+            json = redacted;
+        }
         if json.len() > MAX_EVENT_BYTES {
             return Err(AuditError::TooLarge {
                 bytes: json.len(),
@@ -416,22 +477,55 @@ struct OpenFiles {
     checkpoints: File,
     last_seq: u64,
     last_hash: [u8; 32],
-    last_checkpoint_seq: u64,
+    log_bytes: u64,
+    last_checkpoint: Checkpoint,
+    /// Records after the last checkpoint (a crash before it was written).
+    unvouched: Option<(u64, u64)>,
 }
 
-fn open_files(dir: &Path) -> Result<OpenFiles, AuditError> {
-    std::fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
+/// Creates `dir` (and missing parents) readable only by its owner, whatever
+/// the umask.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), AuditError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| AuditError::io("create directory", dir, e))
+}
+
+/// Opens (creating it readable and writable only by its owner, whatever the
+/// umask) a file to append to.
+pub(crate) fn open_private_append(path: &Path) -> Result<File, AuditError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|e| AuditError::io("open", path, e))
+}
+
+/// Locks the log, cuts incomplete last lines (a crash mid-write, never
+/// acknowledged), and verifies the whole log and checkpoint chain as
+/// `latchkey audit verify` would. A fresh log gets its first checkpoint,
+/// which vouches for the empty log.
+fn open_files(
+    dir: &Path,
+    signer: &AuditSigner,
+    interval: Duration,
+    index_max_seq: Option<u64>,
+    clock: &SharedClock,
+) -> Result<OpenFiles, AuditError> {
+    create_private_dir(dir)?;
     let log_path = dir.join(LOG_FILE);
     let cp_path = dir.join(CHECKPOINT_FILE);
-    let open = |path: &Path| {
-        OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| AuditError::io("open", path, e))
-    };
-    let mut log = open(&log_path)?;
+    let mut log = open_private_append(&log_path)?;
     match log.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -439,59 +533,52 @@ fn open_files(dir: &Path) -> Result<OpenFiles, AuditError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io("lock", &log_path, e)),
     }
-    let mut checkpoints = open(&cp_path)?;
+    let mut checkpoints = open_private_append(&cp_path)?;
+    last_line(&mut log, &log_path)?;
+    last_line(&mut checkpoints, &cp_path)?;
 
-    let corrupt = |path: &Path, what: String| AuditError::Corrupt {
-        path: path.to_path_buf(),
-        line: None,
-        what,
-    };
+    // INVARIANT: the writer extends only a log that verifies, so nothing it
+    // signs vouches for records written without the key.
+    let keys = [(signer.key_id().to_owned(), signer.public_key())];
+    let report = crate::verify::verify_with(
+        dir,
+        &crate::verify::VerifyOptions {
+            keys: &keys,
+            checkpoint_interval: interval,
+            index_max_seq,
+            witness: &[],
+        },
+    )
+    .map_err(|e| match e {
+        AuditError::Verify(failure) => AuditError::Refused {
+            path: log_path.clone(),
+            failure,
+        },
+        other => other,
+    })?;
+    let last_hash = from_hex(&report.last_hash).unwrap_or(GENESIS);
 
-    let (last_seq, last_hash) = match last_line(&mut log, &log_path)? {
-        None => (0, GENESIS),
-        Some(line) => {
-            let raw = parse_line(&line).map_err(|w| {
-                corrupt(
-                    &log_path,
-                    format!("the last record is not a valid audit record ({w})"),
-                )
-            })?;
-            if !raw.hash_matches() {
-                return Err(corrupt(
-                    &log_path,
-                    format!("the last record ({}) does not match its hash", raw.seq),
-                ));
-            }
-            (raw.seq, raw.hash)
+    let last_checkpoint = match report.last_checkpoint {
+        Some(cp) => cp,
+        None => {
+            // A new, empty log (verify refuses records without a checkpoint).
+            let cp = signer.sign_checkpoint(
+                CheckpointBody {
+                    n: 1,
+                    prev: GENESIS,
+                    seq: 0,
+                    hash: GENESIS,
+                    log_bytes: 0,
+                },
+                clock.unix_millis(),
+            );
+            write_checkpoint(&mut checkpoints, &cp)
+                .map_err(|e| AuditError::io("write", &cp_path, e))?;
+            cp
         }
     };
-
-    let last_checkpoint_seq = match last_line(&mut checkpoints, &cp_path)? {
-        None => 0,
-        Some(line) => {
-            let cp: Checkpoint = serde_json::from_slice(&line).map_err(|e| {
-                corrupt(&cp_path, format!("the last checkpoint is unreadable ({e})"))
-            })?;
-            if cp.seq > last_seq {
-                return Err(corrupt(
-                    &log_path,
-                    format!(
-                        "log ends at record {last_seq} but checkpoint at {} vouches for more (the tail was cut off)",
-                        cp.seq
-                    ),
-                ));
-            }
-            if cp.seq == last_seq && from_hex(&cp.hash) != Some(last_hash) {
-                return Err(corrupt(
-                    &log_path,
-                    format!(
-                        "the last record ({last_seq}) differs from the one its checkpoint signed"
-                    ),
-                ));
-            }
-            cp.seq
-        }
-    };
+    let unvouched = (report.last_seq > last_checkpoint.seq)
+        .then_some((last_checkpoint.seq + 1, report.last_seq));
 
     // Make the files' directory entries durable (they may have just been created).
     File::open(dir)
@@ -501,10 +588,20 @@ fn open_files(dir: &Path) -> Result<OpenFiles, AuditError> {
     Ok(OpenFiles {
         log,
         checkpoints,
-        last_seq,
+        last_seq: report.last_seq,
         last_hash,
-        last_checkpoint_seq,
+        log_bytes: report.log_bytes,
+        last_checkpoint,
+        unvouched,
     })
+}
+
+/// Appends one checkpoint line and syncs it.
+fn write_checkpoint(file: &mut File, cp: &Checkpoint) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    file.write_all(&line)?;
+    file.sync_data()
 }
 
 /// The last complete line of a file (without its newline). An incomplete
@@ -617,8 +714,13 @@ struct Writer {
     /// The last record written to the file (durable or not).
     last_seq: u64,
     last_hash: [u8; 32],
+    /// The length of the records written.
+    log_bytes: u64,
     last_checkpoint_seq: u64,
+    last_checkpoint_n: u64,
+    last_checkpoint_id: [u8; 32],
     last_checkpoint_at: Instant,
+    checkpoint_tx: watch::Sender<Checkpoint>,
     failed: Option<String>,
     shared: Arc<Shared>,
     live: broadcast::Sender<Arc<AuditRecord>>,
@@ -806,6 +908,7 @@ impl Writer {
             self.fail(&e);
             return;
         }
+        self.log_bytes += self.buf.len() as u64;
         self.last_seq = seq;
         self.last_hash = prev;
         if waited {
@@ -883,34 +986,35 @@ impl Writer {
     fn checkpoint(&mut self) {
         // A checkpoint vouches only for durable records.
         self.sync();
-        if self.failed.is_some() || self.last_seq == 0 || self.last_seq <= self.last_checkpoint_seq
-        {
+        if self.failed.is_some() || self.last_seq <= self.last_checkpoint_seq {
             return;
         }
-        let cp =
-            self.signer
-                .sign_checkpoint(self.last_seq, &self.last_hash, self.clock.unix_millis());
-        let mut line = match serde_json::to_vec(&cp) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!(error = %e, "could not encode an audit checkpoint");
-                self.last_checkpoint_at = Instant::now();
-                return;
-            }
-        };
-        line.push(b'\n');
-        // Tried again after a whole interval, success or not.
+        let cp = self.signer.sign_checkpoint(
+            CheckpointBody {
+                n: self.last_checkpoint_n + 1,
+                prev: self.last_checkpoint_id,
+                seq: self.last_seq,
+                hash: self.last_hash,
+                log_bytes: self.log_bytes,
+            },
+            self.clock.unix_millis(),
+        );
         self.last_checkpoint_at = Instant::now();
-        match self
-            .checkpoints
-            .write_all(&line)
-            .and_then(|()| self.checkpoints.sync_data())
-        {
-            Ok(()) => self.last_checkpoint_seq = self.last_seq,
+        match write_checkpoint(&mut self.checkpoints, &cp) {
+            Ok(()) => {
+                self.last_checkpoint_seq = cp.seq;
+                self.last_checkpoint_n = cp.n;
+                self.last_checkpoint_id = from_hex(&cp.id()).unwrap_or(GENESIS);
+                self.checkpoint_tx.send_replace(cp);
+            }
             Err(e) => {
-                // The records themselves are durable; a missing checkpoint
-                // only weakens tail-cut detection until the next one.
-                tracing::error!(path = %self.cp_path.display(), error = %e, "could not write an audit checkpoint");
+                // INVARIANT: records no checkpoint vouches for stay within one
+                // interval, which `verify` relies on; a checkpoint that cannot
+                // be written fails the log like a record that cannot be.
+                let reason = format!("writing `{}` failed: {e}", self.cp_path.display());
+                tracing::error!(error = %reason, "audit checkpoint write failed; refusing every append until reopened");
+                self.shared.set_failure(&reason);
+                self.failed = Some(reason);
             }
         }
     }
@@ -1130,4 +1234,92 @@ async fn catch_up(dir: &Path, store: &SharedStore, after: u64, upto: u64) -> u64
         }
     }
     done
+}
+
+/// Where [`archive`] put a log, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The directory now holding the old `audit.log` and `checkpoints.log`.
+    pub dir: PathBuf,
+    /// The old log's last complete record (0 for an empty log).
+    pub last_seq: u64,
+    /// That record's hash as stored, lowercase hex (`None` when the last line
+    /// is not a record: the log is corrupt there).
+    pub last_hash: Option<String>,
+}
+
+/// Moves the log and its checkpoints out of the way, into
+/// `dir/archive/<UTC time>/`, so the next [`AuditLog::open`] starts a new
+/// log. Nothing is verified or changed: the archived files are the evidence.
+/// Refused while a writer holds the log ([`AuditError::Locked`]). The caller
+/// records the archive as the new log's first record, naming [`Archived`].
+pub fn archive(dir: &Path, now_ms: u64) -> Result<Archived, AuditError> {
+    let log_path = dir.join(LOG_FILE);
+    let cp_path = dir.join(CHECKPOINT_FILE);
+    let mut log = match OpenOptions::new().read(true).open(&log_path) {
+        Ok(file) => file,
+        Err(e) => return Err(AuditError::io("open", &log_path, e)),
+    };
+    match log.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(AuditError::Locked { path: log_path });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io("lock", &log_path, e)),
+    }
+    let (last_seq, last_hash) = match last_complete_line(&mut log, &log_path)? {
+        None => (0, None),
+        Some(line) => match parse_line(&line) {
+            Ok(raw) => (raw.seq, Some(to_hex(&raw.hash))),
+            Err(_) => (crate::format::peek_seq(&line).unwrap_or(0), None),
+        },
+    };
+    let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| now_ms.to_string());
+    let mut target = dir.join("archive").join(&stamp);
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = dir.join("archive").join(format!("{stamp}-{n}"));
+    }
+    create_private_dir(&target)?;
+    let moved_log = target.join(LOG_FILE);
+    std::fs::rename(&log_path, &moved_log).map_err(|e| AuditError::io("move", &log_path, e))?;
+    if cp_path.exists() {
+        std::fs::rename(&cp_path, target.join(CHECKPOINT_FILE))
+            .map_err(|e| AuditError::io("move", &cp_path, e))?;
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io("sync directory", dir, e))?;
+    drop(log);
+    Ok(Archived {
+        dir: target,
+        last_seq,
+        last_hash,
+    })
+}
+
+/// The last line ending in a newline, read without changing the file.
+fn last_complete_line(file: &mut File, path: &Path) -> Result<Option<Vec<u8>>, AuditError> {
+    let len = file
+        .metadata()
+        .map_err(|e| AuditError::io("stat", path, e))?
+        .len();
+    let Some(end) = rfind_newline(file, len, path)? else {
+        return Ok(None);
+    };
+    let start = rfind_newline(file, end, path)?.map_or(0, |p| p + 1);
+    let mut line = vec![0u8; (end - start) as usize];
+    file.seek(SeekFrom::Start(start))
+        .and_then(|_| file.read_exact(&mut line))
+        .map_err(|e| AuditError::io("read", path, e))?;
+    Ok(Some(line))
 }

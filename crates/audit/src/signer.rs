@@ -1,5 +1,6 @@
 //! Checkpoint signing: an Ed25519 key vouches for the chain up to a record.
 
+use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
@@ -53,28 +54,65 @@ impl AuditSigner {
         self.key.public_key().as_ref().to_vec()
     }
 
-    pub(crate) fn sign_checkpoint(&self, seq: u64, hash: &[u8; 32], time_ms: u64) -> Checkpoint {
-        let hash = to_hex(hash);
-        let msg = Checkpoint::signed_message(seq, &hash, time_ms, &self.key_id);
-        let sig = URL_SAFE_NO_PAD.encode(self.key.sign(&msg).as_ref());
-        Checkpoint {
-            seq,
-            hash,
+    /// Signs checkpoint number `n`, which follows the checkpoint whose
+    /// [`Checkpoint::id`] is `prev` and vouches that the log's first
+    /// `log_bytes` bytes end in record `seq` with `hash`.
+    pub(crate) fn sign_checkpoint(&self, body: CheckpointBody, time_ms: u64) -> Checkpoint {
+        let mut cp = Checkpoint {
+            v: CHECKPOINT_VERSION,
+            n: body.n,
+            prev: to_hex(&body.prev),
+            seq: body.seq,
+            hash: to_hex(&body.hash),
+            log_bytes: body.log_bytes,
             time_ms,
             key_id: self.key_id.clone(),
-            sig,
-        }
+            sig: String::new(),
+        };
+        cp.sig = URL_SAFE_NO_PAD.encode(self.key.sign(&cp.signed_message()).as_ref());
+        cp
     }
 }
 
-/// A signed statement that the chain up to record `seq` ends in `hash`.
-/// One JSON line of `checkpoints.log`.
+/// What a new checkpoint vouches for, before it is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointBody {
+    pub(crate) n: u64,
+    pub(crate) prev: [u8; 32],
+    pub(crate) seq: u64,
+    pub(crate) hash: [u8; 32],
+    pub(crate) log_bytes: u64,
+}
+
+/// The checkpoint format this crate writes. Version 1 (no `v` field) did not
+/// chain checkpoints to each other and is refused with a hint to archive.
+pub const CHECKPOINT_VERSION: u32 = 2;
+
+/// A signed statement that the log's first `log_bytes` bytes are the chain up
+/// to record `seq`, ending in `hash`, and that this is checkpoint `n`, which
+/// follows the checkpoint whose id is `prev`. Checkpoints thus form their own
+/// chain: removing, reordering or replacing one breaks it. The first
+/// checkpoint of a log (`n` 1) vouches for the empty log (`seq` 0). One JSON
+/// line of `checkpoints.log`, and what a witness receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The record vouched for.
+    /// The format version, [`CHECKPOINT_VERSION`].
+    #[serde(default)]
+    pub v: u32,
+    /// The checkpoint's number in its log, from 1.
+    #[serde(default)]
+    pub n: u64,
+    /// The [`Checkpoint::id`] of checkpoint `n - 1`, lowercase hex (64 zeros
+    /// for the first).
+    #[serde(default)]
+    pub prev: String,
+    /// The record vouched for (0: the empty log).
     pub seq: u64,
     /// That record's hash, lowercase hex.
     pub hash: String,
+    /// The length of the log up to and including that record's line.
+    #[serde(default)]
+    pub log_bytes: u64,
     /// When the checkpoint was made, milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// Which key signed it.
@@ -85,12 +123,22 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The exact bytes signed:
-    /// `latchkey-audit-checkpoint-v1\nseq:{seq}\nhash:{hash}\ntime_ms:{time_ms}\nkey_id:{key_id}\n`.
-    pub fn signed_message(seq: u64, hash: &str, time_ms: u64, key_id: &str) -> Vec<u8> {
+    /// `latchkey-audit-checkpoint-v2\nn:{n}\nprev:{prev}\nseq:{seq}\nhash:{hash}\nlog_bytes:{log_bytes}\ntime_ms:{time_ms}\nkey_id:{key_id}\n`.
+    pub fn signed_message(&self) -> Vec<u8> {
         format!(
-            "latchkey-audit-checkpoint-v1\nseq:{seq}\nhash:{hash}\ntime_ms:{time_ms}\nkey_id:{key_id}\n"
+            "latchkey-audit-checkpoint-v2\nn:{}\nprev:{}\nseq:{}\nhash:{}\nlog_bytes:{}\ntime_ms:{}\nkey_id:{}\n",
+            self.n, self.prev, self.seq, self.hash, self.log_bytes, self.time_ms, self.key_id
         )
         .into_bytes()
+    }
+
+    /// The checkpoint's identity, which the next checkpoint names as `prev`:
+    /// SHA-256 of its signed message, lowercase hex.
+    pub fn id(&self) -> String {
+        let d = digest::digest(&digest::SHA256, &self.signed_message());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        to_hex(&out)
     }
 
     /// Whether `sig` is a valid signature by `public_key` (raw Ed25519).
@@ -98,9 +146,8 @@ impl Checkpoint {
         let Ok(sig) = URL_SAFE_NO_PAD.decode(self.sig.as_bytes()) else {
             return false;
         };
-        let msg = Self::signed_message(self.seq, &self.hash, self.time_ms, &self.key_id);
         UnparsedPublicKey::new(&ED25519, public_key)
-            .verify(&msg, &sig)
+            .verify(&self.signed_message(), &sig)
             .is_ok()
     }
 }
@@ -115,10 +162,28 @@ mod tests {
         let der = AuditSigner::generate_pkcs8().unwrap();
         let signer = AuditSigner::from_pkcs8("k1", &der).unwrap();
         assert_eq!(signer.public_key().len(), 32);
-        let mut cp = signer.sign_checkpoint(10, &[3u8; 32], 1234);
+        let body = CheckpointBody {
+            n: 2,
+            prev: [1u8; 32],
+            seq: 10,
+            hash: [3u8; 32],
+            log_bytes: 999,
+        };
+        let cp = signer.sign_checkpoint(body, 1234);
         assert!(cp.signature_valid(&signer.public_key()));
-        cp.seq = 11;
-        assert!(!cp.signature_valid(&signer.public_key()));
+        // Every signed field is covered.
+        for change in [
+            |c: &mut Checkpoint| c.seq = 11,
+            |c: &mut Checkpoint| c.n = 3,
+            |c: &mut Checkpoint| c.prev = "0".repeat(64),
+            |c: &mut Checkpoint| c.log_bytes = 1000,
+            |c: &mut Checkpoint| c.time_ms = 1,
+        ] {
+            let mut changed = cp.clone();
+            change(&mut changed);
+            assert!(!changed.signature_valid(&signer.public_key()));
+            assert_ne!(changed.id(), cp.id());
+        }
         assert!(!format!("{signer:?}").contains(&format!("{:?}", &der[..8])));
     }
 

@@ -5,13 +5,12 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-
-use serde::de::IgnoredAny;
+use std::time::Duration;
 
 use crate::error::AuditError;
 use crate::event::{AuditEvent, AuditRecord};
 use crate::format::{GENESIS, from_hex, parse_line, peek_seq, to_hex};
-use crate::signer::Checkpoint;
+use crate::signer::{CHECKPOINT_VERSION, Checkpoint};
 
 /// The record log inside an audit directory.
 pub const LOG_FILE: &str = "audit.log";
@@ -34,6 +33,14 @@ pub struct VerifyReport {
     pub last_seq: u64,
     /// The last record's hash, lowercase hex (64 zeros for an empty log).
     pub last_hash: String,
+    /// The length of the complete records, in bytes.
+    pub log_bytes: u64,
+    /// The last checkpoint, if the log has any.
+    pub last_checkpoint: Option<Checkpoint>,
+    /// Records after the last checkpoint (written since, or before a crash).
+    pub unvouched: u64,
+    /// Witnessed checkpoints checked against the local chain.
+    pub witnessed: u64,
     /// The log ended in an incomplete line: a write in progress, or a crash
     /// mid-write (never acknowledged; reopening the log truncates it).
     pub partial_tail: bool,
@@ -123,6 +130,82 @@ pub enum VerifyFailure {
         /// The seq it vouches for.
         seq: u64,
     },
+    /// A checkpoint is in a format that did not chain checkpoints.
+    #[error(
+        "checkpoint {index}: written in the old format (v{v}), which does not chain checkpoints; \
+         archive this log with `latchkey audit archive` to start a new one"
+    )]
+    OldCheckpointFormat {
+        /// 1-based line in `checkpoints.log`.
+        index: u64,
+        /// The version found (0: none, the first format).
+        v: u32,
+    },
+    /// A checkpoint does not follow the one before it.
+    #[error(
+        "checkpoint {index}: is number {n} where number {expected} should follow (checkpoints were removed or replaced)"
+    )]
+    CheckpointGap {
+        /// 1-based line in `checkpoints.log`.
+        index: u64,
+        /// The number it carries.
+        n: u64,
+        /// The number that should follow.
+        expected: u64,
+    },
+    /// The log has records but no checkpoint vouches for them.
+    #[error(
+        "record {seq} (line {line}): no signed checkpoint vouches for the log (checkpoints.log was emptied or removed)"
+    )]
+    NoCheckpoint {
+        /// The first record with no checkpoint.
+        seq: u64,
+        /// 1-based line.
+        line: u64,
+    },
+    /// Records after the last checkpoint run past when the next was due.
+    #[error(
+        "record {seq} (line {line}): written after a checkpoint was due, but no checkpoint after record {checkpoint_seq} vouches for it \
+         (checkpoints were removed, or records added without the key)"
+    )]
+    Unvouched {
+        /// The first record too late to be explained.
+        seq: u64,
+        /// 1-based line.
+        line: u64,
+        /// The seq the last checkpoint vouches for.
+        checkpoint_seq: u64,
+    },
+    /// The index holds records the log does not.
+    #[error(
+        "the audit index holds records up to {index_seq} but the log ends at {log_seq} (the log was cut)"
+    )]
+    IndexAhead {
+        /// The highest seq in the index.
+        index_seq: u64,
+        /// The last record in the log.
+        log_seq: u64,
+    },
+    /// A witnessed checkpoint is not in the local chain.
+    #[error(
+        "the witness holds checkpoint {n} (record {seq}) but the log does not (the log or its checkpoints were cut or replaced)"
+    )]
+    WitnessMissing {
+        /// The witnessed checkpoint's number.
+        n: u64,
+        /// The seq it vouches for.
+        seq: u64,
+    },
+    /// A witnessed checkpoint differs from the local one of the same number.
+    #[error(
+        "checkpoint {n} (record {seq}) differs from the one the witness holds (the log was rewritten)"
+    )]
+    WitnessContradicts {
+        /// The checkpoint's number.
+        n: u64,
+        /// The seq the local checkpoint vouches for.
+        seq: u64,
+    },
     /// A checkpoint vouches for records the log no longer has.
     #[error(
         "log ends at record {last_seq} but checkpoint at {checkpoint_seq} vouches for more (the tail was cut off)"
@@ -147,6 +230,12 @@ impl VerifyFailure {
             | Self::CheckpointMismatch { seq, .. }
             | Self::CheckpointOutOfOrder { seq, .. } => Some(*seq),
             Self::TailCut { last_seq, .. } => Some(*last_seq),
+            Self::NoCheckpoint { seq, .. }
+            | Self::Unvouched { seq, .. }
+            | Self::WitnessMissing { seq, .. }
+            | Self::WitnessContradicts { seq, .. } => Some(*seq),
+            Self::IndexAhead { log_seq, .. } => Some(*log_seq),
+            Self::OldCheckpointFormat { .. } | Self::CheckpointGap { .. } => None,
             Self::MalformedRecord { .. }
             | Self::MalformedCheckpoint { .. }
             | Self::UnknownKey { .. }
@@ -160,7 +249,9 @@ impl VerifyFailure {
             Self::MalformedRecord { line, .. }
             | Self::HashMismatch { line, .. }
             | Self::SequenceJump { line, .. }
-            | Self::PrevMismatch { line, .. } => Some(*line),
+            | Self::PrevMismatch { line, .. }
+            | Self::NoCheckpoint { line, .. }
+            | Self::Unvouched { line, .. } => Some(*line),
             _ => None,
         }
     }
@@ -177,7 +268,9 @@ pub(crate) enum Line<'a> {
 /// A bounded line reader.
 pub(crate) struct LineReader {
     path: PathBuf,
-    reader: BufReader<File>,
+    /// Bounded by the file's length when opened: a writer appending beside
+    /// the reader is not chased, and a device that never ends is not read.
+    reader: BufReader<std::io::Take<File>>,
     buf: Vec<u8>,
     line_no: u64,
 }
@@ -189,9 +282,10 @@ impl LineReader {
     }
 
     pub(crate) fn new(path: &Path, file: File) -> Self {
+        let len = file.metadata().map_or(0, |m| m.len());
         Self {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(256 * 1024, file),
+            reader: BufReader::with_capacity(256 * 1024, file.take(len)),
             buf: Vec::new(),
             line_no: 0,
         }
@@ -324,6 +418,42 @@ impl Iterator for RecordReader {
     }
 }
 
+/// What [`verify_with`] checks beyond the log and its own checkpoints.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions<'a> {
+    /// The checkpoint keys: key id and raw Ed25519 public key.
+    pub keys: &'a [(String, Vec<u8>)],
+    /// The configured checkpoint interval. Records after the last checkpoint
+    /// that are later than this interval (and a few seconds) can explain are
+    /// refused: a checkpoint would have been written while the writer ran.
+    pub checkpoint_interval: Duration,
+    /// The highest seq the store's audit index holds, when known. An index
+    /// that knows more records than the log has means the log was cut.
+    pub index_max_seq: Option<u64>,
+    /// Checkpoints a witness holds. Each must be in the local checkpoint
+    /// chain exactly as witnessed.
+    pub witness: &'a [Checkpoint],
+}
+
+impl<'a> VerifyOptions<'a> {
+    /// Options with `keys`, the default interval and no index or witness.
+    pub fn new(keys: &'a [(String, Vec<u8>)]) -> Self {
+        Self {
+            keys,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            index_max_seq: None,
+            witness: &[],
+        }
+    }
+}
+
+/// The default checkpoint interval (`[audit] checkpoint_interval`).
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How late past its due time a checkpoint may be written (a slow disk, a
+/// busy writer, event times taken a little before their append).
+const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
+
 /// A checkpoint read ahead, with any problem found in it held back until the
 /// record stream reaches the seq it names (so failures come in log order).
 struct PendingCheckpoint {
@@ -336,7 +466,9 @@ struct PendingCheckpoint {
 struct CheckpointStream<'k> {
     lines: Option<LineReader>,
     keys: &'k [(String, Vec<u8>)],
-    last_seq: u64,
+    /// The last checkpoint read whose signature and chain link check out.
+    last: Option<Checkpoint>,
+    last_id: String,
     count: u64,
 }
 
@@ -365,8 +497,9 @@ impl CheckpointStream<'_> {
         };
         let seq = cp.seq;
         let checked = self.check(index, cp);
-        if checked.is_ok() {
-            self.last_seq = seq;
+        if let Ok(cp) = &checked {
+            self.last_id = cp.id();
+            self.last = Some(cp.clone());
         }
         Ok(Some(PendingCheckpoint {
             index,
@@ -376,10 +509,13 @@ impl CheckpointStream<'_> {
     }
 
     fn check(&self, index: u64, cp: Checkpoint) -> Result<Checkpoint, VerifyFailure> {
-        if cp.seq == 0 || from_hex(&cp.hash).is_none() {
+        if cp.v != CHECKPOINT_VERSION {
+            return Err(VerifyFailure::OldCheckpointFormat { index, v: cp.v });
+        }
+        if from_hex(&cp.hash).is_none() || from_hex(&cp.prev).is_none() {
             return Err(VerifyFailure::MalformedCheckpoint {
                 index,
-                what: "`seq` must be at least 1 and `hash` 64 lowercase hex digits".into(),
+                what: "`hash` and `prev` must be 64 lowercase hex digits".into(),
             });
         }
         let Some((_, key)) = self.keys.iter().find(|(id, _)| *id == cp.key_id) else {
@@ -391,45 +527,115 @@ impl CheckpointStream<'_> {
         if !cp.signature_valid(key) {
             return Err(VerifyFailure::BadSignature { index });
         }
-        if cp.seq < self.last_seq {
-            return Err(VerifyFailure::CheckpointOutOfOrder {
+        // INVARIANT: checkpoint n follows checkpoint n - 1 by its id, and the
+        // first vouches for the empty log; so the chain has no gap and no
+        // replaced link, and starts where the log starts.
+        let (expected_n, expected_prev) = match &self.last {
+            Some(last) => (last.n + 1, self.last_id.clone()),
+            None => (1, to_hex(&GENESIS)),
+        };
+        if cp.n != expected_n || cp.prev != expected_prev {
+            return Err(VerifyFailure::CheckpointGap {
                 index,
-                seq: cp.seq,
-                previous: self.last_seq,
+                n: cp.n,
+                expected: expected_n,
             });
+        }
+        match &self.last {
+            None if cp.seq != 0 || cp.log_bytes != 0 => {
+                return Err(VerifyFailure::MalformedCheckpoint {
+                    index,
+                    what: "the first checkpoint must vouch for the empty log (seq 0)".into(),
+                });
+            }
+            Some(last) if cp.seq < last.seq || cp.log_bytes < last.log_bytes => {
+                return Err(VerifyFailure::CheckpointOutOfOrder {
+                    index,
+                    seq: cp.seq,
+                    previous: last.seq,
+                });
+            }
+            _ => {}
         }
         Ok(cp)
     }
 }
 
+/// [`verify_with`] with `public_keys`, the default checkpoint interval and
+/// no index or witness.
+pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyReport, AuditError> {
+    verify_with(dir, &VerifyOptions::new(public_keys))
+}
+
 /// Checks a whole audit directory: every record's seq is the previous plus
 /// one, its `prev` is the previous record's hash and its hash recomputes;
-/// every checkpoint is signed by one of `public_keys` (key id, raw Ed25519
-/// public key) and matches the record it names; no checkpoint vouches for
-/// records past the end of the log. Returns the first failure found, in log
-/// order, as [`AuditError::Verify`].
-pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyReport, AuditError> {
-    let mut lines = LineReader::open(&dir.join(LOG_FILE))?;
+/// the checkpoints form an unbroken signed chain from the empty log on, each
+/// signed by one of the keys and matching the record (and log length) it
+/// names; no checkpoint vouches for records past the end of the log; a log
+/// with records has checkpoints, and the records after the last one are no
+/// later than the checkpoint interval explains; the index knows no record
+/// the log lacks; and every witnessed checkpoint is in the local chain as
+/// witnessed. Returns the first failure found, in log order, as
+/// [`AuditError::Verify`].
+pub fn verify_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, AuditError> {
+    // INVARIANT: the checkpoints are measured before the log, so beside a
+    // running writer every checkpoint read vouches only for records that
+    // are in the part of the log read (a checkpoint follows its records).
     let cp_path = dir.join(CHECKPOINT_FILE);
     let cp_lines = match File::open(&cp_path) {
         Ok(file) => Some(LineReader::new(&cp_path, file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(AuditError::io("open", &cp_path, e)),
     };
+    let mut lines = LineReader::open(&dir.join(LOG_FILE))?;
     let mut cps = CheckpointStream {
         lines: cp_lines,
-        keys: public_keys,
-        last_seq: 0,
+        keys: opts.keys,
+        last: None,
+        last_id: String::new(),
         count: 0,
     };
     let fail = |f: VerifyFailure| Err(AuditError::Verify(f));
+    let mut witness = Witnessed::new(opts.witness);
 
     let mut prev_seq = 0u64;
     let mut prev_hash = GENESIS;
+    let mut offset = 0u64;
     let mut records = 0u64;
     let mut partial_tail = false;
     let mut checkpoints = 0u64;
     let mut pending = cps.next()?;
+    // When the first record no checkpoint vouches for was written.
+    let mut first_unvouched: Option<u64> = None;
+    let interval_ms = opts.checkpoint_interval.as_millis() as u64;
+    let slack_ms = opts.checkpoint_interval.max(CHECKPOINT_SLACK).as_millis() as u64;
+
+    // Consumes the checkpoints that name the current record (or, before the
+    // first record, the empty log).
+    let mut take_checkpoints = |pending: &mut Option<PendingCheckpoint>,
+                                cps: &mut CheckpointStream<'_>,
+                                seq: u64,
+                                hash: &[u8; 32],
+                                offset: u64,
+                                checkpoints: &mut u64|
+     -> Result<(), AuditError> {
+        while let Some(p) = pending.take_if(|p| p.seq <= seq) {
+            let cp = p.checked.map_err(AuditError::Verify)?;
+            // INVARIANT: checkpoints are in seq order and each is consumed at
+            // its own seq, so here `cp.seq == seq`.
+            if from_hex(&cp.hash) != Some(*hash) || cp.seq != seq || cp.log_bytes != offset {
+                return Err(AuditError::Verify(VerifyFailure::CheckpointMismatch {
+                    index: p.index,
+                    seq: cp.seq,
+                }));
+            }
+            witness.check(&cp)?;
+            *checkpoints += 1;
+            *pending = cps.next()?;
+        }
+        Ok(())
+    };
+    take_checkpoints(&mut pending, &mut cps, 0, &GENESIS, 0, &mut checkpoints)?;
 
     loop {
         let (line_no, line) = match lines.next_line()? {
@@ -440,6 +646,7 @@ pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyRep
             }
             Some(Line::Complete(no, line)) => (no, line),
         };
+        let line_len = line.len() as u64 + 1;
         let raw = match parse_line(line) {
             Ok(raw) => raw,
             Err(what) => {
@@ -468,32 +675,49 @@ pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyRep
                 line: line_no,
             });
         }
-        if let Err(e) = serde_json::from_slice::<IgnoredAny>(raw.event) {
-            return fail(VerifyFailure::MalformedRecord {
-                line: line_no,
-                what: format!("the event is not valid JSON: {e}"),
-            });
-        }
-        prev_seq = raw.seq;
-        prev_hash = raw.hash;
-        records += 1;
-
-        while let Some(p) = pending.take_if(|p| p.seq <= prev_seq) {
-            let cp = match p.checked {
-                Ok(cp) => cp,
-                Err(f) => return fail(f),
-            };
-            // INVARIANT: checkpoints are in seq order and each is consumed at
-            // its own seq, so here `cp.seq == prev_seq`.
-            if from_hex(&cp.hash) != Some(prev_hash) || cp.seq != prev_seq {
-                return fail(VerifyFailure::CheckpointMismatch {
-                    index: p.index,
-                    seq: cp.seq,
+        let time_ms = match serde_json::from_slice::<EventTime>(raw.event) {
+            Ok(t) => t.time_ms,
+            Err(e) => {
+                return fail(VerifyFailure::MalformedRecord {
+                    line: line_no,
+                    what: format!("the event is not valid JSON with a `time_ms`: {e}"),
                 });
             }
-            checkpoints += 1;
-            pending = cps.next()?;
+        };
+        prev_seq = raw.seq;
+        prev_hash = raw.hash;
+        offset += line_len;
+        records += 1;
+
+        if pending.is_none() {
+            // Past the last checkpoint: the writer signs one at most an
+            // interval after the last, or right after the first record that
+            // follows a longer pause. A record later than that means
+            // checkpoints were removed, or records written without the key.
+            let Some(last) = &cps.last else {
+                return fail(VerifyFailure::NoCheckpoint {
+                    seq: raw.seq,
+                    line: line_no,
+                });
+            };
+            let first = *first_unvouched.get_or_insert(time_ms);
+            let due = first.max(last.time_ms.saturating_add(interval_ms));
+            if time_ms > due.saturating_add(slack_ms) {
+                return fail(VerifyFailure::Unvouched {
+                    seq: raw.seq,
+                    line: line_no,
+                    checkpoint_seq: last.seq,
+                });
+            }
         }
+        take_checkpoints(
+            &mut pending,
+            &mut cps,
+            prev_seq,
+            &prev_hash,
+            offset,
+            &mut checkpoints,
+        )?;
     }
 
     if let Some(p) = pending {
@@ -506,12 +730,78 @@ pub fn verify(dir: &Path, public_keys: &[(String, Vec<u8>)]) -> Result<VerifyRep
             }),
         };
     }
+    if records > 0 && checkpoints == 0 {
+        return fail(VerifyFailure::NoCheckpoint { seq: 1, line: 1 });
+    }
     debug_assert_eq!(checkpoints, cps.count);
+    witness.finish()?;
+    if let Some(index_seq) = opts.index_max_seq
+        && index_seq > prev_seq
+    {
+        return fail(VerifyFailure::IndexAhead {
+            index_seq,
+            log_seq: prev_seq,
+        });
+    }
+    let last_checkpoint = cps.last.take();
     Ok(VerifyReport {
         records,
         checkpoints,
         last_seq: prev_seq,
         last_hash: to_hex(&prev_hash),
+        log_bytes: offset,
+        unvouched: last_checkpoint
+            .as_ref()
+            .map_or(records, |cp| prev_seq - cp.seq),
+        last_checkpoint,
+        witnessed: opts.witness.len() as u64,
         partial_tail,
     })
+}
+
+/// The one field of an event `verify` reads.
+#[derive(serde::Deserialize)]
+struct EventTime {
+    time_ms: u64,
+}
+
+/// Witnessed checkpoints by number, each struck off when the local chain
+/// shows it exactly.
+struct Witnessed<'w> {
+    by_n: std::collections::BTreeMap<u64, Vec<&'w Checkpoint>>,
+}
+
+impl<'w> Witnessed<'w> {
+    fn new(witness: &'w [Checkpoint]) -> Self {
+        let mut by_n = std::collections::BTreeMap::<u64, Vec<&Checkpoint>>::new();
+        for cp in witness {
+            by_n.entry(cp.n).or_default().push(cp);
+        }
+        Self { by_n }
+    }
+
+    fn check(&mut self, local: &Checkpoint) -> Result<(), AuditError> {
+        let Some(seen) = self.by_n.remove(&local.n) else {
+            return Ok(());
+        };
+        let id = local.id();
+        if seen.iter().any(|w| w.id() != id || w.sig != local.sig) {
+            return Err(AuditError::Verify(VerifyFailure::WitnessContradicts {
+                n: local.n,
+                seq: local.seq,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Every witnessed checkpoint left was never met in the local chain.
+    fn finish(&self) -> Result<(), AuditError> {
+        match self.by_n.values().next().and_then(|v| v.first()) {
+            Some(w) => Err(AuditError::Verify(VerifyFailure::WitnessMissing {
+                n: w.n,
+                seq: w.seq,
+            })),
+            None => Ok(()),
+        }
+    }
 }

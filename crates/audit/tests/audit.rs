@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use latchkey_audit::{
     AuditConfig, AuditError, AuditEvent, AuditLog, AuditSigner, CHECKPOINT_FILE, LOG_FILE,
-    VerifyFailure, read_records, verify,
+    VerifyFailure, VerifyOptions, read_records, verify, verify_with,
 };
 use latchkey_core::{
     Action, Decision, Effect, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef,
@@ -87,6 +87,10 @@ impl Store for FlakyFakeIndex {
     }
     async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.rows.lock().unwrap().keys().next_back().copied())
+    }
+    async fn clear_audit_index(&self) -> Result<(), StoreError> {
+        self.rows.lock().unwrap().clear();
+        Ok(())
     }
     async fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         unsupported()
@@ -195,7 +199,8 @@ async fn append_verify_and_read_back() {
     let (dir, keys) = log_with(100).await;
     let report = verify(dir.path(), &keys.public).unwrap();
     assert_eq!(report.records, 100);
-    assert_eq!(report.checkpoints, 1);
+    // The first checkpoint vouches for the empty log, the second for all.
+    assert_eq!(report.checkpoints, 2);
     assert_eq!(report.last_seq, 100);
     assert!(!report.partial_tail);
 
@@ -257,12 +262,12 @@ async fn reopen_continues_the_chain() {
     assert_eq!(log.append(event(11)).await.unwrap(), 11);
     log.close().await.unwrap();
     let report = verify(dir.path(), &keys.public).unwrap();
-    assert_eq!((report.records, report.checkpoints), (11, 2));
+    assert_eq!((report.records, report.checkpoints), (11, 3));
 
     // Reopening without new records adds no checkpoint.
     let log = open(dir.path(), &keys, None).await;
     log.close().await.unwrap();
-    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 2);
+    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 3);
 }
 
 #[tokio::test]
@@ -379,7 +384,7 @@ async fn detects_a_rewritten_chain_by_its_checkpoint() {
     write_lines(dir.path(), LOG_FILE, &l);
     assert_eq!(
         failure(dir.path(), &keys),
-        VerifyFailure::CheckpointMismatch { index: 1, seq: 60 }
+        VerifyFailure::CheckpointMismatch { index: 2, seq: 60 }
     );
 }
 
@@ -394,7 +399,7 @@ async fn detects_a_tail_cut_after_a_checkpoint() {
         VerifyFailure::TailCut {
             last_seq: 90,
             checkpoint_seq: 100,
-            index: 1
+            index: 2
         }
     );
     assert_eq!(
@@ -403,7 +408,7 @@ async fn detects_a_tail_cut_after_a_checkpoint() {
     );
     // The writer refuses to continue such a log.
     let err = try_open(dir.path(), &keys, None).await.unwrap_err();
-    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, AuditError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("tail was cut off"), "{err}");
 }
 
@@ -415,17 +420,17 @@ async fn detects_a_forged_checkpoint() {
     log.append(event(11)).await.unwrap();
     log.close().await.unwrap();
     let mut cps = lines(dir.path(), CHECKPOINT_FILE);
-    assert_eq!(cps.len(), 2);
-    let mut cp: serde_json::Value = serde_json::from_str(&cps[1]).unwrap();
+    assert_eq!(cps.len(), 3);
+    let mut cp: serde_json::Value = serde_json::from_str(&cps[2]).unwrap();
     // Flip one character of the signature.
     let sig = cp["sig"].as_str().unwrap().to_owned();
     let flipped = if sig.starts_with('A') { "B" } else { "A" };
     cp["sig"] = serde_json::Value::String(format!("{flipped}{}", &sig[1..]));
-    cps[1] = cp.to_string();
+    cps[2] = cp.to_string();
     write_lines(dir.path(), CHECKPOINT_FILE, &cps);
     let f = failure(dir.path(), &keys);
-    assert_eq!(f, VerifyFailure::BadSignature { index: 2 });
-    assert_eq!(f.to_string(), "checkpoint 2: bad signature");
+    assert_eq!(f, VerifyFailure::BadSignature { index: 3 });
+    assert_eq!(f.to_string(), "checkpoint 3: bad signature");
 
     // And checkpoints are not accepted under another key of the same id.
     let forger = new_keys();
@@ -534,7 +539,7 @@ async fn a_waited_for_append_makes_earlier_buffered_ones_durable() {
     log.append_buffered(event(4)).await.unwrap();
     log.close().await.unwrap();
     let report = verify(dir.path(), &keys.public).unwrap();
-    assert_eq!((report.records, report.checkpoints), (4, 1));
+    assert_eq!((report.records, report.checkpoints), (4, 2));
 }
 
 #[tokio::test]
@@ -600,7 +605,7 @@ async fn a_corrupt_tail_is_refused() {
     l[4] = l[4].replace("\"req-5\"", "\"req-6\"");
     write_lines(dir.path(), LOG_FILE, &l);
     let err = try_open(dir.path(), &keys, None).await.unwrap_err();
-    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, AuditError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("latchkey audit verify"), "{err}");
 }
 
@@ -617,17 +622,17 @@ async fn periodic_checkpoints_are_written() {
     let mut found = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if !lines(dir.path(), CHECKPOINT_FILE).is_empty() {
+        if lines(dir.path(), CHECKPOINT_FILE).len() > 1 {
             found = true;
             break;
         }
     }
     assert!(found, "a checkpoint was written while the log is open");
     let report = verify(dir.path(), &keys.public).unwrap();
-    assert_eq!(report.checkpoints, 1);
+    assert_eq!(report.checkpoints, 2);
     log.close().await.unwrap();
     // No new records: shutdown adds no checkpoint.
-    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 1);
+    assert_eq!(lines(dir.path(), CHECKPOINT_FILE).len(), 2);
 }
 
 #[tokio::test]
@@ -794,4 +799,379 @@ fn verifying_a_missing_log_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = verify(&dir.path().join("nope"), &[]).unwrap_err();
     assert!(matches!(err, AuditError::Io { .. }), "{err}");
+}
+
+// --- Issue 11, point 2: a log rewritten or cut without the key does not
+// verify, and the writer does not extend it. ---
+
+fn now_ms() -> u64 {
+    use latchkey_core::Clock;
+    SystemClock.unix_millis()
+}
+
+/// `event(n)` at a given time.
+fn event_at(n: u64, time_ms: u64) -> AuditEvent {
+    let mut e = event(n);
+    e.time_ms = time_ms;
+    e
+}
+
+fn checkpoints(dir: &Path) -> Vec<latchkey_audit::Checkpoint> {
+    lines(dir, CHECKPOINT_FILE)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn refused(err: AuditError) -> VerifyFailure {
+    match err {
+        AuditError::Refused { failure, .. } => failure,
+        other => panic!("expected the log to be refused, got {other}"),
+    }
+}
+
+/// A closed log written in three sessions: records 1-10, 11-20, 21-30, so
+/// checkpoints vouch for 0 (the empty log), 10, 20 and 30.
+async fn log_in_sessions() -> (tempfile::TempDir, Keys) {
+    let (dir, keys) = log_with(10).await;
+    for session in 1..=2u64 {
+        let log = open(dir.path(), &keys, None).await;
+        for i in 1..=10 {
+            log.append(event(session * 10 + i)).await.unwrap();
+        }
+        log.close().await.unwrap();
+    }
+    (dir, keys)
+}
+
+#[tokio::test]
+async fn a_new_log_starts_with_a_checkpoint_of_the_empty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    open(dir.path(), &keys, None).await.close().await.unwrap();
+    let cps = checkpoints(dir.path());
+    assert_eq!(cps.len(), 1);
+    assert_eq!(
+        (cps[0].v, cps[0].n, cps[0].seq, cps[0].log_bytes),
+        (2, 1, 0, 0)
+    );
+    assert_eq!(cps[0].prev, "0".repeat(64));
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!((report.records, report.checkpoints), (0, 1));
+}
+
+#[tokio::test]
+async fn checkpoints_chain_to_each_other() {
+    let (dir, keys) = log_in_sessions().await;
+    let cps = checkpoints(dir.path());
+    assert_eq!(
+        cps.iter().map(|c| (c.n, c.seq)).collect::<Vec<_>>(),
+        vec![(1, 0), (2, 10), (3, 20), (4, 30)]
+    );
+    for pair in cps.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].id());
+    }
+    let log_len = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+    assert_eq!(cps[3].log_bytes, log_len);
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().checkpoints, 4);
+}
+
+#[tokio::test]
+async fn regression_records_without_any_checkpoint_do_not_verify_or_open() {
+    let (dir, keys) = log_with(20).await;
+    write_lines(dir.path(), CHECKPOINT_FILE, &[]);
+    std::fs::write(dir.path().join(CHECKPOINT_FILE), "").unwrap();
+    let f = failure(dir.path(), &keys);
+    assert_eq!(f, VerifyFailure::NoCheckpoint { seq: 1, line: 1 });
+    assert_eq!(
+        f.to_string(),
+        "record 1 (line 1): no signed checkpoint vouches for the log (checkpoints.log was emptied or removed)"
+    );
+    std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(
+        failure(dir.path(), &keys),
+        VerifyFailure::NoCheckpoint { seq: 1, line: 1 }
+    );
+    let err = try_open(dir.path(), &keys, None).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(
+        refused(err),
+        VerifyFailure::NoCheckpoint { seq: 1, line: 1 }
+    );
+    assert!(
+        text.contains("latchkey audit verify") && text.contains("latchkey audit archive"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_removed_checkpoint_is_a_gap_in_the_chain() {
+    let (dir, keys) = log_in_sessions().await;
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    cps.remove(2);
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(
+        f,
+        VerifyFailure::CheckpointGap {
+            index: 3,
+            n: 4,
+            expected: 3
+        }
+    );
+    assert_eq!(
+        f.to_string(),
+        "checkpoint 3: is number 4 where number 3 should follow (checkpoints were removed or replaced)"
+    );
+    // The first checkpoint cannot be removed either.
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    cps.remove(0);
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+    assert!(matches!(
+        failure(dir.path(), &keys),
+        VerifyFailure::CheckpointGap {
+            index: 1,
+            n: 2,
+            expected: 1
+        }
+    ));
+}
+
+#[tokio::test]
+async fn regression_a_rewrite_that_drops_the_later_checkpoints_is_unvouched() {
+    // Records 1-5 now, then 6-20 three seconds apart (42 s in all).
+    let start = now_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    for i in 1..=5 {
+        log.append(event_at(i, start)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let log = open(dir.path(), &keys, None).await;
+    for i in 6..=20 {
+        log.append(event_at(i, start + (i - 6) * 3000))
+            .await
+            .unwrap();
+    }
+    log.close().await.unwrap();
+    verify(dir.path(), &keys.public).unwrap();
+
+    // Change record 8, rechain from there, and drop the checkpoint that
+    // would show it.
+    let mut l = lines(dir.path(), LOG_FILE);
+    l[7] = l[7].replace("\"req-8\"", "\"req-99\"");
+    rehash(&mut l, 7, true);
+    write_lines(dir.path(), LOG_FILE, &l);
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    cps.pop();
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+
+    // Record 13 (21 s after record 6) is later than the 10 s interval (and
+    // its 10 s of slack) explains: a checkpoint was due before it.
+    let f = failure(dir.path(), &keys);
+    assert_eq!(
+        f,
+        VerifyFailure::Unvouched {
+            seq: 13,
+            line: 13,
+            checkpoint_seq: 5
+        }
+    );
+    assert!(
+        f.to_string()
+            .contains("no checkpoint after record 5 vouches for it"),
+        "{f}"
+    );
+    assert!(matches!(
+        refused(try_open(dir.path(), &keys, None).await.unwrap_err()),
+        VerifyFailure::Unvouched { seq: 13, .. }
+    ));
+    // A longer configured interval explains it.
+    let opts = VerifyOptions {
+        checkpoint_interval: Duration::from_secs(30),
+        ..VerifyOptions::new(&keys.public)
+    };
+    assert_eq!(verify_with(dir.path(), &opts).unwrap().unvouched, 15);
+}
+
+#[tokio::test]
+async fn a_crash_tail_within_the_interval_is_signed_over_at_open() {
+    let (dir, keys) = log_with(8).await;
+    // As if the writer died before its checkpoint at 8.
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    cps.pop();
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+    let report = verify(dir.path(), &keys.public).unwrap();
+    assert_eq!(report.unvouched, 8);
+
+    let log = open(dir.path(), &keys, None).await;
+    assert_eq!(log.unvouched_at_open(), Some((1, 8)));
+    let mut cps = log.checkpoints();
+    tokio::time::timeout(Duration::from_secs(5), cps.wait_for(|cp| cp.seq == 8))
+        .await
+        .unwrap()
+        .unwrap();
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().unvouched, 0);
+}
+
+#[tokio::test]
+async fn regression_an_index_ahead_of_the_log_means_a_cut_tail() {
+    let store: SharedStore = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, Some(store.clone())).await;
+    for i in 1..=30 {
+        log.append(event(i)).await.unwrap();
+    }
+    assert!(log.wait_indexed(Duration::from_secs(5)).await);
+    log.close().await.unwrap();
+
+    // Cut records 21-30 together with the checkpoint that vouched for them.
+    let l = lines(dir.path(), LOG_FILE);
+    write_lines(dir.path(), LOG_FILE, &l[..20]);
+    let mut cps = lines(dir.path(), CHECKPOINT_FILE);
+    cps.pop();
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps);
+    // Without the index it looks like a crash...
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().unvouched, 20);
+    // ...but the index knows better.
+    let opts = VerifyOptions {
+        index_max_seq: Some(30),
+        ..VerifyOptions::new(&keys.public)
+    };
+    let Err(AuditError::Verify(f)) = verify_with(dir.path(), &opts) else {
+        panic!("an index ahead of the log must fail verification");
+    };
+    assert_eq!(
+        f,
+        VerifyFailure::IndexAhead {
+            index_seq: 30,
+            log_seq: 20
+        }
+    );
+    assert_eq!(
+        f.to_string(),
+        "the audit index holds records up to 30 but the log ends at 20 (the log was cut)"
+    );
+    assert!(matches!(
+        refused(try_open(dir.path(), &keys, Some(store)).await.unwrap_err()),
+        VerifyFailure::IndexAhead { .. }
+    ));
+}
+
+#[tokio::test]
+async fn regression_a_witness_catches_a_cut_the_local_files_cannot_show() {
+    let (dir, keys) = log_in_sessions().await;
+    let witnessed = checkpoints(dir.path());
+    let with_witness = |w: &[latchkey_audit::Checkpoint]| {
+        let opts = VerifyOptions {
+            witness: w,
+            ..VerifyOptions::new(&keys.public)
+        };
+        verify_with(dir.path(), &opts)
+    };
+    assert_eq!(with_witness(&witnessed).unwrap().witnessed, 4);
+
+    // Cut back exactly to the checkpoint at 20: locally a clean log.
+    let l = lines(dir.path(), LOG_FILE);
+    write_lines(dir.path(), LOG_FILE, &l[..20]);
+    let cps = lines(dir.path(), CHECKPOINT_FILE);
+    write_lines(dir.path(), CHECKPOINT_FILE, &cps[..3]);
+    verify(dir.path(), &keys.public).unwrap();
+    let Err(AuditError::Verify(f)) = with_witness(&witnessed) else {
+        panic!("a witnessed checkpoint the log lacks must fail verification");
+    };
+    assert_eq!(f, VerifyFailure::WitnessMissing { n: 4, seq: 30 });
+    assert_eq!(
+        f.to_string(),
+        "the witness holds checkpoint 4 (record 30) but the log does not (the log or its checkpoints were cut or replaced)"
+    );
+    // A witness that holds only some checkpoints proves those.
+    assert_eq!(with_witness(&witnessed[1..3]).unwrap().witnessed, 2);
+}
+
+#[tokio::test]
+async fn regression_a_witness_contradicts_a_log_rewritten_with_the_key() {
+    // Someone with the key writes a different log of the same length.
+    let (dir, keys) = log_with(10).await;
+    let witnessed = checkpoints(dir.path());
+    std::fs::remove_file(dir.path().join(LOG_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+    let log = open(dir.path(), &keys, None).await;
+    for i in 1..=10 {
+        log.append(event(i + 100)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    verify(dir.path(), &keys.public).unwrap();
+    let opts = VerifyOptions {
+        witness: &witnessed,
+        ..VerifyOptions::new(&keys.public)
+    };
+    assert!(matches!(
+        verify_with(dir.path(), &opts),
+        Err(AuditError::Verify(VerifyFailure::WitnessContradicts { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn an_old_format_checkpoint_file_is_refused_with_a_hint() {
+    let (dir, keys) = log_with(3).await;
+    let mut cp: serde_json::Value =
+        serde_json::from_str(&lines(dir.path(), CHECKPOINT_FILE)[1]).unwrap();
+    for field in ["v", "n", "prev", "log_bytes"] {
+        cp.as_object_mut().unwrap().remove(field);
+    }
+    write_lines(dir.path(), CHECKPOINT_FILE, &[cp.to_string()]);
+    let f = failure(dir.path(), &keys);
+    assert_eq!(f, VerifyFailure::OldCheckpointFormat { index: 1, v: 0 });
+    assert!(f.to_string().contains("`latchkey audit archive`"), "{f}");
+}
+
+#[tokio::test]
+async fn archive_moves_the_log_aside_and_the_next_open_starts_a_new_one() {
+    let (dir, keys) = log_with(10).await;
+    let last_hash = verify(dir.path(), &keys.public).unwrap().last_hash;
+    // Not while a writer holds the log.
+    let log = open(dir.path(), &keys, None).await;
+    assert!(matches!(
+        latchkey_audit::archive(dir.path(), now_ms()),
+        Err(AuditError::Locked { .. })
+    ));
+    log.close().await.unwrap();
+
+    let archived = latchkey_audit::archive(dir.path(), now_ms()).unwrap();
+    assert_eq!(archived.last_seq, 10);
+    assert_eq!(archived.last_hash.as_deref(), Some(last_hash.as_str()));
+    assert!(archived.dir.starts_with(dir.path().join("archive")));
+    assert!(!dir.path().join(LOG_FILE).exists());
+    // The archived log still verifies where it is.
+    assert_eq!(verify(&archived.dir, &keys.public).unwrap().records, 10);
+
+    let log = open(dir.path(), &keys, None).await;
+    assert_eq!(log.last_seq(), 0);
+    log.append(event(1)).await.unwrap();
+    log.close().await.unwrap();
+    assert_eq!(verify(dir.path(), &keys.public).unwrap().records, 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn audit_files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data").join("audit");
+    let keys = new_keys();
+    let log = open(&dir, &keys, None).await;
+    log.append(event(1)).await.unwrap();
+    log.close().await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&parent.path().join("data")), 0o700);
+    assert_eq!(mode(&dir.join(LOG_FILE)), 0o600);
+    assert_eq!(mode(&dir.join(CHECKPOINT_FILE)), 0o600);
+    let archived = latchkey_audit::archive(&dir, now_ms()).unwrap();
+    assert_eq!(mode(&archived.dir), 0o700);
+    assert_eq!(mode(&dir.join("archive")), 0o700);
 }

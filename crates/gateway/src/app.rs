@@ -64,6 +64,9 @@ pub struct StartOptions {
 /// log (it trails by a few milliseconds), see [`AuditLog::wait_indexed`].
 pub(crate) const AUDIT_INDEX_WAIT: Duration = Duration::from_secs(2);
 
+/// How long shutdown waits for the witnesses to take the final checkpoint.
+const WITNESS_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds the Firestore upstream from `[firestore]` as start-up would:
 /// reads and checks a service-account key file and finds the root
 /// certificates for Google's TLS, without contacting anyone. For
@@ -109,6 +112,19 @@ pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayE
     }))
 }
 
+/// Creates a directory (and missing parents) only its owner may enter,
+/// whatever the umask. An existing directory is left as it is.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
 /// Writes a file readable only by its owner.
 pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
     use std::io::Write;
@@ -150,6 +166,9 @@ pub struct Gateway {
     pub(crate) firestore: Option<Arc<crate::firestore::FirestoreFront>>,
     /// Refusal records before authentication, per client address.
     pub(crate) refusals: crate::refusals::RefusalLimiter,
+    /// The audit witness tasks, given a moment at shutdown to deliver the
+    /// final checkpoint.
+    witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Gateway {
@@ -161,7 +180,7 @@ impl Gateway {
         clock: SharedClock,
     ) -> Result<Arc<Self>, GatewayError> {
         let data = config.server.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(io_err(format!(
+        create_private_dir(&data).map_err(io_err(format!(
             "cannot create data directory `{}`",
             data.display()
         )))?;
@@ -247,8 +266,8 @@ impl Gateway {
 
         let audit_signer = load_audit_signer(store.as_ref(), &master).await?;
         let audit_dir = data.join("audit");
-        std::fs::create_dir_all(&audit_dir)
-            .map_err(io_err(format!("cannot create `{}`", audit_dir.display())))?;
+        // Creates the directory (0700) and verifies the whole log; a log
+        // that does not verify stops the start here.
         let audit = AuditLog::open(
             &audit_dir,
             audit_signer,
@@ -260,6 +279,29 @@ impl Gateway {
             },
         )
         .await?;
+        if let Some((from, to)) = audit.unvouched_at_open() {
+            // Records a crash left without a checkpoint are signed over now;
+            // say so in the trail itself.
+            let event = crate::events::system(
+                crate::request_id::new_request_id(),
+                "audit.recover",
+                "unvouched_tail_signed".into(),
+                Some(format!(
+                    "records {from} to {to} had no checkpoint when the log was opened (the gateway did not shut down cleanly)"
+                )),
+                clock.unix_millis(),
+            );
+            audit.append(event).await?;
+        }
+        let witnesses = match &config.audit.witness {
+            Some(w) => {
+                crate::witness::spawn(w, &audit.checkpoints()).map_err(|e| GatewayError::Io {
+                    what: "cannot build the audit witness's HTTP client".into(),
+                    source: std::io::Error::other(e),
+                })?
+            }
+            None => Vec::new(),
+        };
 
         let mut git_upstreams = BTreeMap::new();
         for (name, up) in &config.git.upstreams {
@@ -331,6 +373,7 @@ impl Gateway {
             git_limits,
             public_url,
             webhook_secrets,
+            witnesses: std::sync::Mutex::new(witnesses),
         }))
     }
 
@@ -403,10 +446,21 @@ impl Gateway {
         self.keyring.rotate_now().await
     }
 
-    /// Flushes the audit log and writes a final checkpoint.
+    /// Flushes the audit log, writes a final checkpoint, and gives the
+    /// witnesses a few seconds to take it.
     pub async fn shutdown(&self) {
         if let Err(e) = self.audit.shutdown().await {
             tracing::error!(error = %e, "audit shutdown failed");
+        }
+        let witnesses =
+            std::mem::take(&mut *self.witnesses.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in witnesses {
+            if tokio::time::timeout(WITNESS_SHUTDOWN_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::error!("the audit witness did not take the final checkpoint in time");
+            }
         }
     }
 
@@ -522,7 +576,10 @@ fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
 const AUDIT_KEY_META: &str = "audit_signing_key";
 const AUDIT_PUBLIC_META: &str = "audit_public_key";
 
-async fn load_audit_signer(
+/// The audit checkpoint key, decrypted with the master key; created (and
+/// its public half recorded) on first use. For the gateway and for
+/// `latchkey audit archive`, which signs the new log's first checkpoint.
+pub async fn load_audit_signer(
     store: &dyn Store,
     master: &MasterKey,
 ) -> Result<AuditSigner, GatewayError> {

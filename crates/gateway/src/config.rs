@@ -709,6 +709,31 @@ pub struct AuditSettings {
     /// How often a signed checkpoint is written.
     #[serde(default = "default_checkpoint", with = "duration_str")]
     pub checkpoint_interval: Duration,
+    /// `[audit.witness]`: where each checkpoint is sent as it is signed, so
+    /// a copy lives off the machine.
+    #[serde(default)]
+    pub witness: Option<WitnessConfig>,
+}
+
+/// `[audit.witness]`. At least one of `url` and `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// An HTTP(S) endpoint that is POSTed each checkpoint as JSON, and that
+    /// answers GET with the checkpoints it holds (for `audit verify --witness`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file (on another mount or machine) each checkpoint is appended to
+    /// as one JSON line.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How long one delivery may take before it is retried.
+    #[serde(default = "default_witness_timeout", with = "duration_str")]
+    pub timeout: Duration,
+}
+
+fn default_witness_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_checkpoint() -> Duration {
@@ -719,6 +744,7 @@ impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             checkpoint_interval: default_checkpoint(),
+            witness: None,
         }
     }
 }
@@ -873,6 +899,23 @@ impl Config {
         self.server.limits.validate()?;
         if let Some(fs) = &self.firestore {
             fs.validate()?;
+        }
+        if let Some(w) = &self.audit.witness {
+            if w.url.is_none() && w.file.is_none() {
+                return Err(invalid(
+                    "audit.witness",
+                    "set `url` (an HTTP(S) endpoint) or `file` (on another mount), or both",
+                ));
+            }
+            if let Some(url) = &w.url {
+                let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if !ok {
+                    return Err(invalid(
+                        "audit.witness.url",
+                        format!("`{url}` is not an http or https URL"),
+                    ));
+                }
+            }
         }
         let t = &self.tokens;
         if t.max_lifetime > Duration::from_secs(12 * 3600) {

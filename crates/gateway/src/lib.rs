@@ -20,8 +20,10 @@ mod oauth;
 mod refusals;
 mod request_id;
 mod webhooks;
+mod witness;
 
 pub use app::{
-    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, load_master_key, router,
+    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, create_private_dir,
+    load_audit_signer, load_master_key, router,
 };
 pub use listener::{ServeError, serve, serve_with_limits, tls_server_config};

@@ -816,6 +816,16 @@ async fn an_unwritable_audit_log_refuses_firestore_calls() {
     // log is a real full device (ENOSPC on every write).
     let data = first.data();
     std::fs::rename(data.join("audit"), data.join("audit-healthy")).unwrap();
+    // A log moved aside is a new log only with the index cleared too (as
+    // `latchkey audit archive` does); otherwise the gateway refuses it.
+    {
+        use latchkey_store::Store as _;
+        let store = latchkey_store::SqliteStore::open(&data.join("latchkey.db"))
+            .await
+            .unwrap();
+        store.clear_audit_index().await.unwrap();
+        store.close().await;
+    }
     std::fs::create_dir(data.join("audit")).unwrap();
     std::os::unix::fs::symlink("/dev/full", data.join("audit").join("audit.log")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -218,7 +218,16 @@ fn write_private(path: &Path, contents: &str) -> Result<(), IdentityError> {
     let fail =
         |e: std::io::Error| dev_err(format!("cannot write key file `{}`: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        // Only the owner may enter a directory created for a key, whatever
+        // the umask.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(fail)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -244,13 +244,39 @@ pub(crate) struct Location {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check the whole hash chain and every signed checkpoint; names the first
-    /// bad record. Exit status 1 on any tampering.
-    Verify(#[command(flatten)] Location),
+    /// Check the whole hash chain, the chain of signed checkpoints, the index
+    /// and (with `--witness`) the witnessed checkpoints; names the first bad
+    /// record. Exit status 1 on any tampering.
+    Verify(AuditVerifyArgs),
+    /// Move the log and its checkpoints to `audit/archive/<time>/` and start
+    /// a new log whose first record names the archived one. For a log that
+    /// does not verify: keep it as evidence, and let the gateway start again.
+    /// The gateway must be stopped.
+    Archive(AuditArchiveArgs),
     /// Filter audit events; a table for people, `--json` for tools.
     Query(AuditQueryArgs),
     /// Print the newest events and follow new ones as they are written.
     Tail(AuditTailArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub(crate) location: Location,
+    /// Checkpoints a witness holds: a file (`[audit.witness] file`) or an
+    /// `http(s)://` URL answering GET with them (JSON lines or a JSON array).
+    /// Every witnessed checkpoint must be in the local log as witnessed.
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) witness: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArchiveArgs {
+    #[command(flatten)]
+    pub(crate) location: Location,
+    /// Why, recorded in the new log's first record.
+    #[arg(long, default_value = "archived by an operator")]
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Args)]

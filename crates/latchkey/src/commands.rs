@@ -135,7 +135,9 @@ async fn dev(
     listen: std::net::SocketAddr,
     firestore_emulator: Option<String>,
 ) -> Result<ExitCode> {
-    std::fs::create_dir_all(&data)
+    // The data directory holds the master key, the store and the audit log:
+    // only its owner may enter it, whatever the umask.
+    latchkey_gateway::create_private_dir(&data)
         .with_context(|| format!("cannot create `{}`", data.display()))?;
     let policy_dir = data.join("policies");
     if !policy_dir.exists() {

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod credential;
 mod output;
+mod witness;
 
 use clap::Parser;
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use latchkey_core::{Clock, SystemClock};
 use latchkey_store::{AuditQuery, SqliteStore, Store};
 
-use crate::cli::{AuditCommand, AuditQueryArgs, AuditTailArgs};
+use crate::cli::{AuditArchiveArgs, AuditCommand, AuditQueryArgs, AuditTailArgs, AuditVerifyArgs};
 use crate::commands::locate;
 
 /// Formats milliseconds since the epoch as RFC 3339 UTC (second precision).
@@ -91,14 +91,15 @@ fn event_line(seq: u64, ev: &serde_json::Value) -> String {
 
 pub(crate) async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify(loc) => verify(loc).await,
+        AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Archive(args) => archive(args).await,
         AuditCommand::Query(args) => query(args).await,
         AuditCommand::Tail(args) => tail(args).await,
     }
 }
 
-async fn verify(loc: crate::cli::Location) -> Result<ExitCode> {
-    let config = locate(&loc)?;
+async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
+    let config = locate(&args.location)?;
     let data = &config.server.data_dir;
     let store = SqliteStore::open(&data.join("latchkey.db")).await?;
     let Some(public) = latchkey_gateway::audit_public_key(&store).await? else {
@@ -107,19 +108,110 @@ async fn verify(loc: crate::cli::Location) -> Result<ExitCode> {
             data.display()
         );
     };
-    match latchkey_audit::verify(&data.join("audit"), &[("audit-1".to_owned(), public)]) {
+    let mut witness = Vec::new();
+    for source in &args.witness {
+        witness.extend(
+            crate::witness::load(source)
+                .await
+                .with_context(|| format!("cannot read the witness `{source}`"))?,
+        );
+    }
+    let index_max_seq = store
+        .max_audit_seq()
+        .await
+        .context("cannot read the audit index")?
+        .unwrap_or(0);
+    let keys = [("audit-1".to_owned(), public)];
+    let opts = latchkey_audit::VerifyOptions {
+        keys: &keys,
+        checkpoint_interval: config.audit.checkpoint_interval,
+        index_max_seq: Some(index_max_seq),
+        witness: &witness,
+    };
+    match latchkey_audit::verify_with(&data.join("audit"), &opts) {
         Ok(report) => {
             println!(
                 "audit log intact: {} record(s), {} signed checkpoint(s), last record {}",
                 report.records, report.checkpoints, report.last_seq
             );
+            if report.unvouched > 0 {
+                println!(
+                    "note: the last {} record(s) are not yet vouched for by a checkpoint \
+                     (a running gateway signs one within {:?}; after a crash, at its next start)",
+                    report.unvouched, config.audit.checkpoint_interval
+                );
+            }
+            if !args.witness.is_empty() {
+                println!("{} witnessed checkpoint(s) match the log", report.witnessed);
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        Err(latchkey_audit::AuditError::Verify(f)) => {
+            println!("AUDIT LOG TAMPERED: {f}");
+            Ok(ExitCode::from(1))
         }
         Err(e) => {
             println!("AUDIT LOG TAMPERED: {e}");
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Archives the log and starts a new one whose first record says so. The
+/// index is cleared (it indexes the new log from now on; the archived log
+/// stays readable with `latchkey audit verify` on a copy of its directory).
+async fn archive(args: AuditArchiveArgs) -> Result<ExitCode> {
+    let config = locate(&args.location)?;
+    let data = &config.server.data_dir;
+    let audit_dir = data.join("audit");
+    let master = latchkey_gateway::load_master_key(&config, args.location.config.is_none())?;
+    let store = std::sync::Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
+    let signer = latchkey_gateway::load_audit_signer(store.as_ref(), &master).await?;
+    let clock: latchkey_core::SharedClock = std::sync::Arc::new(SystemClock);
+    let archived =
+        latchkey_audit::archive(&audit_dir, clock.unix_millis()).map_err(|e| match e {
+            latchkey_audit::AuditError::Locked { .. } => {
+                anyhow::anyhow!("{e}; `latchkey audit archive` needs the gateway stopped")
+            }
+            other => other.into(),
+        })?;
+    store
+        .clear_audit_index()
+        .await
+        .context("the log was archived but the audit index could not be cleared")?;
+    let log = latchkey_audit::AuditLog::open(
+        &audit_dir,
+        signer,
+        None,
+        clock.clone(),
+        latchkey_audit::AuditConfig {
+            checkpoint_interval: config.audit.checkpoint_interval,
+            ..latchkey_audit::AuditConfig::default()
+        },
+    )
+    .await?;
+    let mut event =
+        latchkey_audit::AuditEvent::system("audit-archive", "audit.archive", clock.unix_millis());
+    let archived_dir = archived.dir.display().to_string();
+    event
+        .context
+        .insert("archived".into(), serde_json::json!(archived_dir));
+    event.context.insert(
+        "archived_last_seq".into(),
+        serde_json::json!(archived.last_seq),
+    );
+    event.context.insert(
+        "archived_last_hash".into(),
+        serde_json::json!(archived.last_hash),
+    );
+    event.outcome = Some(latchkey_audit::Outcome::new("archived").with_detail(args.reason));
+    log.append(event).await?;
+    log.close().await?;
+    println!(
+        "archived the audit log (last record {}) to `{archived_dir}`; a new log starts with a record naming it",
+        archived.last_seq
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A running gateway indexes records a few milliseconds after they are

@@ -273,8 +273,21 @@ fn audit_query_says_when_the_index_is_behind_the_log() {
     // before indexing it).
     let audit_dir = sb.data.join("audit");
     let logged = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let der = latchkey_audit::AuditSigner::generate_pkcs8().unwrap();
-        let signer = latchkey_audit::AuditSigner::from_pkcs8("audit-1", &der).unwrap();
+        // The gateway's own checkpoint key: the log refuses to be extended
+        // by any other.
+        let master = latchkey_tokens::MasterKey::from_base64(
+            std::fs::read_to_string(sb.data.join("master.key"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let store = latchkey_store::SqliteStore::open(&sb.data.join("latchkey.db"))
+            .await
+            .unwrap();
+        let signer = latchkey_gateway::load_audit_signer(&store, &master)
+            .await
+            .unwrap();
+        store.close().await;
         let log = latchkey_audit::AuditLog::open(
             &audit_dir,
             signer,

@@ -87,6 +87,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditIndexRow>, StoreError>;
     /// The highest indexed `seq`, if any.
     async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Removes every audit index row, when the log it indexed is archived
+    /// and a new log (whose seqs start again at 1) begins.
+    async fn clear_audit_index(&self) -> Result<(), StoreError>;
 
     /// Reads a metadata blob.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

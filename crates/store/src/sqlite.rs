@@ -48,6 +48,7 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and brings its
     /// schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -184,6 +185,25 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Creates the database file, if missing, readable and writable only by its
+/// owner whatever the umask. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode, so they are private too.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot create database `{}`: {e}; check that the directory exists and is writable",
+            path.display()
+        ))
+    })
 }
 
 /// Switches the file to WAL mode. That needs an exclusive lock SQLite's busy
@@ -666,6 +686,14 @@ impl Store for SqliteStore {
             .and_then(|r| r.try_get(0))
             .map_err(|e| db_error(CTX, e))?;
         max.map(|v| from_db("seq", v)).transpose()
+    }
+
+    async fn clear_audit_index(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM audit_index")
+            .execute(&self.index_pool)
+            .await
+            .map_err(|e| db_error("clearing the audit index", e))?;
+        Ok(())
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -72,6 +72,9 @@ impl Store for FakeDownStore {
     async fn max_audit_seq(&self) -> Result<Option<u64>, StoreError> {
         Err(down())
     }
+    async fn clear_audit_index(&self) -> Result<(), StoreError> {
+        Err(down())
+    }
     async fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Err(down())
     }

@@ -34,7 +34,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(BIN);
+    // `LATCHKEY_TEST_BIN` runs the suite against another build (to see a
+    // regression test fail on the code before a fix).
+    let bin = std::env::var_os("LATCHKEY_TEST_BIN").unwrap_or_else(|| BIN.into());
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .env("LATCHKEY_LOG", "warn")
         .stdin(Stdio::null());
