@@ -1,5 +1,6 @@
 //! Fuzzes the pure Git parsers: pkt-lines, the receive-pack command
-//! section, the report-status tap and the route parser.
+//! section, the upload-pack v2 command, the report-status tap and the route
+//! parser.
 #![no_main]
 
 use latchkey_git::pktline::{PktParse, parse_pkt};
@@ -31,6 +32,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(_) => {}
+    }
+    for v2 in [false, true] {
+        if let Ok(latchkey_git::upload::UploadParse::Complete { command, consumed }) =
+            latchkey_git::upload::parse_upload_pack_command(data, v2)
+        {
+            assert!(consumed <= data.len());
+            assert!(latchkey_git::upload::V2_COMMANDS.contains(&command.as_str()));
+        }
     }
     for sideband in [false, true] {
         let mut whole = ReportStatusTap::new(sideband);
