@@ -21,6 +21,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+/// Decodes tried per run of base64url characters: a bound on the work an
+/// event can cause, generous for what clients send by mistake (a token, perhaps
+/// behind a few glued characters), not a hiding place worth having: whoever
+/// hides a token on purpose holds it already.
+const MAX_DECODE_ATTEMPTS: usize = 64;
+
 /// The longest `jti` recorded as such; longer ones are hashed with the token.
 const MAX_JTI: usize = 128;
 
@@ -74,6 +80,7 @@ fn find_token(run: &str) -> Option<(usize, String)> {
         return None;
     }
     let mut seg_start = 0;
+    let mut attempts = 0usize;
     for seg in run.split('.') {
         let rest_dots = run[seg_start + seg.len()..]
             .bytes()
@@ -84,7 +91,19 @@ fn find_token(run: &str) -> Option<(usize, String)> {
         }
         // A JSON object in base64url starts with `e` (`{` is 0x7b); try each
         // `e` so that characters glued in front cannot hide a token.
+        //
+        // INVARIANT: the work per run is linear in its length: at most
+        // `MAX_DECODE_ATTEMPTS` decodes, and only where the bytes can start a
+        // JSON object (`{"`, `{ `, `{\n`, `{}` encode as `ey`, `ew`, `e3`).
         for (p, _) in seg.match_indices('e') {
+            let next = seg.as_bytes().get(p + 1).copied();
+            if !matches!(next, Some(b'y' | b'w' | b'3')) {
+                continue;
+            }
+            attempts += 1;
+            if attempts > MAX_DECODE_ATTEMPTS {
+                return None;
+            }
             if json_object(&seg[p..]).is_some() {
                 let from = seg_start + p;
                 return Some((from, replacement(&run[from..])));
@@ -237,6 +256,42 @@ mod tests {
             "eyJub3QganNvbg.eyJ4.eyJ5",
         ] {
             assert_eq!(redact_tokens(&json_of(s)), None, "{s}");
+        }
+    }
+
+    /// The scan is linear: a long run full of would-be object starts costs
+    /// at most `MAX_DECODE_ATTEMPTS` decodes, and its output is still the
+    /// input (nothing token-shaped in it).
+    #[test]
+    fn adversarial_runs_are_bounded_and_left_alone() {
+        let run = format!("{}.{}.{}", "ey".repeat(200_000), "ew".repeat(1000), "e3");
+        let json = serde_json::json!({ "detail": run }).to_string();
+        assert_eq!(redact_tokens(&json), None);
+    }
+
+    /// Mixed, mutated inputs: never a panic, always valid JSON out, and the
+    /// token's signature never survives.
+    #[test]
+    fn mutated_events_stay_json_and_lose_the_token() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k1"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","jti":"AAAAAAAAAAAAAAAAAAAAAA"}"#);
+        let signature = "c2lnbmF0dXJlLXRoYXQtbXVzdC1ub3QtbGVhaw";
+        let token = format!("{header}.{claims}.{signature}");
+        let pieces = ["x", ".", "\\", "\"", "\n", " ", "é", "ey", "=", &token];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..8 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            text.push_str(&token);
+            let json = serde_json::json!({ "value": text }).to_string();
+            let out = redact_tokens(&json).unwrap_or_else(|| json.clone());
+            assert!(serde_json::from_str::<Value>(&out).is_ok(), "{out}");
+            assert!(!out.contains(signature), "{out}");
         }
     }
 }
