@@ -22,6 +22,7 @@ mod request_id;
 mod webhooks;
 
 pub use app::{
-    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, load_master_key, router,
+    Gateway, GatewayError, KEY_WATCH_INTERVAL, StartOptions, audit_public_key, check_firestore,
+    load_master_key, open_keyring, router, spawn_key_watch,
 };
 pub use listener::{ServeError, serve, serve_with_limits, tls_server_config};
