@@ -143,10 +143,13 @@ pub(crate) fn key_rotation(
         time_ms,
     );
     e.context.insert("kid".into(), json!(rotation.kid));
-    e.context.insert("mode".into(), json!(rotation.mode.as_str()));
-    e.context.insert("generation".into(), json!(rotation.generation));
+    e.context
+        .insert("mode".into(), json!(rotation.mode.as_str()));
+    e.context
+        .insert("generation".into(), json!(rotation.generation));
     e.context.insert("rotated_at".into(), json!(rotation.at));
-    e.context.insert("signs_from".into(), json!(rotation.signs_from));
+    e.context
+        .insert("signs_from".into(), json!(rotation.signs_from));
     e.context.insert("retired".into(), json!(rotation.retired));
     e.context.insert("removed".into(), json!(rotation.removed));
     e

@@ -138,7 +138,8 @@ pub(crate) async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
     let mut resp = Json(gw.keyring.jwks()).into_response();
     let max_age = JWKS_MAX_AGE_SECS.min(gw.keyring.schedule().publish_ahead.as_secs());
     if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {
-        resp.headers_mut().insert(http::header::CACHE_CONTROL, value);
+        resp.headers_mut()
+            .insert(http::header::CACHE_CONTROL, value);
     }
     resp
 }

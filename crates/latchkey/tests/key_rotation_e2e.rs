@@ -56,7 +56,10 @@ fn kid_of(token: &str) -> String {
 /// The kid `keys rotate` printed first in backticks.
 fn rotated_kid(out: &std::process::Output) -> String {
     let text = stdout(out);
-    let start = text.find('`').unwrap_or_else(|| panic!("no kid in: {text}")) + 1;
+    let start = text
+        .find('`')
+        .unwrap_or_else(|| panic!("no kid in: {text}"))
+        + 1;
     let end = start + text[start..].find('`').unwrap();
     text[start..end].to_owned()
 }
@@ -126,9 +129,11 @@ fn keys_rotate_on_a_running_gateway_publishes_before_signing_and_now_retires() {
     // --now: the new key signs at once; the old key's tokens are dead.
     let out = ok(sb.cli(&["keys", "rotate", "--now"]));
     let now_kid = rotated_kid(&out);
-    within(Duration::from_secs(1), "the old key's tokens refused", || {
-        info_refs(&sb, &first) == 401
-    });
+    within(
+        Duration::from_secs(1),
+        "the old key's tokens refused",
+        || info_refs(&sb, &first) == 401,
+    );
     assert_eq!(info_refs(&sb, &second), 401);
     assert_eq!(published_kids(&sb), vec![now_kid.clone()]);
     let third = sb.token(&id, "git");
@@ -144,8 +149,14 @@ fn keys_rotate_on_a_running_gateway_publishes_before_signing_and_now_retires() {
         .map(Value::to_string)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(text.contains(&next_kid) && text.contains("\"scheduled\""), "{text}");
-    assert!(text.contains(&now_kid) && text.contains("\"now\""), "{text}");
+    assert!(
+        text.contains(&next_kid) && text.contains("\"scheduled\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&now_kid) && text.contains("\"now\""),
+        "{text}"
+    );
     sb.stop();
     ok(sb.cli(&["audit", "verify"]));
 }

@@ -419,9 +419,7 @@ impl SigningKeyRing {
     pub async fn rotate(&self, mode: RotationMode) -> Result<Rotation, TokenError> {
         let stored = self.store.list_signing_keys().await?;
         let now = self.clock.unix();
-        let any_active = stored
-            .iter()
-            .any(|k| state_of(k, now) == KeyState::Active);
+        let any_active = stored.iter().any(|k| state_of(k, now) == KeyState::Active);
         let signs_from = match mode {
             RotationMode::Scheduled if any_active => {
                 now.saturating_add(self.schedule.publish_ahead.as_secs())
