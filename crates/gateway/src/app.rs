@@ -84,6 +84,40 @@ pub fn check_firestore(config: &Config) -> Result<bool, GatewayError> {
     Ok(true)
 }
 
+/// Polls the store's key generation every [`KEY_WATCH_INTERVAL`] for as
+/// long as the task runs (see [`Gateway::watch_keys`]).
+pub fn spawn_key_watch(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = gw.watch_keys().await {
+                tracing::error!(error = %e, "signing key reload failed; retrying");
+            }
+        }
+    })
+}
+
+/// Opens the signing keys of the gateway `config` describes, without
+/// starting it: what `latchkey keys list|rotate` works on. A running
+/// gateway on the same data directory learns of a rotation within
+/// [`KEY_WATCH_INTERVAL`] and audits it.
+pub async fn open_keyring(
+    config: &Config,
+    clock: SharedClock,
+) -> Result<SigningKeyRing, GatewayError> {
+    let master = load_master_key(config, false)?;
+    let store: SharedStore =
+        Arc::new(SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?);
+    let schedule = KeySchedule {
+        rotation_period: config.keys.rotation_period,
+        publish_ahead: config.keys.publish_ahead,
+        max_token_lifetime: config.tokens.max_lifetime,
+    };
+    Ok(SigningKeyRing::load(store, master, clock, schedule).await?)
+}
+
 /// Reads the master key from config, or in dev mode from (or into)
 /// `{data}/master.key`.
 pub fn load_master_key(config: &Config, dev: bool) -> Result<MasterKey, GatewayError> {
@@ -169,7 +203,19 @@ pub struct Gateway {
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The store's key generation the keyring was last reloaded at; see
+    /// [`Gateway::watch_keys`]. Serialised so two polls never audit twice.
+    pub(crate) keys_seen: tokio::sync::Mutex<Option<u64>>,
 }
+
+/// The store meta key of the last key generation whose rotations are in
+/// the audit log (so a rotation made while no gateway ran is audited at
+/// the next start, and once).
+const KEYS_AUDITED_META: &str = "keys_generation_audited";
+
+/// How often a running gateway polls the store's key generation, so a
+/// rotation made by `latchkey keys rotate` takes effect within a second.
+pub const KEY_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Gateway {
     /// Opens the store, keys, policies and audit log, and sets up issuers.
@@ -354,7 +400,8 @@ impl Gateway {
             config.server.limits.unauthenticated_refusals,
             config.server.limits.unauthenticated_interval,
         );
-        Ok(Arc::new(Self {
+        let gw = Arc::new(Self {
+            keys_seen: tokio::sync::Mutex::new(None),
             refusals,
             firestore,
             config,
@@ -374,7 +421,61 @@ impl Gateway {
             public_url,
             webhook_secrets,
             witnesses: std::sync::Mutex::new(witnesses),
-        }))
+        });
+        // Rotations made while no gateway ran (`latchkey keys rotate` on a
+        // stopped gateway) are audited now, before the first request.
+        gw.watch_keys().await?;
+        Ok(gw)
+    }
+
+    /// The configuration the gateway runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// One poll of the store's key generation: when it moved (a rotation by
+    /// the CLI, another node, or the schedule), reloads the keyring (the
+    /// verifier then refuses tokens of removed keys, cached or not) and
+    /// records each rotation not yet in the audit log. Run every
+    /// [`KEY_WATCH_INTERVAL`] by [`spawn_key_watch`].
+    ///
+    /// Fails without marking anything seen when the store, the keys or the
+    /// audit log fail, so the next poll tries again.
+    pub async fn watch_keys(&self) -> Result<(), GatewayError> {
+        let mut seen = self.keys_seen.lock().await;
+        let generation = self.keyring.generation().await?;
+        if *seen == Some(generation) {
+            return Ok(());
+        }
+        self.keyring.reload().await?;
+        let audited = match self.store.get_meta(KEYS_AUDITED_META).await? {
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0),
+            None => 0,
+        };
+        if audited < generation {
+            for rotation in self.keyring.rotations_between(audited, generation).await? {
+                let event = crate::events::key_rotation(
+                    crate::request_id::new_request_id(),
+                    &rotation,
+                    self.clock.unix_millis(),
+                );
+                self.audit.append(event).await?;
+                tracing::info!(
+                    kid = %rotation.kid,
+                    mode = rotation.mode.as_str(),
+                    retired = ?rotation.retired,
+                    "signing keys reloaded after a rotation"
+                );
+            }
+            self.store
+                .put_meta(KEYS_AUDITED_META, generation.to_string().as_bytes())
+                .await?;
+        }
+        *seen = Some(generation);
+        Ok(())
     }
 
     /// The URL that is the `iss` of Latchkey tokens.
@@ -432,18 +533,23 @@ impl Gateway {
         if let Err(e) = self.keyring.maintain().await {
             tracing::error!(error = %e, "signing key maintenance failed");
         }
+        if let Err(e) = self.watch_keys().await {
+            tracing::error!(error = %e, "signing key reload failed");
+        }
         if let Err(e) = self.revocations.refresh().await {
             tracing::error!(error = %e, "revocation refresh failed");
         }
     }
 
-    /// Starts signing with a new key now (`latchkey keys rotate` on a running
-    /// gateway, and tests). The previous key stays published until its
-    /// tokens expire.
+    /// Rotates the signing key (see [`SigningKeyRing::rotate`] for the two
+    /// modes) and audits the rotation before returning.
     pub async fn rotate_keys(
         &self,
-    ) -> Result<latchkey_tokens::KeyInfo, latchkey_tokens::TokenError> {
-        self.keyring.rotate_now().await
+        mode: latchkey_tokens::RotationMode,
+    ) -> Result<latchkey_tokens::Rotation, GatewayError> {
+        let rotation = self.keyring.rotate(mode).await?;
+        self.watch_keys().await?;
+        Ok(rotation)
     }
 
     /// Flushes the audit log, writes a final checkpoint, and gives the

@@ -127,6 +127,34 @@ pub(crate) fn system(
     e
 }
 
+/// A signing-key rotation (by `latchkey keys rotate`, another node, this
+/// gateway, or the regular schedule), recorded by the gateway that noticed
+/// it in the store.
+pub(crate) fn key_rotation(
+    request_id: String,
+    rotation: &latchkey_tokens::Rotation,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = system(
+        request_id,
+        "keys.rotate",
+        "rotated".to_owned(),
+        None,
+        time_ms,
+    );
+    e.context.insert("kid".into(), json!(rotation.kid));
+    e.context
+        .insert("mode".into(), json!(rotation.mode.as_str()));
+    e.context
+        .insert("generation".into(), json!(rotation.generation));
+    e.context.insert("rotated_at".into(), json!(rotation.at));
+    e.context
+        .insert("signs_from".into(), json!(rotation.signs_from));
+    e.context.insert("retired".into(), json!(rotation.retired));
+    e.context.insert("removed".into(), json!(rotation.removed));
+    e
+}
+
 fn revocation_context(e: &mut AuditEvent, kind: RevocationKind, value: &str, mode: RevocationMode) {
     e.context
         .insert("revocation_kind".into(), json!(kind.as_str()));

@@ -23,7 +23,7 @@ mod webhooks;
 mod witness;
 
 pub use app::{
-    Gateway, GatewayError, StartOptions, audit_public_key, check_firestore, create_private_dir,
-    load_audit_signer, load_master_key, router,
+    Gateway, GatewayError, KEY_WATCH_INTERVAL, StartOptions, audit_public_key, check_firestore,
+    create_private_dir, load_audit_signer, load_master_key, open_keyring, router, spawn_key_watch,
 };
 pub use listener::{ServeError, serve, serve_with_limits, tls_server_config};

@@ -127,13 +127,20 @@ pub(crate) async fn metadata(State(gw): State<Arc<Gateway>>) -> Response {
     .into_response()
 }
 
+/// The longest a relying party may cache JWKS.
+const JWKS_MAX_AGE_SECS: u64 = 300;
+
 /// `GET /.well-known/jwks.json`.
+///
+/// INVARIANT: a relying party that honours `max-age` refetches before a
+/// scheduled key signs: the cache lifetime never exceeds `publish_ahead`.
 pub(crate) async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
     let mut resp = Json(gw.keyring.jwks()).into_response();
-    resp.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
+    let max_age = JWKS_MAX_AGE_SECS.min(gw.keyring.schedule().publish_ahead.as_secs());
+    if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {
+        resp.headers_mut()
+            .insert(http::header::CACHE_CONTROL, value);
+    }
     resp
 }
 

@@ -675,10 +675,25 @@ async fn policy_reload_keeps_the_old_set_on_error() {
 #[tokio::test]
 async fn key_rotation_keeps_old_tokens_valid() {
     let op = OidcProvider::start().await;
-    let tg = TestGateway::start(&op, Opts::default()).await;
+    let tg = TestGateway::start(
+        &op,
+        Opts {
+            keys_extra: r#"publish_ahead = "60s""#.into(),
+            ..Opts::default()
+        },
+    )
+    .await;
     let old = tg.token_for(&op, "alice", &["developers"], "git").await;
     let old_kid = jwt_part(&old, 0)["kid"].as_str().unwrap().to_owned();
-    let info = tg.gw.rotate_keys().await.unwrap();
+    let info = tg
+        .gw
+        .rotate_keys(latchkey_tokens::RotationMode::Scheduled)
+        .await
+        .unwrap();
+    // The new key signs only after `publish_ahead`.
+    let before = tg.token_for(&op, "alice", &["developers"], "git").await;
+    assert_eq!(jwt_part(&before, 0)["kid"], old_kid.as_str());
+    tg.clock.advance(std::time::Duration::from_secs(60));
     assert_ne!(info.kid, old_kid);
     let new = tg.token_for(&op, "alice", &["developers"], "git").await;
     assert_eq!(jwt_part(&new, 0)["kid"], info.kid.as_str());

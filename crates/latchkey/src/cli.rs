@@ -359,8 +359,21 @@ pub(crate) struct PolicyLocation {
 pub(crate) enum KeysCommand {
     /// Show each signing key's state and dates.
     List(#[command(flatten)] Location),
-    /// Start signing with a new key now. The old key stays published until
-    /// every token it signed has expired. A running gateway picks the new
-    /// key up within its maintenance interval (30 s).
-    Rotate(#[command(flatten)] Location),
+    /// Publish a new signing key now; it signs after `keys.publish_ahead`,
+    /// and the old key signs until then and stays published until its
+    /// tokens expire. With `--now` (a compromised key) the new key signs at
+    /// once and every older key is removed: its tokens stop verifying. A
+    /// running gateway reloads and audits the rotation within a second; a
+    /// stopped one audits it when it next starts.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct RotateArgs {
+    /// Sign with the new key at once and remove every older key, so the
+    /// tokens they signed stop verifying (for a compromised key).
+    #[arg(long)]
+    pub(crate) now: bool,
+    #[command(flatten)]
+    pub(crate) location: Location,
 }

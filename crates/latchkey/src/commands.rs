@@ -193,6 +193,8 @@ async fn run_server(
     if let Some(b) = banner {
         println!("{b}");
     }
+    // Rotations by `latchkey keys rotate` or another node, within a second.
+    latchkey_gateway::spawn_key_watch(gw.clone());
     // Upkeep: key rotation and revocation refresh.
     let upkeep = gw.clone();
     tokio::spawn(async move {
@@ -441,36 +443,59 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
 
 async fn keys(cmd: KeysCommand) -> Result<ExitCode> {
     let (loc, rotate) = match cmd {
-        KeysCommand::List(l) => (l, false),
-        KeysCommand::Rotate(l) => (l, true),
+        KeysCommand::List(l) => (l, None),
+        KeysCommand::Rotate(r) => (
+            r.location,
+            Some(if r.now {
+                latchkey_tokens::RotationMode::Now
+            } else {
+                latchkey_tokens::RotationMode::Scheduled
+            }),
+        ),
     };
     let config = locate(&loc)?;
     let dev = loc.config.is_none();
-    let master = latchkey_gateway::load_master_key(&config, false).map_err(|e| {
-        if dev && !config.server.data_dir.join("master.key").exists() {
-            anyhow::anyhow!(
-                "no master key in `{}`: start the sandbox there first with `latchkey dev --data {}`",
-                loc.data.display(),
-                loc.data.display()
-            )
-        } else {
-            e.into()
+    if dev && !config.server.data_dir.join("master.key").exists() {
+        bail!(
+            "no master key in `{}`: start the sandbox there first with `latchkey dev --data {}`",
+            loc.data.display(),
+            loc.data.display()
+        );
+    }
+    let ring = latchkey_gateway::open_keyring(&config, clock()).await?;
+    if let Some(mode) = rotate {
+        let r = ring.rotate(mode).await?;
+        let ticks = |kids: &[String]| {
+            kids.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match mode {
+            latchkey_tokens::RotationMode::Scheduled => println!(
+                "rotated: `{}` is published now and signs from {} (after `keys.publish_ahead`); \
+                 {} signs until then and stays published until its tokens expire",
+                r.kid,
+                crate::output::fmt_time(r.signs_from.saturating_mul(1000)),
+                if r.retired.is_empty() {
+                    "no key".to_owned()
+                } else {
+                    ticks(&r.retired)
+                },
+            ),
+            latchkey_tokens::RotationMode::Now => println!(
+                "rotated now: `{}` signs from now; removed {}: tokens they signed no longer verify",
+                r.kid,
+                if r.removed.is_empty() {
+                    "no key".to_owned()
+                } else {
+                    ticks(&r.removed)
+                },
+            ),
         }
-    })?;
-    let store: latchkey_store::SharedStore = Arc::new(
-        latchkey_store::SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?,
-    );
-    let schedule = latchkey_tokens::KeySchedule {
-        rotation_period: config.keys.rotation_period,
-        publish_ahead: config.keys.publish_ahead,
-        max_token_lifetime: config.tokens.max_lifetime,
-    };
-    let ring = latchkey_tokens::SigningKeyRing::load(store, master, clock(), schedule).await?;
-    if rotate {
-        let info = ring.rotate_now().await?;
         println!(
-            "rotated: `{}` signs from now; older keys stay published until their tokens expire",
-            info.kid
+            "a running gateway on this store reloads its keys and audits the rotation within a \
+             second; a stopped one does so when it starts"
         );
     }
     crate::output::print_keys(&ring.keys());

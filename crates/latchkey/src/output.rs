@@ -11,7 +11,7 @@ use crate::cli::{AuditArchiveArgs, AuditCommand, AuditQueryArgs, AuditTailArgs, 
 use crate::commands::locate;
 
 /// Formats milliseconds since the epoch as RFC 3339 UTC (second precision).
-fn fmt_time(ms: u64) -> String {
+pub(crate) fn fmt_time(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()

@@ -415,10 +415,21 @@ fn keys_list_and_rotate() {
         .iter()
         .find(|(kid, _)| *kid == before[0].0)
         .expect("the old key is still listed");
-    assert_eq!(old.1, "retired");
+    assert_eq!(old.1, "active", "the old key signs until `publish_ahead`");
     let new: Vec<_> = after
         .iter()
         .filter(|(kid, _)| *kid != before[0].0)
         .collect();
-    assert_eq!(new[0].1, "active");
+    assert_eq!(new[0].1, "pending", "published, not yet signing");
+
+    let now = ok(sb.cli(&["keys", "rotate", "--now"]));
+    assert!(
+        stdout(&now).contains("tokens they signed no longer verify"),
+        "{}",
+        stdout(&now)
+    );
+    let last = rows(&ok(sb.cli(&["keys", "list"])));
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0].1, "active");
+    assert!(!after.iter().any(|(kid, _)| *kid == last[0].0));
 }

@@ -105,6 +105,18 @@ pub enum TokenError {
     /// A cryptographic primitive failed (key generation, encoding, signing).
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),
+    /// A key-rotation record in the store's meta table does not parse
+    /// (written by a newer version, or altered by hand).
+    #[error(
+        "the store's key-rotation record `{key}` is unreadable: {message}; \
+         run `latchkey keys list` to see the keys in force"
+    )]
+    RotationRecord {
+        /// The meta key of the record.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -137,6 +149,7 @@ impl TokenError {
             | Self::Decrypt
             | Self::InvalidSchedule(_)
             | Self::Crypto(_)
+            | Self::RotationRecord { .. }
             | Self::Store(_) => "server_error",
         }
     }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use latchkey_core::{SharedClock, UnixTime};
 use latchkey_store::{SharedStore, StoredSigningKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sync::{read, write};
 use crate::{MAX_TOKEN_LIFETIME, MasterKey, TokenError};
@@ -93,6 +93,60 @@ pub struct KeyInfo {
     pub published_until: UnixTime,
 }
 
+/// The store meta key of the rotation counter bumped by every rotation.
+pub const KEYS_GENERATION_META: &str = "keys_generation";
+
+/// How many rotation records [`SigningKeyRing::rotations_between`] reads at
+/// most (a gateway down for a long time audits the newest ones).
+pub const MAX_ROTATIONS_READ: u64 = 1000;
+
+fn rotation_meta_key(generation: u64) -> String {
+    format!("keys_rotation/{generation}")
+}
+
+/// How a rotation hands signing over to the new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationMode {
+    /// Published now, signs after `publish_ahead`; the old key keeps
+    /// verifying until its tokens expire.
+    Scheduled,
+    /// Signs now; every other key is removed and its tokens stop verifying.
+    Now,
+}
+
+impl RotationMode {
+    /// `scheduled` or `now`, as audited.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Now => "now",
+        }
+    }
+}
+
+/// One rotation, as recorded in the store's meta table for the gateway to
+/// audit (the CLI cannot write to a running gateway's audit log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The store's key generation this rotation made.
+    pub generation: u64,
+    /// The new key.
+    pub kid: String,
+    /// How signing is handed over.
+    pub mode: RotationMode,
+    /// When the rotation was made.
+    pub at: UnixTime,
+    /// When the new key starts signing.
+    pub signs_from: UnixTime,
+    /// Keys that stop signing: at `signs_from` (scheduled) or now.
+    pub retired: Vec<String>,
+    /// Keys deleted: no longer published, their tokens no longer verify
+    /// (with `now`, every other key; with `scheduled`, only pending
+    /// successors that never signed).
+    pub removed: Vec<String>,
+}
+
 /// What one [`SigningKeyRing::maintain`] run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MaintenanceReport {
@@ -169,8 +223,9 @@ fn thumbprint(public_key: &[u8]) -> String {
 /// master key, kept in memory, published as JWKS and rotated on a schedule.
 ///
 /// Signing and verifying only read memory; `load`, `maintain`, `reload` and
-/// `rotate_now` talk to the store. Several gateway nodes share keys through
-/// the store; each picks up the others' changes on its next `maintain`.
+/// `rotate` talk to the store. Several gateway nodes (and `latchkey keys
+/// rotate`) share keys through the store; every rotation bumps the store's
+/// [`generation`](Self::generation), which gateways poll to reload.
 #[derive(Debug)]
 pub struct SigningKeyRing {
     store: SharedStore,
@@ -315,7 +370,24 @@ impl SigningKeyRing {
         match last_until {
             Some(until) if any_active => {
                 if now.saturating_add(self.schedule.publish_ahead.as_secs()) >= until {
-                    report.created.push(self.create_key(until).await?);
+                    let kid = self.create_key(until).await?;
+                    // The regular rotation is audited like a manual one.
+                    let retired = live
+                        .iter()
+                        .filter(|k| k.signs_until == until)
+                        .map(|k| k.kid.clone())
+                        .collect();
+                    self.record_rotation(Rotation {
+                        generation: 0,
+                        kid: kid.clone(),
+                        mode: RotationMode::Scheduled,
+                        at: now,
+                        signs_from: until,
+                        retired,
+                        removed: Vec::new(),
+                    })
+                    .await?;
+                    report.created.push(kid);
                 }
             }
             _ => {
@@ -329,33 +401,145 @@ impl SigningKeyRing {
         Ok(report)
     }
 
-    /// Starts signing with a new key now. The previous active key stops
-    /// signing now but stays published until every token it signed has
-    /// expired; pending successors (which never signed) are deleted.
-    pub async fn rotate_now(&self) -> Result<KeyInfo, TokenError> {
+    /// Rotates to a new signing key and records the rotation in the store
+    /// (see [`Rotation`]), so every gateway sharing the store reloads its
+    /// keys and audits the rotation within its poll interval.
+    ///
+    /// [`RotationMode::Scheduled`]: the new key is published now and signs
+    /// from `publish_ahead` on, so every relying party that caches JWKS
+    /// (for at most `publish_ahead`) knows it before its first token. The
+    /// active key keeps signing until then and stays published until every
+    /// token it signed has expired. Pending successors, which never signed,
+    /// are deleted. If nothing signs now, the new key signs at once.
+    ///
+    /// [`RotationMode::Now`] (a compromised key): the new key signs at once
+    /// and every other key is deleted, so the tokens they signed stop
+    /// verifying here as soon as each gateway reloads. Relying parties that
+    /// cached JWKS keep the old keys until their cache expires.
+    pub async fn rotate(&self, mode: RotationMode) -> Result<Rotation, TokenError> {
         let stored = self.store.list_signing_keys().await?;
         let now = self.clock.unix();
-        let kid = self.create_key(now).await?;
+        let any_active = stored.iter().any(|k| state_of(k, now) == KeyState::Active);
+        let signs_from = match mode {
+            RotationMode::Scheduled if any_active => {
+                now.saturating_add(self.schedule.publish_ahead.as_secs())
+            }
+            _ => now,
+        };
+        let kid = self.create_key(signs_from).await?;
+        let mut retired = Vec::new();
+        let mut removed = Vec::new();
         for key in &stored {
-            match state_of(key, now) {
-                KeyState::Active => {
-                    let mut retired = key.clone();
-                    retired.signs_until = now;
-                    retired.published_until = key
-                        .published_until
-                        .min(now.saturating_add(self.schedule.max_token_lifetime.as_secs()));
-                    self.store.update_signing_key_schedule(&retired).await?;
+            let state = state_of(key, now);
+            match (mode, state) {
+                (RotationMode::Scheduled, KeyState::Active) => {
+                    // INVARIANT: the old key signs until the new one does,
+                    // so there is no instant at which nothing signs, and it
+                    // stays published as long as a token it signed lives.
+                    let mut handed_over = key.clone();
+                    handed_over.signs_until = signs_from;
+                    handed_over.published_until =
+                        signs_from.saturating_add(self.schedule.max_token_lifetime.as_secs());
+                    self.store.update_signing_key_schedule(&handed_over).await?;
+                    retired.push(key.kid.clone());
                 }
-                KeyState::Pending => self.store.delete_signing_key(&key.kid).await?,
-                KeyState::Retired | KeyState::Expired => {}
+                (RotationMode::Scheduled, KeyState::Pending) | (RotationMode::Now, _) => {
+                    self.store.delete_signing_key(&key.kid).await?;
+                    if state != KeyState::Pending {
+                        retired.push(key.kid.clone());
+                    }
+                    removed.push(key.kid.clone());
+                }
+                (RotationMode::Scheduled, KeyState::Retired | KeyState::Expired) => {}
             }
         }
-        tracing::info!(kid = %kid, "rotated token signing key");
+        let rotation = self
+            .record_rotation(Rotation {
+                generation: 0,
+                kid,
+                mode,
+                at: now,
+                signs_from,
+                retired,
+                removed,
+            })
+            .await?;
+        tracing::info!(
+            kid = %rotation.kid,
+            mode = rotation.mode.as_str(),
+            signs_from,
+            retired = ?rotation.retired,
+            removed = ?rotation.removed,
+            "rotated token signing key"
+        );
         self.reload_inner().await?;
-        let keys = read(&self.keys).clone();
-        keys.get(&kid)
-            .map(|k| k.info(now))
-            .ok_or(TokenError::NoSigningKey)
+        Ok(rotation)
+    }
+
+    /// Stores `rotation` under the next generation and bumps
+    /// [`KEYS_GENERATION_META`]. The record is written before the counter,
+    /// so whoever sees the counter finds the record.
+    ///
+    /// The read-and-bump is not atomic across processes: two rotations at
+    /// the same instant may share a generation, and then only one is
+    /// audited (both still take effect: the keys are in the store).
+    async fn record_rotation(&self, mut rotation: Rotation) -> Result<Rotation, TokenError> {
+        let generation = self.generation().await?.saturating_add(1);
+        rotation.generation = generation;
+        let key = rotation_meta_key(generation);
+        let json = serde_json::to_vec(&rotation).map_err(|e| TokenError::RotationRecord {
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        self.store.put_meta(&key, &json).await?;
+        self.store
+            .put_meta(KEYS_GENERATION_META, generation.to_string().as_bytes())
+            .await?;
+        Ok(rotation)
+    }
+
+    /// The store's key generation: how many rotations were ever recorded.
+    /// Cheap (one meta row); gateways poll it to learn of rotations made by
+    /// `latchkey keys rotate` or another node.
+    pub async fn generation(&self) -> Result<u64, TokenError> {
+        match self.store.get_meta(KEYS_GENERATION_META).await? {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| TokenError::RotationRecord {
+                    key: KEYS_GENERATION_META.into(),
+                    message: "not a decimal counter".into(),
+                }),
+        }
+    }
+
+    /// The rotations recorded after generation `after`, up to `upto`,
+    /// oldest first; at most the newest [`MAX_ROTATIONS_READ`] of them.
+    /// A generation with no record (a lost race, see
+    /// [`Self::rotate`]) is skipped.
+    pub async fn rotations_between(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Rotation>, TokenError> {
+        let first = after
+            .saturating_add(1)
+            .max(upto.saturating_sub(MAX_ROTATIONS_READ - 1));
+        let mut out = Vec::new();
+        for generation in first..=upto {
+            let key = rotation_meta_key(generation);
+            let Some(bytes) = self.store.get_meta(&key).await? else {
+                continue;
+            };
+            let rotation: Rotation =
+                serde_json::from_slice(&bytes).map_err(|e| TokenError::RotationRecord {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
+            out.push(rotation);
+        }
+        Ok(out)
     }
 
     /// The published keys (pending, active, retired) as a JWK Set.

@@ -30,7 +30,10 @@ mod verifier;
 pub use claims::TokenClaims;
 pub use error::TokenError;
 pub use issuer::{Lifetimes, MintRequest, MintedToken, TokenIssuer, is_jti};
-pub use keyring::{KeyInfo, KeySchedule, KeyState, MaintenanceReport, SigningKeyRing};
+pub use keyring::{
+    KEYS_GENERATION_META, KeyInfo, KeySchedule, KeyState, MAX_ROTATIONS_READ, MaintenanceReport,
+    Rotation, RotationMode, SigningKeyRing,
+};
 pub use master::MasterKey;
 pub use revocation::RevocationSet;
 pub use verifier::{TokenVerifier, VerifiedToken};

@@ -13,8 +13,8 @@ use latchkey_store::{
     Revocation, RevocationKind, RevocationMode, SharedStore, SqliteStore, StoredSigningKey,
 };
 use latchkey_tokens::{
-    KeySchedule, KeyState, Lifetimes, MasterKey, MintRequest, RevocationSet, SigningKeyRing,
-    TokenClaims, TokenError, TokenIssuer, TokenVerifier,
+    KeySchedule, KeyState, Lifetimes, MasterKey, MintRequest, RevocationSet, RotationMode,
+    SigningKeyRing, TokenClaims, TokenError, TokenIssuer, TokenVerifier,
 };
 
 const T0: u64 = 1_700_000_000;
@@ -565,8 +565,17 @@ async fn freeze_blocks_minting_and_lift_restores() {
     );
 }
 
+fn jwks_kids(ring: &SigningKeyRing) -> Vec<String> {
+    ring.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
-async fn rotation_keeps_old_tokens_until_their_key_leaves() {
+async fn scheduled_rotation_publishes_before_it_signs_and_keeps_old_tokens() {
     let env = Env::new().await;
     let old_kid = env.ring.keys()[0].kid.clone();
     let mut req = request(alice(), "git");
@@ -575,32 +584,51 @@ async fn rotation_keeps_old_tokens_until_their_key_leaves() {
     env.verifier.verify(&old.token, "git").unwrap(); // cached
 
     env.clock.advance(Duration::from_secs(60));
-    let info = env.ring.rotate_now().await.unwrap();
-    assert_ne!(info.kid, old_kid);
-    assert_eq!(info.state, KeyState::Active);
-    assert_eq!(info.signs_from, T0 + 60);
-    let new = env.issuer.mint(&request(alice(), "git")).unwrap();
-    assert_eq!(header_of(&new.token)["kid"], info.kid.as_str());
+    let rotation = env.ring.rotate(RotationMode::Scheduled).await.unwrap();
+    assert_ne!(rotation.kid, old_kid);
+    assert_eq!(rotation.mode, RotationMode::Scheduled);
+    assert_eq!(rotation.signs_from, T0 + 60 + HOUR, "after `publish_ahead`");
+    assert_eq!(rotation.retired, vec![old_kid.clone()]);
+    assert!(rotation.removed.is_empty());
+    // Published at once, next to the old key...
+    assert_eq!(
+        jwks_kids(&env.ring),
+        vec![old_kid.clone(), rotation.kid.clone()]
+    );
+    let new_info = env
+        .ring
+        .keys()
+        .into_iter()
+        .find(|k| k.kid == rotation.kid)
+        .unwrap();
+    assert_eq!(new_info.state, KeyState::Pending);
+    // ...but the old key signs until `publish_ahead` has passed.
+    env.clock.advance(Duration::from_secs(HOUR - 1));
+    let mut req = request(alice(), "git");
+    req.lifetime = Some(Duration::from_secs(HOUR));
+    let last_old = env.issuer.mint(&req).unwrap();
+    assert_eq!(header_of(&last_old.token)["kid"], old_kid.as_str());
+    env.clock.advance(Duration::from_secs(1));
+    let new = env.mint(alice(), "git");
+    assert_eq!(header_of(&new.token)["kid"], rotation.kid.as_str());
 
     let keys = env.ring.keys();
     assert_eq!(keys.len(), 2);
     let retired = keys.iter().find(|k| k.kid == old_kid).unwrap();
     assert_eq!(retired.state, KeyState::Retired);
-    assert_eq!(retired.signs_until, T0 + 60);
-    assert_eq!(retired.published_until, T0 + 60 + 12 * HOUR);
-    assert_eq!(env.ring.jwks()["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(retired.signs_until, T0 + 60 + HOUR);
+    assert_eq!(retired.published_until, T0 + 60 + HOUR + 12 * HOUR);
 
-    // Old tokens still verify, cached or not.
-    env.verifier.verify(&old.token, "git").unwrap();
-    env.fresh_verifier().verify(&old.token, "git").unwrap();
+    // The old key's tokens still verify, cached or not.
+    env.verifier.verify(&last_old.token, "git").unwrap();
+    env.fresh_verifier().verify(&last_old.token, "git").unwrap();
 
-    // Half a day later the retired key is removed.
+    // Half a day after the handover the retired key is removed.
     env.clock.advance(Duration::from_secs(12 * HOUR));
     let report = env.ring.maintain().await.unwrap();
     assert_eq!(report.removed, vec![old_kid.clone()]);
-    assert!(report.created.is_empty());
-    assert_eq!(report.active.as_deref(), Some(info.kid.as_str()));
-    assert_eq!(env.ring.jwks()["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(report.active.as_deref(), Some(rotation.kid.as_str()));
+    assert_eq!(jwks_kids(&env.ring), vec![rotation.kid.clone()]);
     for v in [&env.verifier, &env.fresh_verifier()] {
         let err = v.verify(&old.token, "git").unwrap_err();
         assert!(
@@ -614,7 +642,93 @@ async fn rotation_keeps_old_tokens_until_their_key_leaves() {
             )
         );
     }
+}
+
+#[tokio::test]
+async fn rotation_now_signs_at_once_and_retires_every_older_key() {
+    let env = Env::new().await;
+    let first = env.ring.keys()[0].kid.clone();
+    // A scheduled rotation first: one active key and one pending.
+    let pending = env.ring.rotate(RotationMode::Scheduled).await.unwrap().kid;
+    let mut req = request(alice(), "git");
+    req.lifetime = Some(Duration::from_secs(HOUR));
+    let old = env.issuer.mint(&req).unwrap();
+    env.verifier.verify(&old.token, "git").unwrap(); // cached
+
+    env.clock.advance(Duration::from_secs(10));
+    let rotation = env.ring.rotate(RotationMode::Now).await.unwrap();
+    assert_eq!(rotation.signs_from, T0 + 10);
+    assert_eq!(rotation.retired, vec![first.clone()]);
+    let mut removed = rotation.removed.clone();
+    removed.sort();
+    let mut expected = vec![first.clone(), pending.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(jwks_kids(&env.ring), vec![rotation.kid.clone()]);
+    let new = env.mint(alice(), "git");
+    assert_eq!(header_of(&new.token)["kid"], rotation.kid.as_str());
+    for v in [&env.verifier, &env.fresh_verifier()] {
+        let err = v.verify(&old.token, "git").unwrap_err();
+        assert!(
+            matches!(&err, TokenError::UnknownKey { kid } if *kid == first),
+            "{err}"
+        );
+        v.verify(&new.token, "git").unwrap();
+    }
     assert_eq!(env.store.list_signing_keys().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn scheduled_rotation_replaces_a_pending_successor_without_a_gap() {
+    let env = Env::new().await;
+    let first = env.ring.keys()[0].kid.clone();
+    // The regular successor is published an hour before the handover.
+    env.clock.set(T0 + 23 * HOUR);
+    let successor = env.ring.maintain().await.unwrap().created[0].clone();
+    // An operator rotates 30 minutes before the handover: the successor
+    // (which never signed) goes; the first key signs until the new one.
+    env.clock.set(T0 + 23 * HOUR + 1800);
+    let rotation = env.ring.rotate(RotationMode::Scheduled).await.unwrap();
+    assert_eq!(rotation.removed, vec![successor.clone()]);
+    assert_eq!(rotation.signs_from, T0 + 24 * HOUR + 1800);
+    for t in [T0 + 24 * HOUR - 1, T0 + 24 * HOUR, T0 + 24 * HOUR + 1799] {
+        env.clock.set(t);
+        let minted = env.mint(alice(), "git");
+        assert_eq!(header_of(&minted.token)["kid"], first.as_str(), "at {t}");
+    }
+    env.clock.set(T0 + 24 * HOUR + 1800);
+    let minted = env.mint(alice(), "git");
+    assert_eq!(header_of(&minted.token)["kid"], rotation.kid.as_str());
+}
+
+#[tokio::test]
+async fn every_rotation_bumps_the_generation_and_is_recorded() {
+    let env = Env::new().await;
+    assert_eq!(env.ring.generation().await.unwrap(), 0);
+    let a = env.ring.rotate(RotationMode::Scheduled).await.unwrap();
+    let b = env.ring.rotate(RotationMode::Now).await.unwrap();
+    assert_eq!((a.generation, b.generation), (1, 2));
+    // The regular successor is a scheduled rotation too.
+    env.clock.set(T0 + 23 * HOUR + 1);
+    let created = env.ring.maintain().await.unwrap().created;
+    assert_eq!(created.len(), 1);
+    assert_eq!(env.ring.generation().await.unwrap(), 3);
+    let all = env.ring.rotations_between(0, 3).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0], a);
+    assert_eq!(all[1], b);
+    assert_eq!(all[2].kid, created[0]);
+    assert_eq!(all[2].mode, RotationMode::Scheduled);
+    assert_eq!(all[2].retired, vec![b.kid.clone()]);
+    assert_eq!(env.ring.rotations_between(2, 3).await.unwrap().len(), 1);
+    // A record altered by hand is an error, not a silent skip.
+    env.store.put_meta("keys_rotation/2", b"{").await.unwrap();
+    let err = env.ring.rotations_between(1, 3).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the store's key-rotation record `keys_rotation/2` is unreadable: "),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -709,7 +823,7 @@ async fn other_nodes_pick_up_rotation_on_maintain() {
     );
     assert_eq!(ring_b.keys().len(), 1, "loading reuses the stored key");
     let verifier_b = Env::verifier_for(&ring_b, &a.revocations, clock, ISS);
-    a.ring.rotate_now().await.unwrap();
+    a.ring.rotate(RotationMode::Now).await.unwrap();
     let token = a.mint(alice(), "git").token;
     assert!(matches!(
         verifier_b.verify(&token, "git"),

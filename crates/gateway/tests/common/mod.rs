@@ -38,6 +38,8 @@ pub struct Opts {
     pub extra_toml: String,
     /// Serve HTTPS with this PEM certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra TOML lines inside the `[keys]` table (e.g. `publish_ahead`).
+    pub keys_extra: String,
 }
 
 /// A running gateway: its data directory, clock and base URL.
@@ -48,11 +50,13 @@ pub struct TestGateway {
     pub clock: Arc<FakeClock>,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    key_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.server.abort();
+        self.key_watch.abort();
     }
 }
 
@@ -107,6 +111,7 @@ data_dir = {data:?}
 
 [keys]
 master_key = {{ value = "{master}" }}
+{keys_extra}
 
 [[issuers]]
 name = "test-idp"
@@ -121,6 +126,7 @@ local_root = "repos"
 {extra_toml}
 "#,
             extra_toml = opts.extra_toml,
+            keys_extra = opts.keys_extra,
             data = data.display().to_string(),
             issuer = op.issuer(),
             audiences = audiences.join(", "),
@@ -133,6 +139,8 @@ local_root = "repos"
             .await
             .unwrap();
         let app = router(gw.clone());
+        // As `latchkey serve` does: rotations made in the store are picked up.
+        let key_watch = latchkey_gateway::spawn_key_watch(gw.clone());
         let tls = opts.tls.as_ref().map(|(cert, key)| {
             latchkey_gateway::tls_server_config(&latchkey_gateway::config::TlsConfig {
                 cert_file: cert.clone(),
@@ -159,6 +167,7 @@ local_root = "repos"
             clock,
             http: http(),
             server,
+            key_watch,
         }
     }
 

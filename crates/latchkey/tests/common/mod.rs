@@ -240,6 +240,37 @@ impl Sandbox {
             .expect("run latchkey")
     }
 
+    /// Starts `latchkey dev` again on the same data directory and address
+    /// (after [`Self::stop`]) and waits until `/admin/health` answers 200.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the sandbox first");
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log");
+        let mut child = latchkey_cmd(["dev", "--data"])
+            .arg(&self.data)
+            .args(["--listen", &addr])
+            .env("LATCHKEY_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn latchkey dev");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_status(&addr, "/admin/health") != Some(200) {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("latchkey dev exited ({status}):\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("latchkey dev did not answer /admin/health within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
     /// SIGTERM, then waits for a clean exit (the server writes a final checkpoint).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
