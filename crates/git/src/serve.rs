@@ -242,12 +242,19 @@ where
             let (raw, command) = if v2 {
                 let (raw, command, _) = tokio::time::timeout(
                     limits.prelude_timeout,
-                    read_front(&mut body, gzip, MAX_UPLOAD_PRELUDE, "fetch request", |d| {
-                        Ok(match parse_upload_pack_command(d, true)? {
-                            UploadParse::Complete { command, .. } => Some(command),
-                            UploadParse::Incomplete => None,
-                        })
-                    }),
+                    read_front(
+                        &mut body,
+                        gzip,
+                        MAX_UPLOAD_PRELUDE,
+                        "fetch request's command section",
+                        "send fewer capabilities",
+                        |d| {
+                            Ok(match parse_upload_pack_command(d, true)? {
+                                UploadParse::Complete { command, .. } => Some(command),
+                                UploadParse::Incomplete => None,
+                            })
+                        },
+                    ),
                 )
                 .await
                 .map_err(|_| GitError::ClientTimeout)??;
@@ -388,13 +395,15 @@ const INFLATE_STEP: usize = 512;
 
 /// Reads the front of a request body until `parse` (over the decompressed
 /// bytes so far) returns a value, keeping the raw bytes to replay upstream.
-/// Returns them, the value, and whether the decompressed bytes read are
-/// exactly `whole` (for the receive-pack probe check).
+/// Returns them, the value, and the decompressed bytes read (the
+/// receive-pack probe check needs them). `what` names the part in errors;
+/// `hint` says what to do when it is too large.
 async fn read_front<B, T>(
     body: &mut Pin<Box<B>>,
     gzip: bool,
     max: usize,
     what: &str,
+    hint: &str,
     mut parse: impl FnMut(&[u8]) -> Result<Option<T>, GitError>,
 ) -> Result<(Vec<Bytes>, T, Vec<u8>), GitError>
 where
@@ -405,11 +414,7 @@ where
     let mut raw_len = 0usize;
     let mut plain: Vec<u8> = Vec::new();
     let mut decoder = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
-    let too_large = || {
-        GitError::TooLarge(format!(
-            "the {what} is larger than {max} bytes; push fewer refs at once"
-        ))
-    };
+    let too_large = || GitError::TooLarge(format!("the {what} is larger than {max} bytes; {hint}"));
     loop {
         let frame = match body.frame().await {
             None => {
@@ -472,8 +477,13 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (raw, (updates, capabilities, signed), decoded) =
-        read_front(body, gzip, max, "push command section", |decoded| {
+    let (raw, (updates, capabilities, signed), decoded) = read_front(
+        body,
+        gzip,
+        max,
+        "push command section",
+        "push fewer refs at once",
+        |decoded| {
             Ok(match parse_receive_pack_commands(decoded)? {
                 CommandsParse::Complete {
                     updates,
@@ -483,8 +493,9 @@ where
                 } => Some((updates, capabilities, signed)),
                 CommandsParse::Incomplete => None,
             })
-        })
-        .await?;
+        },
+    )
+    .await?;
     if signed && !push_certificates {
         return Err(GitError::SignedPushRefused);
     }
