@@ -231,14 +231,27 @@ impl GitRoute {
         }
     }
 
+    /// The repository name policy decides on. On an HTTP upstream it is in
+    /// lowercase, and a wiki (`app.wiki`, which Gogs and Gitea serve with
+    /// the permissions of `app`) is decided as its repository, so a policy
+    /// on `app` also covers `app.wiki.git`.
+    fn decided_repo(&self) -> String {
+        let name = self.decided_name(&self.repo);
+        match name.strip_suffix(".wiki") {
+            Some(base) if self.case_insensitive && !base.is_empty() => base.to_owned(),
+            _ => name,
+        }
+    }
+
     /// `upstream/owner/repo`, the repository's resource id (owner and
-    /// repository in lowercase when the upstream ignores case).
+    /// repository in lowercase when the upstream ignores case, a wiki as
+    /// its repository).
     pub fn repository_id(&self) -> String {
         format!(
             "{}/{}/{}",
             self.upstream,
             self.decided_name(&self.owner),
-            self.decided_name(&self.repo)
+            self.decided_repo()
         )
     }
 
@@ -248,7 +261,7 @@ impl GitRoute {
         ResourceRef::new(ResourceKind::Repository, self.repository_id())
             .with_attr("upstream", self.upstream.clone())
             .with_attr("owner", self.decided_name(&self.owner))
-            .with_attr("name", self.decided_name(&self.repo))
+            .with_attr("name", self.decided_repo())
     }
 
     /// The path below an upstream's base: `/owner/repo.git/endpoint`.
@@ -309,6 +322,23 @@ mod tests {
         assert_eq!(via_http.upstream_path(), "/Acme/SECRET.git/git-upload-pack");
         // A directory on a case-sensitive disk is another repository.
         assert_eq!(r.for_upstream(&local).repository_id(), "gogs/Acme/SECRET");
+        // A wiki is decided as its repository (Gogs and Gitea give it the
+        // repository's permissions) but still goes upstream as the wiki.
+        let wiki = GitRoute::parse("gogs/acme/Secret.wiki.git/git-receive-pack", None)
+            .unwrap()
+            .for_upstream(&http);
+        assert_eq!(wiki.repository_id(), "gogs/acme/secret");
+        assert_eq!(wiki.repository_resource().attributes["name"], "secret");
+        assert_eq!(
+            wiki.upstream_path(),
+            "/acme/Secret.wiki.git/git-receive-pack"
+        );
+        let only_wiki = GitRoute::parse("gogs/acme/.wiki.git/git-upload-pack", None);
+        assert!(only_wiki.is_err());
+        let local_wiki = GitRoute::parse("local/acme/app.wiki.git/git-upload-pack", None)
+            .unwrap()
+            .for_upstream(&local);
+        assert_eq!(local_wiki.repository_id(), "local/acme/app.wiki");
     }
 
     #[test]
