@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{Intent, Principal};
-use latchkey_git::{GitOutcome, GitPhases, GitRoute, Refusal};
+use latchkey_git::{GitOutcome, GitPhases, GitRoute, OutcomeNotRecorded, Refusal};
 
 use crate::app::Gateway;
 use crate::auth::{AuthFailure, authenticate};
@@ -134,12 +134,18 @@ impl GitPhases for Phases {
         }
     }
 
-    async fn outcome(&self, outcome: GitOutcome) {
+    /// Fails closed (DESIGN 6): when an outcome record cannot be made
+    /// durable, the response's held-back end is not sent, so the client
+    /// never hears of a success nobody recorded.
+    async fn outcome(&self, outcome: GitOutcome) -> Result<(), OutcomeNotRecorded> {
         let now = self.gw.clock.unix_millis();
+        let mut recorded = Ok(());
         for event in crate::events::git_outcomes(&self.request_id, &self.principal, &outcome, now) {
             if let Err(e) = self.gw.audit.append(event).await {
                 tracing::error!(error = %e, "audit log unavailable for git outcome");
+                recorded = Err(OutcomeNotRecorded);
             }
         }
+        recorded
     }
 }

@@ -30,7 +30,7 @@ pub mod upstream;
 pub use classify::{intent_for_read, intents_for_push, ref_resource};
 pub use commands::{CommandsParse, RefKind, RefOp, RefUpdate, parse_receive_pack_commands};
 pub use error::GitError;
-pub use phases::{GitOutcome, GitPhases, Refusal};
+pub use phases::{GitOutcome, GitPhases, OutcomeNotRecorded, Refusal};
 pub use report::{
     PushReport, RefStatus, ReportStatusTap, error_for_info_refs, parse_report_status,
     rejection_response,

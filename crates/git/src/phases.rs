@@ -75,6 +75,12 @@ impl GitOutcome {
     }
 }
 
+/// The outcome of a request could not be made durable (the audit log is
+/// unavailable). The detail is in the gateway's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the outcome of the request could not be recorded")]
+pub struct OutcomeNotRecorded;
+
 /// The gateway's phases, called by [`crate::serve`]. Implementations
 /// authorize with policy, write the audit log, and must fail closed.
 #[async_trait::async_trait]
@@ -85,6 +91,8 @@ pub trait GitPhases: Send + Sync {
     /// Called once the upstream answered and the response has been streamed
     /// (or failed): status code, and for pushes the per-ref report, bytes in
     /// and out. The response's last bytes are held back until this returns,
-    /// so a push is not reported successful before it is recorded.
-    async fn outcome(&self, outcome: GitOutcome);
+    /// so a push is not reported successful before it is recorded: on
+    /// `Err` they are never sent and the response ends in an error, so the
+    /// client sees a failed request, not a success nobody recorded.
+    async fn outcome(&self, outcome: GitOutcome) -> Result<(), OutcomeNotRecorded>;
 }

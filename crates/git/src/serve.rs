@@ -19,7 +19,7 @@ use http_body_util::{BodyExt as _, Full};
 use crate::GitError;
 use crate::classify::{intent_for_read, intents_for_push};
 use crate::commands::{CommandsParse, MAX_COMMAND_SECTION, RefUpdate, parse_receive_pack_commands};
-use crate::phases::{GitOutcome, GitPhases, Refusal};
+use crate::phases::{GitOutcome, GitPhases, OutcomeNotRecorded, Refusal};
 use crate::report::{
     ReportStatusTap, error_for_info_refs, rejection_response, wants_report_status,
 };
@@ -333,7 +333,10 @@ where
         Ok(r) => r,
         Err(e) => {
             let status = e.status();
-            ctx.clone()
+            // The client gets an error either way; an outcome that cannot be
+            // recorded is logged by the gateway.
+            let _unrecorded = ctx
+                .clone()
                 .finish(status.as_u16(), None, 0, Some(format!("{e:?}")))
                 .await;
             return Err(e);
@@ -591,16 +594,16 @@ impl OutcomeCtx {
         report: Option<crate::report::PushReport>,
         bytes_out: u64,
         error: Option<String>,
-    ) {
+    ) -> Result<(), OutcomeNotRecorded> {
         let (phases, outcome) = self.outcome(status, report, bytes_out, error);
-        phases.outcome(outcome).await;
+        phases.outcome(outcome).await
     }
 }
 
 /// Merge ready upstream chunks up to this size before writing them.
 const COALESCE_BYTES: usize = 64 * 1024;
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), OutcomeNotRecorded>> + Send>>;
 
 enum State {
     Streaming,
@@ -633,7 +636,7 @@ impl ObservedBody {
             Some(ctx) => {
                 Box::pin(ctx.finish(self.status, report, self.bytes_out, self.error.clone()))
             }
-            None => Box::pin(async {}),
+            None => Box::pin(async { Ok(()) }),
         };
         self.state = State::Finishing(fut);
     }
@@ -684,7 +687,19 @@ impl Body for ObservedBody {
                 },
                 State::Finishing(fut) => match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => this.state = State::Flushing,
+                    Poll::Ready(Ok(())) => this.state = State::Flushing,
+                    Poll::Ready(Err(OutcomeNotRecorded)) => {
+                        // INVARIANT (DESIGN 6): nothing acknowledged is lost.
+                        // The held-back end (a push's report-status ends
+                        // there) is never sent; the client sees a failure.
+                        tracing::error!(
+                            "the outcome of a git request could not be recorded; failing the response"
+                        );
+                        this.held = None;
+                        this.ready.clear();
+                        this.error = Some("outcome not recorded".into());
+                        this.state = State::Flushing;
+                    }
                 },
                 State::Flushing => {
                     if !this.ready.is_empty() {
@@ -723,7 +738,10 @@ impl Drop for ObservedBody {
                 Some("client disconnected before the response ended".into()),
             );
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { phases.outcome(outcome).await });
+                handle.spawn(async move {
+                    // The client is gone: nobody to fail; the gateway logs it.
+                    let _ = phases.outcome(outcome).await;
+                });
             }
         }
     }

@@ -14,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use latchkey_core::{Action, Intent};
 use latchkey_git::{
-    BasicCredential, GitLimits, GitOutcome, GitPhases, GitRoute, Refusal, Upstream, serve,
+    BasicCredential, GitLimits, GitOutcome, GitPhases, GitRoute, OutcomeNotRecorded, Refusal,
+    Upstream, serve,
 };
 
 /// Test double for the gateway: allows everything except pushes to the
@@ -24,6 +25,8 @@ struct DenyListPhases {
     denied_repos: Vec<String>,
     authorized: Mutex<Vec<Intent>>,
     outcomes: Mutex<Vec<GitOutcome>>,
+    /// Plays an audit log that cannot record outcomes.
+    fail_outcomes: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -59,8 +62,13 @@ impl GitPhases for DenyListPhases {
         }
     }
 
-    async fn outcome(&self, outcome: GitOutcome) {
+    async fn outcome(&self, outcome: GitOutcome) -> Result<(), OutcomeNotRecorded> {
         self.outcomes.lock().unwrap().push(outcome);
+        if self.fail_outcomes.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(OutcomeNotRecorded)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -143,6 +151,7 @@ async fn start_with(via_http: bool) -> Env {
         denied_repos: vec!["local/acme/secret".into()],
         authorized: Mutex::new(Vec::new()),
         outcomes: Mutex::new(Vec::new()),
+        fail_outcomes: Default::default(),
     });
 
     let upstream = Upstream::Local { root: root.clone() };
@@ -155,6 +164,7 @@ async fn start_with(via_http: bool) -> Env {
             denied_repos: vec![],
             authorized: Mutex::new(Vec::new()),
             outcomes: Mutex::new(Vec::new()),
+            fail_outcomes: Default::default(),
         });
         let inner = spawn_server(upstream, inner_phases, seen_auth.clone()).await;
         let http = Upstream::Http {
@@ -832,4 +842,31 @@ async fn repository_names_on_http_upstreams_are_decided_in_lowercase() {
         err.contains("remote error: latchkey: denied by policy private-repo"),
         "{err}"
     );
+}
+
+/// Regression (DESIGN 6, issue 12's drift list): when the outcome of a push
+/// cannot be recorded, the client must not hear of success; the git outcome
+/// was only logged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_outcome_cannot_be_recorded_is_not_reported_successful() {
+    let env = start().await;
+    let url = format!("{}/app.git", env.base);
+    env.ok(&env.work, &["clone", "-q", &url, "app"]).await;
+    let app = env.work.join("app");
+    env.ok(&app, &["checkout", "-q", "-b", "unrecorded"]).await;
+    env.commit(&app, "u.txt", b"u\n").await;
+    env.phases
+        .fail_outcomes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = env.git(&app, &["push", "origin", "unrecorded"]).await;
+    assert!(
+        !out.status.success(),
+        "git reported success: {}",
+        stderr(&out)
+    );
+    env.phases
+        .fail_outcomes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The same push with a working log succeeds.
+    env.ok(&app, &["push", "-q", "origin", "unrecorded"]).await;
 }
