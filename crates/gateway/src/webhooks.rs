@@ -80,10 +80,34 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Records a delivery refused for its signature (action
+/// `webhook.authenticate`), through the per-client refusal limit.
+async fn record_unsigned(
+    gw: &Gateway,
+    client: crate::refusals::ClientAddr,
+    source: Source,
+    code: &str,
+    detail: &str,
+) -> Result<(), crate::oauth::ApiError> {
+    let mut event = crate::events::refusal(
+        new_request_id(),
+        None,
+        "webhook.authenticate",
+        code,
+        detail,
+        gw.clock.unix_millis(),
+    );
+    event
+        .context
+        .insert("source".into(), serde_json::json!(source.as_str()));
+    gw.record_unauthenticated(client, event).await
+}
+
 /// `POST /hooks/{source}`.
 pub(crate) async fn hook(
     State(gw): State<Arc<Gateway>>,
     Path(segment): Path<String>,
+    client: crate::refusals::ClientAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -129,15 +153,29 @@ pub(crate) async fn hook(
         settings.timestamp_window,
     ) {
         Ok(Proof::PlainToken) if !settings.allow_plain_token => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "the plain `X-Buildkite-Token` is refused; configure a signature secret on the \
-                 Buildkite webhook (or set `webhooks.buildkite.allow_plain_token = true`)",
-            );
+            let message = "the plain `X-Buildkite-Token` is refused; configure a signature \
+                           secret on the Buildkite webhook (or set \
+                           `webhooks.buildkite.allow_plain_token = true`)";
+            if record_unsigned(&gw, client, source, "plain_token", message)
+                .await
+                .is_err()
+            {
+                return audit_unavailable();
+            }
+            return error(StatusCode::UNAUTHORIZED, message);
         }
         Ok(proof) => proof,
         Err(e) => {
             tracing::warn!(%source, error = %e, "webhook refused");
+            // A delivery whose signature does not check out is refused
+            // before anyone is authenticated: recorded like every such
+            // refusal (bounded, rate-limited per client address).
+            if record_unsigned(&gw, client, source, "bad_signature", &e.to_string())
+                .await
+                .is_err()
+            {
+                return audit_unavailable();
+            }
             return webhook_error(&e);
         }
     };

@@ -208,6 +208,18 @@ async fn every_source_checks_signatures_replays_bounds_and_payloads() {
             post_hook(&tg, source, event, &format!("{delivery}-n"), &bytes, vec![]).await;
         assert_eq!(status, 401, "{name}: {answer}");
         assert!(answer["error"].as_str().is_some(), "{name}: {answer}");
+        // Regression (issue 12's drift list): bad signatures are audited,
+        // like every refusal before authentication.
+        let refused = tg
+            .audit_records()
+            .into_iter()
+            .filter(|r| {
+                r.event.action == "webhook.authenticate"
+                    && r.event.context.get("source").and_then(|v| v.as_str())
+                        == Some(source.as_str())
+            })
+            .count();
+        assert!(refused >= 3, "{name}: {refused} refusals audited");
 
         // Malformed JSON (correctly signed) is a clear 400.
         let junk = b"{ not json".to_vec();
