@@ -31,7 +31,11 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     }
     match gw.store.max_audit_seq().await {
         Ok(_) => {
-            Json(json!({ "status": "ok", "policies": gw.policy.policy_count() })).into_response()
+            let mut body = json!({ "status": "ok", "policies": gw.policy.policy_count() });
+            if !gw.warnings.is_empty() {
+                body["warnings"] = json!(gw.warnings);
+            }
+            Json(body).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "health: store unavailable");

@@ -203,6 +203,8 @@ pub struct Gateway {
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// What `/admin/health` warns about (the dev issuer in `serve`).
+    pub(crate) warnings: Vec<String>,
     /// The store's key generation the keyring was last reloaded at; see
     /// [`Gateway::watch_keys`]. Serialised so two polls never audit twice.
     pub(crate) keys_seen: tokio::sync::Mutex<Option<u64>>,
@@ -240,6 +242,16 @@ impl Gateway {
                     .into(),
             }
             .into());
+        }
+        // Things an operator must not miss, logged loudly at start and shown
+        // by `/admin/health` for as long as they hold.
+        let mut warnings = Vec::new();
+        if config.dev_issuer.enabled && !opts.dev {
+            let warning = "the development identity provider is enabled in `serve` \
+                           (`dev_issuer.allow_in_serve = true`): it mints any identity from a key in \
+                           the data directory; never run it outside a sandbox";
+            tracing::warn!("WARNING: {warning}");
+            warnings.push(warning.to_owned());
         }
 
         let master = load_master_key(&config, opts.dev)?;
@@ -421,6 +433,7 @@ impl Gateway {
             public_url,
             webhook_secrets,
             witnesses: std::sync::Mutex::new(witnesses),
+            warnings,
         });
         // Rotations made while no gateway ran (`latchkey keys rotate` on a
         // stopped gateway) are audited now, before the first request.

@@ -901,3 +901,42 @@ async fn unreadable_token_requests_get_oauth_errors() {
         assert!(record_text(&records[0]).starts_with("refused:invalid_request"));
     }
 }
+
+/// `serve` with the development identity provider allowed says so loudly:
+/// at start in the log, and in `/admin/health` for as long as it runs.
+#[tokio::test]
+async fn health_warns_while_the_dev_issuer_runs_in_serve() {
+    let op = OidcProvider::start().await;
+    let plain = TestGateway::start(&op, Opts::default()).await;
+    let health: Value = plain
+        .http
+        .get(plain.url("/admin/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health.get("warnings").is_none(), "{health}");
+
+    let dev = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: "[dev_issuer]\nenabled = true\nallow_in_serve = true\n".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let resp = dev.http.get(dev.url("/admin/health")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let health: Value = resp.json().await.unwrap();
+    let warnings = health["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("development identity provider is enabled in `serve`"),
+        "{health}"
+    );
+}
