@@ -255,6 +255,12 @@ pub(crate) fn git_outcomes(
             // The backstop: a ref the upstream reports that no decision
             // covered means the upstream read the push differently from
             // Latchkey. Each is an integrity alarm, and the push failed.
+            let ref_resource = |name: &str| {
+                format!(
+                    "Ref::{:?}",
+                    format!("{}:{}", outcome.route.repository_id(), name)
+                )
+            };
             let undecided = outcome.undecided_refs();
             let alarm = (!undecided.is_empty()).then(|| {
                 format!(
@@ -262,7 +268,7 @@ pub(crate) fn git_outcomes(
                     undecided.len()
                 )
             });
-            let mut events: Vec<AuditEvent> = undecided
+            let alarms: Vec<AuditEvent> = undecided
                 .iter()
                 .map(|name| {
                     tracing::error!(
@@ -279,10 +285,7 @@ pub(crate) fn git_outcomes(
                         time_ms,
                     );
                     e.caused_by = Some(request_id.to_owned());
-                    e.resource = Some(format!(
-                        "Ref::{:?}",
-                        format!("{}:{}", outcome.route.repository_id(), name)
-                    ));
+                    e.resource = Some(ref_resource(name));
                     e.context.insert("ref".into(), json!(name));
                     e.outcome = Some(
                         Outcome::new("alarm")
@@ -291,15 +294,12 @@ pub(crate) fn git_outcomes(
                     e
                 })
                 .collect();
-            let decided = outcome
+            let mut events: Vec<AuditEvent> = outcome
                 .updates
                 .iter()
                 .map(|u| {
                     let mut e = new_event("git.push");
-                    e.resource = Some(format!(
-                        "Ref::{:?}",
-                        format!("{}:{}", outcome.route.repository_id(), u.name)
-                    ));
+                    e.resource = Some(ref_resource(&u.name));
                     e.context.insert("ref".into(), json!(u.name));
                     e.context.insert("old".into(), json!(u.old));
                     e.context.insert("new".into(), json!(u.new));
@@ -324,8 +324,8 @@ pub(crate) fn git_outcomes(
                     });
                     e
                 })
-                .collect::<Vec<_>>();
-            events.splice(0..0, decided);
+                .collect();
+            events.extend(alarms);
             events
         }
     }

@@ -240,7 +240,7 @@ where
                 .is_some_and(|v| v.split(':').any(|item| item == "version=2"));
             let mut body = Box::pin(body);
             let (raw, command) = if v2 {
-                let (raw, command, _) = tokio::time::timeout(
+                let (raw, command) = tokio::time::timeout(
                     limits.prelude_timeout,
                     read_front(
                         &mut body,
@@ -398,9 +398,8 @@ const INFLATE_STEP: usize = 512;
 
 /// Reads the front of a request body until `parse` (over the decompressed
 /// bytes so far) returns a value, keeping the raw bytes to replay upstream.
-/// Returns them, the value, and the decompressed bytes read (the
-/// receive-pack probe check needs them). `what` names the part in errors;
-/// `hint` says what to do when it is too large.
+/// Returns them and the value. `what` names the part in errors; `hint` says
+/// what to do when it is too large.
 async fn read_front<B, T>(
     body: &mut Pin<Box<B>>,
     gzip: bool,
@@ -408,7 +407,7 @@ async fn read_front<B, T>(
     what: &str,
     hint: &str,
     mut parse: impl FnMut(&[u8]) -> Result<Option<T>, GitError>,
-) -> Result<(Vec<Bytes>, T, Vec<u8>), GitError>
+) -> Result<(Vec<Bytes>, T), GitError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -455,8 +454,7 @@ where
             }
         };
         if let Some(value) = parse(decoded)? {
-            let decoded = decoded.to_vec();
-            return Ok((raw, value, decoded));
+            return Ok((raw, value));
         }
         if decoded.len() > max || raw_len > 2 * max + 64 * 1024 {
             return Err(too_large());
@@ -480,7 +478,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (raw, (updates, capabilities, signed), decoded) = read_front(
+    let (raw, (updates, capabilities, signed, bare_flush)) = read_front(
         body,
         gzip,
         max,
@@ -493,7 +491,7 @@ where
                     capabilities,
                     signed,
                     ..
-                } => Some((updates, capabilities, signed)),
+                } => Some((updates, capabilities, signed, decoded == b"0000")),
                 CommandsParse::Incomplete => None,
             })
         },
@@ -502,7 +500,7 @@ where
     if signed && !push_certificates {
         return Err(GitError::SignedPushRefused);
     }
-    if updates.is_empty() && (decoded != b"0000" || !body_has_ended(body).await?) {
+    if updates.is_empty() && (!bare_flush || !body_has_ended(body).await?) {
         return Err(GitError::Protocol(
             "the push has no ref update but carries more than a flush-pkt; nothing was forwarded"
                 .into(),

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use latchkey_core::{Action, Intent};
+use latchkey_git::differential::EMPTY_PACK;
 use latchkey_git::{
     BasicCredential, GitLimits, GitOutcome, GitPhases, GitRoute, OutcomeNotRecorded, Refusal,
     Upstream, serve,
@@ -655,10 +656,6 @@ async fn gzip_request_bodies_are_classified_and_forwarded() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&resp).starts_with("git protocol error:"));
 }
-
-/// An empty pack (`git pack-objects --stdout </dev/null`): what a push whose
-/// new ids already exist upstream sends after its commands.
-const EMPTY_PACK: &[u8] = b"PACK\0\0\0\x02\0\0\0\0\x02\x9d\x08\x82\x3b\xd8\xa8\xea\xb5\x10\xad\x6a\xc7\x5c\x82\x3c\xfd\x3e\xd3\x1e";
 
 fn pkts(lines: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
