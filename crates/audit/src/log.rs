@@ -146,6 +146,8 @@ struct Tasks {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Append(Pending),
+    /// Records that must be written in one batch (one sync).
+    Batch(Vec<Pending>),
     /// Buffered appends wait while the writer sleeps with nothing to sync.
     Wake,
     Shutdown(oneshot::Sender<()>),
@@ -341,6 +343,37 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends `events` as one batch: written together and made durable by
+    /// one sync, in order, and answered once all are. Checked before any is
+    /// sent: an event the log refuses (too large, the log failing) means
+    /// none is written. An error means not every event is durable and the
+    /// request they describe must be refused.
+    pub async fn append_all(&self, mut events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditError> {
+        if events.len() <= 1 {
+            return match events.pop() {
+                Some(e) => self.append(e).await.map(|seq| vec![seq]),
+                None => Ok(Vec::new()),
+            };
+        }
+        let mut answers = Vec::with_capacity(events.len());
+        let mut batch = Vec::with_capacity(events.len());
+        for event in events {
+            let (reply, answer) = oneshot::channel();
+            batch.push(self.pending(event, Some(reply))?);
+            answers.push(answer);
+        }
+        self.inner
+            .tx
+            .send_async(Msg::Batch(batch))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        let mut seqs = Vec::with_capacity(answers.len());
+        for answer in answers {
+            seqs.push(answer.await.map_err(|_| AuditError::Closed)??);
+        }
+        Ok(seqs)
     }
 
     /// Queues an event without waiting for it to become durable: it is
@@ -773,6 +806,7 @@ impl Writer {
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Append(p) => batch.push(p),
+                    Msg::Batch(ps) => batch.extend(ps),
                     Msg::Wake => {}
                     Msg::Shutdown(done) => {
                         shutdown = Some(done);
@@ -800,7 +834,7 @@ impl Writer {
                     match msg {
                         // Dropping the reply tells a waiting caller the log
                         // is closed.
-                        Msg::Append(_) | Msg::Wake => {}
+                        Msg::Append(_) | Msg::Batch(_) | Msg::Wake => {}
                         Msg::Shutdown(other) => {
                             let _ = other.send(());
                         }

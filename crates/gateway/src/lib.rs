@@ -1,29 +1,32 @@
-//! The Latchkey HTTP server: routing, and the request pipeline
-//! (authenticate → classify → authorize → act → record) wired from the
-//! library crates.
+//! The Latchkey HTTP server: one request pipeline (authenticate → classify →
+//! authorize → act → record) and the targets on it, wired from the library
+//! crates.
 //!
-//! This crate owns no protocol parsing (that is `latchkey-git`), no crypto
-//! (`latchkey-tokens`, `latchkey-identity`) and no policy language
-//! (`latchkey-policy`): it composes them and turns their errors into safe
-//! responses, keeping detail for the log.
+//! The layout, from the bottom up (no module imports one above it):
+//! - `config`: the configuration file, secrets apart;
+//! - `pipeline`: the steps every request takes, the one refusal type and its
+//!   rendering per protocol, the audit records and their actions;
+//! - `targets`: one module per target (Git, documents, tokens, admin,
+//!   webhooks), each a `pipeline::Target`;
+//! - `gateway`: the running gateway (start-up, upkeep, shutdown);
+//! - `server`: the router, request ids and the listener.
+//!
+//! This crate owns no protocol parsing (that is `latchkey-git` and
+//! `latchkey-documents`), no crypto (`latchkey-tokens`, `latchkey-identity`)
+//! and no policy language (`latchkey-policy`): it composes them and turns
+//! their errors into safe responses, keeping detail for the log.
 
 pub mod config;
 
-mod admin;
-mod app;
-mod auth;
-mod events;
-mod firestore;
-mod git_route;
-mod listener;
-mod oauth;
-mod refusals;
-mod request_id;
-mod webhooks;
+mod gateway;
+mod pipeline;
+mod server;
+mod targets;
 mod witness;
 
-pub use app::{
+pub use gateway::{
     Gateway, GatewayError, KEY_WATCH_INTERVAL, StartOptions, audit_public_key, check_firestore,
-    create_private_dir, load_audit_signer, load_master_key, open_keyring, router, spawn_key_watch,
+    create_private_dir, load_audit_signer, load_master_key, open_keyring, spawn_key_watch,
 };
-pub use listener::{ServeError, serve, serve_with_limits, tls_server_config};
+pub use server::listener::{ServeError, serve, serve_with_limits, tls_server_config};
+pub use server::router;

@@ -8,7 +8,10 @@
 //! HTTP with Latchkey's credential injected, or a local `git http-backend`.
 //!
 //! It deliberately does not evaluate policy, write audit records or
-//! authenticate anyone: the gateway does that through [`GitPhases`]. It never
+//! authenticate anyone: the gateway drives a request through [`prepare`]
+//! (read as far as deciding needs; its intents), then
+//! [`Prepared::refuse`] or [`Prepared::forward`], and records the
+//! [`GitOutcome`]. Nothing here calls back into the gateway. It never
 //! buffers a pack: only the bounded command section of a push is read before
 //! deciding. The parsers ([`pktline`], [`commands`], [`report`]) are pure and
 //! fuzzed. Dumb HTTP is refused. HTTPS upstreams are not supported yet (plain
@@ -19,22 +22,25 @@ pub mod commands;
 #[cfg(feature = "differential")]
 pub mod differential;
 mod error;
-pub mod phases;
+mod forward;
+pub mod outcome;
 pub mod pktline;
 pub mod report;
 pub mod route;
-mod serve;
 pub mod upload;
 pub mod upstream;
 
 pub use classify::{intent_for_read, intents_for_push, ref_resource};
 pub use commands::{CommandsParse, RefKind, RefOp, RefUpdate, parse_receive_pack_commands};
 pub use error::GitError;
-pub use phases::{GitOutcome, GitPhases, OutcomeNotRecorded, Refusal};
+pub use forward::{
+    BoxError, Forwarded, GitBody, GitCaller, GitLimits, PendingOutcome, Prepared, StreamBody,
+    plain_response, prepare,
+};
+pub use outcome::{GitOutcome, RefDenial};
 pub use report::{
     PushReport, RefStatus, ReportStatusTap, error_for_info_refs, parse_report_status,
     rejection_response,
 };
 pub use route::{Endpoint, GitRoute, Service};
-pub use serve::{GitBody, GitCaller, GitLimits, serve};
 pub use upstream::{BasicCredential, Upstream};

@@ -2,7 +2,7 @@
 //! the upstream's report-status as it streams past. Pure: no I/O.
 
 use crate::commands::{MAX_COMMANDS, RefUpdate};
-use crate::phases::Refusal;
+use crate::outcome::RefDenial;
 use crate::pktline::{Band, MAX_PKT_LEN, Pkt, PktParse, parse_pkt, write_pkt_line, write_sideband};
 
 /// The sideband framing a client asked for.
@@ -47,7 +47,7 @@ pub const OTHER_REF_DENIED: &str = "other ref denied in the same push";
 pub fn rejection_response(
     service_is_receive_pack: bool,
     updates: &[RefUpdate],
-    refusals: &[Refusal],
+    refusals: &[RefDenial],
     client_caps: &[String],
 ) -> Vec<u8> {
     let summary = refusals
@@ -395,7 +395,7 @@ mod tests {
         let body = rejection_response(
             true,
             &[upd("refs/heads/main"), upd("refs/heads/dev")],
-            &[Refusal::for_ref(
+            &[RefDenial::for_ref(
                 "refs/heads/main",
                 "denied by policy protect-main",
             )],
@@ -422,7 +422,9 @@ mod tests {
         let body = rejection_response(
             true,
             &[upd("refs/heads/main")],
-            &[Refusal::whole("denied by policy protect-main\nsecond line")],
+            &[RefDenial::whole(
+                "denied by policy protect-main\nsecond line",
+            )],
             &caps(&["report-status-v2", "side-band-64k"]),
         );
         assert!(body.starts_with(b"0039\x02latchkey: denied by policy protect-main second line\n"));
@@ -441,7 +443,7 @@ mod tests {
 
     #[test]
     fn upload_pack_rejection_and_info_refs_error() {
-        let body = rejection_response(false, &[], &[Refusal::whole("denied by policy p")], &[]);
+        let body = rejection_response(false, &[], &[RefDenial::whole("denied by policy p")], &[]);
         assert_eq!(body, b"0025ERR latchkey: denied by policy p\n");
         let body = error_for_info_refs(crate::route::Service::UploadPack, "denied by policy p");
         assert_eq!(

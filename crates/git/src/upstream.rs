@@ -18,13 +18,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::GitError;
+use crate::forward::{GitCaller, GitLimits};
 use crate::route::GitRoute;
-use crate::serve::{GitCaller, GitLimits};
 
 /// Boxed error of streamed bodies.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A streamed body on its way to or from an upstream.
-pub(crate) type StreamBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type StreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A username and password Latchkey presents to an HTTP upstream. The
 /// password never appears in `Debug` output.

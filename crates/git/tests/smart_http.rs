@@ -1,4 +1,5 @@
-//! End-to-end: the real `git` CLI against `serve()` on a hyper server with a
+//! End-to-end: the real `git` CLI against a hyper server that drives
+//! `prepare` → decide → `refuse` or `forward` as the gateway does, with a
 //! local `git http-backend` upstream.
 
 #![allow(clippy::unwrap_used)]
@@ -15,12 +16,13 @@ use hyper_util::rt::TokioIo;
 use latchkey_core::{Action, Intent};
 use latchkey_git::differential::EMPTY_PACK;
 use latchkey_git::{
-    BasicCredential, GitLimits, GitOutcome, GitPhases, GitRoute, OutcomeNotRecorded, Refusal,
-    Upstream, serve,
+    BasicCredential, GitCaller, GitLimits, GitOutcome, GitRoute, RefDenial, Upstream, prepare,
 };
+use latchkey_relay::{HeldEnd, Hold, Release};
 
-/// Test double for the gateway: allows everything except pushes to the
-/// configured refs and reads of the configured repositories.
+/// Test double for the gateway's pipeline (a fake: no Cedar, no audit log):
+/// allows everything except pushes to the configured refs and reads of the
+/// configured repositories, and keeps the outcomes it is given.
 struct DenyListPhases {
     denied_refs: Vec<String>,
     denied_repos: Vec<String>,
@@ -30,9 +32,8 @@ struct DenyListPhases {
     fail_outcomes: std::sync::atomic::AtomicBool,
 }
 
-#[async_trait::async_trait]
-impl GitPhases for DenyListPhases {
-    async fn authorize(&self, intents: &[Intent]) -> Result<(), Vec<Refusal>> {
+impl DenyListPhases {
+    fn authorize(&self, intents: &[Intent]) -> Result<(), Vec<RefDenial>> {
         self.authorized
             .lock()
             .unwrap()
@@ -43,7 +44,7 @@ impl GitPhases for DenyListPhases {
                 Action::GitPush => {
                     let name = &i.resource.attributes["name"];
                     if self.denied_refs.contains(name) {
-                        refusals.push(Refusal::for_ref(
+                        refusals.push(RefDenial::for_ref(
                             name.clone(),
                             "denied by policy protect-main",
                         ));
@@ -51,7 +52,7 @@ impl GitPhases for DenyListPhases {
                 }
                 _ => {
                     if self.denied_repos.contains(&i.resource.id) {
-                        refusals.push(Refusal::whole("denied by policy private-repo"));
+                        refusals.push(RefDenial::whole("denied by policy private-repo"));
                     }
                 }
             }
@@ -63,13 +64,86 @@ impl GitPhases for DenyListPhases {
         }
     }
 
-    async fn outcome(&self, outcome: GitOutcome) -> Result<(), OutcomeNotRecorded> {
+    /// Records an outcome; `false` plays an audit log that cannot.
+    fn outcome(&self, outcome: GitOutcome) -> bool {
         self.outcomes.lock().unwrap().push(outcome);
-        if self.fail_outcomes.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(OutcomeNotRecorded)
-        } else {
-            Ok(())
+        !self.fail_outcomes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, latchkey_relay::BoxError>;
+
+/// The gateway's Git path in miniature: prepare, decide, refuse or forward,
+/// and hold the response's end until its outcome is recorded.
+async fn serve(
+    req: hyper::Request<hyper::body::Incoming>,
+    route: GitRoute,
+    upstream: &Upstream,
+    phases: Arc<DenyListPhases>,
+    limits: &GitLimits,
+) -> hyper::Response<Body> {
+    let boxed = |r: hyper::Response<latchkey_git::GitBody>| {
+        r.map(|b| b.map_err(latchkey_relay::BoxError::from).boxed_unsync())
+    };
+    let error = |e: latchkey_git::GitError| {
+        boxed(latchkey_git::plain_response(
+            e.status(),
+            &e.public_message(),
+        ))
+    };
+    let prepared = match prepare(req, route, upstream, GitCaller::default(), limits).await {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    if !prepared.intents().is_empty() {
+        phases
+            .authorized
+            .lock()
+            .unwrap()
+            .extend(prepared.intents().iter().cloned());
+        if let Err(denials) = phases.authorize(prepared.intents()) {
+            return boxed(prepared.refuse(&denials, limits).await);
         }
+    }
+    let fwd = match prepared.forward(upstream, limits).await {
+        Ok(f) => f,
+        Err((e, outcome)) => {
+            phases.outcome(outcome);
+            return error(e);
+        }
+    };
+    let (parts, body) = fwd.response.into_parts();
+    let status = parts.status.as_u16();
+    let pending = fwd.outcome;
+    let held = HeldEnd::new(
+        body,
+        Hold::LastChunk,
+        ReportTap(fwd.report_tap),
+        Box::new(move |tap: ReportTap, ending| {
+            let error = ending.error.map(|e| format!("{e:?}"));
+            let report = tap.0.map(latchkey_git::ReportStatusTap::into_report);
+            let recorded = phases.outcome(pending.finish(status, report, ending.bytes_out, error));
+            Box::pin(async move {
+                if recorded {
+                    Release::Pass
+                } else {
+                    Release::Fail
+                }
+            })
+        }),
+    );
+    hyper::Response::from_parts(parts, held.boxed_unsync())
+}
+
+/// The report-status tap as the relay's tap.
+struct ReportTap(Option<latchkey_git::ReportStatusTap>);
+
+impl latchkey_relay::Tap for ReportTap {
+    fn feed(&mut self, chunk: &Bytes) -> latchkey_relay::TapSays {
+        if let Some(t) = self.0.as_mut() {
+            t.feed(chunk);
+        }
+        latchkey_relay::TapSays::Pass
     }
 }
 
@@ -157,10 +231,10 @@ async fn start_with(via_http: bool) -> Env {
 
     let upstream = Upstream::Local { root: root.clone() };
     let seen_auth = Arc::new(Mutex::new(Vec::new()));
-    let server_phases: Arc<dyn GitPhases> = phases.clone();
+    let server_phases = phases.clone();
     let port = if via_http {
         // Latchkey -> (HTTP upstream) -> a second server that runs http-backend.
-        let inner_phases: Arc<dyn GitPhases> = Arc::new(DenyListPhases {
+        let inner_phases = Arc::new(DenyListPhases {
             denied_refs: vec![],
             denied_repos: vec![],
             authorized: Mutex::new(Vec::new()),
@@ -208,7 +282,7 @@ async fn start_with(via_http: bool) -> Env {
 /// Serves `serve()` on 127.0.0.1:0, recording the `Authorization` headers it receives.
 async fn spawn_server(
     upstream: Upstream,
-    phases: Arc<dyn GitPhases>,
+    phases: Arc<DenyListPhases>,
     seen_auth: Arc<Mutex<Vec<String>>>,
 ) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -114,11 +114,17 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
             ("request_id", CtxType::String),
             ("command", CtxType::String),
         ],
-        Action::TokenRevoke
-        | Action::TokenIntrospect
-        | Action::AppAccess
-        | Action::AdminRead
-        | Action::AdminWrite => COMMON,
+        // A webhook rule's freeze or revocation says what it revokes.
+        Action::TokenRevoke => &[
+            ("request_id", CtxType::String),
+            ("revocation_kind", CtxType::String),
+            ("value", CtxType::String),
+            ("mode", CtxType::String),
+            ("rule", CtxType::String),
+        ],
+        Action::TokenIntrospect | Action::AppAccess | Action::AdminRead | Action::AdminWrite => {
+            COMMON
+        }
     }
 }
 

@@ -12,7 +12,8 @@ pub const STARTER_TESTS: &str = include_str!("../starter/tests.toml");
 /// write into its sandbox: admins may do everything; users may mint `git`
 /// and `documents` tokens, workloads `git` tokens; developers may read every
 /// repository and push branches; `protect-main` and `protect-tags` keep main
-/// and tag creation/deletion to maintainers and admins.
+/// and tag creation/deletion to maintainers and admins; webhook rules may
+/// freeze and revoke CI pipelines and jobs.
 pub fn starter_policy_files() -> Vec<(&'static str, &'static str)> {
     vec![
         (
@@ -28,6 +29,7 @@ pub fn starter_policy_files() -> Vec<(&'static str, &'static str)> {
             "30-documents.cedar",
             include_str!("../starter/30-documents.cedar"),
         ),
+        ("40-rules.cedar", include_str!("../starter/40-rules.cedar")),
     ]
 }
 

@@ -43,7 +43,7 @@ fn load_err(policies: &[(String, String)], entities: Option<&str>) -> String {
 #[test]
 fn starter_set_loads() {
     let engine = starter();
-    assert_eq!(engine.policy_count(), 12);
+    assert_eq!(engine.policy_count(), 13);
     assert!(engine.policy_ids().contains(&"protect-main".to_owned()));
     assert_eq!(engine.entity_count(), 6);
     assert_eq!(
@@ -330,7 +330,7 @@ fn load_and_reload_from_a_directory() {
     files.push(("README.txt", "not a policy"));
     write_dir(dir.path(), &files);
     let engine = PolicyEngine::load(dir.path()).unwrap();
-    assert_eq!(engine.policy_count(), 12);
+    assert_eq!(engine.policy_count(), 13);
     assert!(
         engine
             .policy_file("protect-main")
@@ -351,7 +351,7 @@ fn load_and_reload_from_a_directory() {
     );
     let err = engine.reload(dir.path()).unwrap_err();
     assert!(matches!(err, PolicyError::Syntax { .. }), "{err}");
-    assert_eq!(engine.policy_count(), 12);
+    assert_eq!(engine.policy_count(), 13);
     assert!(
         engine
             .authorize(&alice, &push("refs/heads/f", "update"))
@@ -364,7 +364,7 @@ fn load_and_reload_from_a_directory() {
         engine.reload(dir.path()).unwrap_err(),
         PolicyError::NoPolicyFiles { .. }
     ));
-    assert_eq!(engine.policy_count(), 12);
+    assert_eq!(engine.policy_count(), 13);
 
     // A good set replaces it.
     write_dir(

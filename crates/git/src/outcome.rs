@@ -1,13 +1,14 @@
-//! The seam between this crate and the gateway: the gateway authorizes and
-//! audits; this crate classifies and forwards.
+//! What the gateway tells git about a refusal, and what a forwarded
+//! request did: the input of the gateway's record step.
 
 use crate::commands::RefUpdate;
 use crate::report::PushReport;
 use crate::route::GitRoute;
 
-/// One refused intent, as the gateway reports it back.
+/// One refused intent, as git is shown it: per ref in report-status, or
+/// for the whole request. The gateway's refusal is rendered into these.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct RefDenial {
     /// The refused ref (`refs/heads/main`), or `""` for a read or for a
     /// refusal that covers the whole request.
     pub ref_name: String,
@@ -15,7 +16,7 @@ pub struct Refusal {
     pub message: String,
 }
 
-impl Refusal {
+impl RefDenial {
     /// A refusal of one ref.
     pub fn for_ref(ref_name: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -73,26 +74,4 @@ impl GitOutcome {
         }
         out
     }
-}
-
-/// The outcome of a request could not be made durable (the audit log is
-/// unavailable). The detail is in the gateway's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the outcome of the request could not be recorded")]
-pub struct OutcomeNotRecorded;
-
-/// The gateway's phases, called by [`crate::serve`]. Implementations
-/// authorize with policy, write the audit log, and must fail closed.
-#[async_trait::async_trait]
-pub trait GitPhases: Send + Sync {
-    /// Authorize (and audit) these intents. Return `Ok` if all are allowed,
-    /// or the refusals (ref name or `""` for a read, message naming the policy).
-    async fn authorize(&self, intents: &[latchkey_core::Intent]) -> Result<(), Vec<Refusal>>;
-    /// Called once the upstream answered and the response has been streamed
-    /// (or failed): status code, and for pushes the per-ref report, bytes in
-    /// and out. The response's last bytes are held back until this returns,
-    /// so a push is not reported successful before it is recorded: on
-    /// `Err` they are never sent and the response ends in an error, so the
-    /// client sees a failed request, not a success nobody recorded.
-    async fn outcome(&self, outcome: GitOutcome) -> Result<(), OutcomeNotRecorded>;
 }

@@ -1,4 +1,11 @@
+//! Request ids: the key that ties a request's records together, and the
+//! `x-request-id` of its response.
+
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+/// The id the server gave a request, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestId(pub(crate) String);
 
 /// A fresh request id: 96 random bits, hex.
 pub(crate) fn new_request_id() -> String {

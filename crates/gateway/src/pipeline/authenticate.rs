@@ -3,9 +3,9 @@
 
 use base64::Engine;
 use http::HeaderMap;
-use latchkey_tokens::{TokenError, VerifiedToken};
+use latchkey_tokens::{TokenError, TokenVerifier, VerifiedToken};
 
-use crate::app::Gateway;
+use super::refusal::{Code, Refusal, Stage};
 
 /// Where the credential was found, so the refusal can ask for the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +41,22 @@ impl AuthFailure {
         }
     }
 
-    /// A short stable code for the audit log.
-    pub(crate) fn code(&self) -> &'static str {
+    /// The refusal's code.
+    pub(crate) fn code(&self) -> Code {
         match self {
-            Self::Missing => "missing_credential",
-            Self::Unreadable(_) => "unreadable_credential",
-            Self::Token(_) => "token_refused",
+            Self::Missing => Code::MissingCredential,
+            Self::Unreadable(_) => Code::UnreadableCredential,
+            Self::Token(_) => Code::TokenRefused,
         }
+    }
+
+    /// The refusal, with `hint` (what this route needs) appended.
+    pub(crate) fn refusal(&self, hint: Option<&str>) -> Refusal {
+        let message = match hint {
+            Some(h) => format!("{} ({h})", self.message()),
+            None => self.message(),
+        };
+        Refusal::new(Stage::Authenticate, self.code(), message)
     }
 }
 
@@ -99,13 +108,12 @@ pub(crate) fn credential(headers: &HeaderMap) -> Result<(Scheme, String), AuthFa
 
 /// Verifies the caller's Latchkey token for `audience`.
 pub(crate) fn authenticate(
-    gw: &Gateway,
+    verifier: &TokenVerifier,
     headers: &HeaderMap,
     audience: &str,
 ) -> Result<(Scheme, VerifiedToken), AuthFailure> {
     let (scheme, token) = credential(headers)?;
-    let verified = gw
-        .verifier
+    let verified = verifier
         .verify(&token, audience)
         .map_err(AuthFailure::Token)?;
     Ok((scheme, verified))

@@ -1,33 +1,37 @@
-//! The smart-HTTP handler: classify, ask the gateway, forward, observe.
+//! The smart-HTTP request path, without the gateway: read a request as far
+//! as deciding needs ([`prepare`]), then either refuse it the way git shows
+//! refusals ([`Prepared::refuse`]) or stream it upstream
+//! ([`Prepared::forward`]). Policy and the audit log are the caller's: this
+//! module never calls back into it.
 
-use std::future::Future;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
+use latchkey_core::Intent;
 
 use crate::GitError;
 use crate::classify::{intent_for_read, intents_for_push};
 use crate::commands::{CommandsParse, MAX_COMMAND_SECTION, RefUpdate, parse_receive_pack_commands};
-use crate::phases::{GitOutcome, GitPhases, OutcomeNotRecorded, Refusal};
+use crate::outcome::{GitOutcome, RefDenial};
 use crate::report::{
     ReportStatusTap, error_for_info_refs, rejection_response, wants_report_status,
 };
 use crate::route::{Endpoint, GitRoute};
 use crate::upload::{MAX_UPLOAD_PRELUDE, UploadParse, parse_upload_pack_command};
-use crate::upstream::{BoxError, Forward, StreamBody, Upstream, filter_request_headers};
+pub use crate::upstream::{BoxError, StreamBody};
+use crate::upstream::{Forward, Upstream, filter_request_headers};
 
-/// The response body [`serve`] returns: streamed, never collected.
+/// A response body Latchkey builds itself (a refusal): small, in memory.
 pub type GitBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Bounds and time-outs for Git traffic.
@@ -68,34 +72,13 @@ impl Default for GitLimits {
 }
 
 /// Who is calling, as the local upstream's CGI environment sees it
-/// (`REMOTE_USER`, `REMOTE_ADDR`). The gateway puts this in the request's
-/// extensions; without it, a [`latchkey_core::Principal`] extension supplies
-/// the user.
+/// (`REMOTE_USER`, `REMOTE_ADDR`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitCaller {
     /// The principal's id.
     pub remote_user: String,
     /// The client's address.
     pub remote_addr: Option<IpAddr>,
-}
-
-fn caller_of<B>(req: &http::Request<B>) -> GitCaller {
-    if let Some(c) = req.extensions().get::<GitCaller>() {
-        return c.clone();
-    }
-    let remote_user = req
-        .extensions()
-        .get::<latchkey_core::Principal>()
-        .map(|p| p.id.clone())
-        .unwrap_or_default();
-    let remote_addr = req
-        .extensions()
-        .get::<std::net::SocketAddr>()
-        .map(|a| a.ip());
-    GitCaller {
-        remote_user,
-        remote_addr,
-    }
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<GitBody> {
@@ -115,16 +98,15 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     resp
 }
 
-fn error_response(e: &GitError) -> Response<GitBody> {
-    full(
-        e.status(),
-        "text/plain; charset=utf-8",
-        format!("{}\n", e.public_message()),
-    )
+/// A plain-text answer for a request refused before it reached git's own
+/// protocol (bad path, bad method, policy on a push without report-status):
+/// `status`, and `message` as one line.
+pub fn plain_response(status: StatusCode, message: &str) -> Response<GitBody> {
+    full(status, "text/plain; charset=utf-8", format!("{message}\n"))
 }
 
-fn summary(refusals: &[Refusal]) -> String {
-    let msgs: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
+fn summary(denials: &[RefDenial]) -> String {
+    let msgs: Vec<&str> = denials.iter().map(|r| r.message.as_str()).collect();
     if msgs.is_empty() {
         "denied by policy".into()
     } else {
@@ -132,42 +114,53 @@ fn summary(refusals: &[Refusal]) -> String {
     }
 }
 
-/// Serves one smart-HTTP request for `route`: authorizes it through
-/// `phases`, then streams it to `upstream` and the answer back, reporting
-/// the outcome. Never buffers a pack; errors become plain-text 4xx/5xx
-/// responses with a safe message (detail goes to tracing).
-pub async fn serve<B>(
+/// A Git request read as far as deciding it needs: what it asks for
+/// ([`Prepared::intents`]) and what forwarding it takes. Nothing has
+/// reached an upstream yet.
+pub struct Prepared {
+    route: GitRoute,
+    method: Method,
+    headers: HeaderMap,
+    caller: GitCaller,
+    intents: Vec<Intent>,
+    updates: Vec<RefUpdate>,
+    capabilities: Vec<String>,
+    /// The request body as the upstream gets it: what was read to decide,
+    /// then the rest of the client's stream.
+    body: StreamBody,
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("route", &self.route)
+            .field("intents", &self.intents)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads `req` for `route` as far as deciding needs: checks the method and
+/// media type, and for a push reads (bounded, under a time-out) its command
+/// section; for a protocol v2 fetch its command. The route is first put in
+/// the form `upstream` reads it in ([`GitRoute::for_upstream`]).
+///
+/// INVARIANT: every ref update the upstream will read is one of the
+/// returned intents. A push with no command is accepted only when its body
+/// is exactly a flush-pkt (git's probe before a large push); it then has no
+/// intent, as it changes nothing.
+pub async fn prepare<B>(
     req: http::Request<B>,
     route: GitRoute,
     upstream: &Upstream,
-    phases: Arc<dyn GitPhases>,
+    caller: GitCaller,
     limits: &GitLimits,
-) -> Response<GitBody>
+) -> Result<Prepared, GitError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let route = route.for_upstream(upstream);
-    match serve_inner(req, route, upstream, phases, limits).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::warn!(error = ?e, "git request failed");
-            error_response(&e)
-        }
-    }
-}
-
-async fn serve_inner<B>(
-    req: http::Request<B>,
-    route: GitRoute,
-    upstream: &Upstream,
-    phases: Arc<dyn GitPhases>,
-    limits: &GitLimits,
-) -> Result<Response<GitBody>, GitError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
     let endpoint = route.endpoint;
     let method = req.method().clone();
     let method_ok = match endpoint {
@@ -215,22 +208,17 @@ where
         }
     };
 
-    let caller = caller_of(&req);
     let headers = filter_request_headers(req.headers());
     let body = req.into_body();
     let bytes_in = Arc::new(AtomicU64::new(0));
 
-    let (updates, caps, upstream_body) = match endpoint {
-        Endpoint::InfoRefs(service) => {
-            if let Err(refusals) = phases.authorize(&[intent_for_read(&route)]).await {
-                return Ok(full(
-                    StatusCode::OK,
-                    &endpoint.response_content_type(),
-                    error_for_info_refs(service, &summary(&refusals)),
-                ));
-            }
-            (Vec::new(), Vec::new(), counted(Vec::new(), body, &bytes_in))
-        }
+    let (intents, updates, capabilities, body) = match endpoint {
+        Endpoint::InfoRefs(_) => (
+            vec![intent_for_read(&route)],
+            Vec::new(),
+            Vec::new(),
+            counted(Vec::new(), body, &bytes_in),
+        ),
         Endpoint::UploadPack => {
             // Protocol v2 names its command first; read it so the decision
             // covers what upload-pack will run (v0/v1 only fetches).
@@ -240,7 +228,7 @@ where
                 .is_some_and(|v| v.split(':').any(|item| item == "version=2"));
             let mut body = Box::pin(body);
             let (raw, command) = if v2 {
-                let (raw, command) = tokio::time::timeout(
+                tokio::time::timeout(
                     limits.prelude_timeout,
                     read_front(
                         &mut body,
@@ -257,20 +245,16 @@ where
                     ),
                 )
                 .await
-                .map_err(|_| GitError::ClientTimeout)??;
-                (raw, command)
+                .map_err(|_| GitError::ClientTimeout)??
             } else {
                 (Vec::new(), "fetch".to_owned())
             };
-            let intent = intent_for_read(&route).with("command", command);
-            if let Err(refusals) = phases.authorize(&[intent]).await {
-                return Ok(full(
-                    StatusCode::OK,
-                    &endpoint.response_content_type(),
-                    rejection_response(false, &[], &refusals, &[]),
-                ));
-            }
-            (Vec::new(), Vec::new(), counted(raw, body, &bytes_in))
+            (
+                vec![intent_for_read(&route).with("command", command)],
+                Vec::new(),
+                Vec::new(),
+                counted(raw, body, &bytes_in),
+            )
         }
         Endpoint::ReceivePack => {
             let mut body = Box::pin(body);
@@ -290,75 +274,160 @@ where
                 updates,
                 capabilities,
             } = prelude;
-            // An empty command list (git's auth probe before a large push,
-            // exactly `0000` and nothing else: `read_prelude` checked) changes
-            // nothing upstream and is forwarded without a decision.
-            if !updates.is_empty() {
-                let intents = intents_for_push(&route, &updates);
-                if let Err(refusals) = phases.authorize(&intents).await {
-                    drain(body, limits).await;
-                    if !wants_report_status(&capabilities) {
-                        return Ok(full(
-                            StatusCode::FORBIDDEN,
-                            "text/plain; charset=utf-8",
-                            format!("latchkey: {}\n", summary(&refusals)),
-                        ));
-                    }
-                    return Ok(full(
-                        StatusCode::OK,
-                        &endpoint.response_content_type(),
-                        rejection_response(true, &updates, &refusals, &capabilities),
-                    ));
-                }
-            }
-            let b = counted(raw, body, &bytes_in);
-            (updates, capabilities, b)
+            (
+                intents_for_push(&route, &updates),
+                updates,
+                capabilities,
+                counted(raw, body, &bytes_in),
+            )
         }
     };
-
-    let fwd = Forward {
-        route: route.clone(),
+    Ok(Prepared {
+        route,
         method,
         headers,
-        body: upstream_body,
         caller,
-    };
-    let ctx = OutcomeCtx {
-        phases,
-        route,
+        intents,
         updates,
+        capabilities,
+        body,
         bytes_in,
-    };
-    let resp = match upstream.send(fwd, limits).await {
-        Ok(r) => r,
-        Err(e) => {
-            let status = e.status();
-            // The client gets an error either way; an outcome that cannot be
-            // recorded is logged by the gateway.
-            let _unrecorded = ctx
-                .clone()
-                .finish(status.as_u16(), None, 0, Some(format!("{e:?}")))
-                .await;
-            return Err(e);
+    })
+}
+
+impl Prepared {
+    /// The route, in the form the upstream reads it.
+    pub fn route(&self) -> &GitRoute {
+        &self.route
+    }
+
+    /// What the request asks for: `git.read` on the repository, or one
+    /// `git.push` per ref update (none for a bare-flush probe).
+    pub fn intents(&self) -> &[Intent] {
+        &self.intents
+    }
+
+    /// A push's ref updates, in the order the client sent them.
+    pub fn updates(&self) -> &[RefUpdate] {
+        &self.updates
+    }
+
+    /// The response git shows when policy refuses the request: an
+    /// advertisement that ends in `ERR` for `info/refs`, an `ERR` pkt-line
+    /// for a fetch, report-status rejecting every ref for a push (plain
+    /// text when the client asked for no report). The rest of a refused
+    /// push is read and discarded first (bounded), so the client sees the
+    /// refusal instead of a reset connection. No byte reaches an upstream.
+    pub async fn refuse(self, denials: &[RefDenial], limits: &GitLimits) -> Response<GitBody> {
+        let endpoint = self.route.endpoint;
+        let content_type = endpoint.response_content_type();
+        match endpoint {
+            Endpoint::InfoRefs(service) => full(
+                StatusCode::OK,
+                &content_type,
+                error_for_info_refs(service, &summary(denials)),
+            ),
+            Endpoint::UploadPack => full(
+                StatusCode::OK,
+                &content_type,
+                rejection_response(false, &[], denials, &[]),
+            ),
+            Endpoint::ReceivePack => {
+                drain(Box::pin(self.body), limits).await;
+                if !wants_report_status(&self.capabilities) {
+                    return plain_response(
+                        StatusCode::FORBIDDEN,
+                        &format!("latchkey: {}", summary(denials)),
+                    );
+                }
+                full(
+                    StatusCode::OK,
+                    &content_type,
+                    rejection_response(true, &self.updates, denials, &self.capabilities),
+                )
+            }
         }
-    };
-    let (parts, body) = resp.into_parts();
-    let tap = (endpoint == Endpoint::ReceivePack
-        && wants_report_status(&caps)
-        && !parts.headers.contains_key(header::CONTENT_ENCODING))
-    .then(|| ReportStatusTap::for_capabilities(&caps));
-    let observed = ObservedBody {
-        inner: body,
-        tap,
-        ready: BytesMut::new(),
-        held: None,
-        bytes_out: 0,
-        error: None,
-        status: parts.status.as_u16(),
-        state: State::Streaming,
-        ctx: Some(ctx),
-    };
-    Ok(Response::from_parts(parts, observed.boxed_unsync()))
+    }
+
+    /// Streams the request to `upstream` and returns the response head with
+    /// the upstream's body, untouched. The caller holds the body's end
+    /// until the outcome is recorded (see [`Forwarded`]). On failure, the
+    /// error and the outcome to record for it.
+    pub async fn forward(
+        self,
+        upstream: &Upstream,
+        limits: &GitLimits,
+    ) -> Result<Forwarded, (GitError, GitOutcome)> {
+        let outcome = PendingOutcome {
+            route: self.route.clone(),
+            updates: self.updates,
+            bytes_in: self.bytes_in,
+        };
+        let fwd = Forward {
+            route: self.route,
+            method: self.method,
+            headers: self.headers,
+            body: self.body,
+            caller: self.caller,
+        };
+        let response = match upstream.send(fwd, limits).await {
+            Ok(r) => r,
+            Err(e) => {
+                let status = e.status().as_u16();
+                let detail = format!("{e:?}");
+                return Err((e, outcome.finish(status, None, 0, Some(detail))));
+            }
+        };
+        let report_tap = (outcome.route.endpoint == Endpoint::ReceivePack
+            && wants_report_status(&self.capabilities)
+            && !response.headers().contains_key(header::CONTENT_ENCODING))
+        .then(|| ReportStatusTap::for_capabilities(&self.capabilities));
+        Ok(Forwarded {
+            response,
+            report_tap,
+            outcome,
+        })
+    }
+}
+
+/// An upstream's answer on its way back.
+pub struct Forwarded {
+    /// The head and the streamed body, as the upstream sent them.
+    pub response: Response<StreamBody>,
+    /// For a push whose client asked for report-status: feed it the body
+    /// to learn what the upstream did per ref.
+    pub report_tap: Option<ReportStatusTap>,
+    /// The outcome to complete once the body has ended.
+    pub outcome: PendingOutcome,
+}
+
+/// What is known of an outcome before the response ends.
+#[derive(Debug, Clone)]
+pub struct PendingOutcome {
+    route: GitRoute,
+    updates: Vec<RefUpdate>,
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl PendingOutcome {
+    /// The outcome, once the response has ended (or failed).
+    pub fn finish(
+        self,
+        status: u16,
+        report: Option<crate::report::PushReport>,
+        bytes_out: u64,
+        error: Option<String>,
+    ) -> GitOutcome {
+        GitOutcome {
+            route: self.route,
+            status,
+            updates: self.updates,
+            report,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            error,
+        }
+    }
 }
 
 /// The request body as sent upstream: the bytes already read, then the
@@ -555,192 +624,5 @@ where
         .is_err()
     {
         tracing::debug!("gave up draining a refused push");
-    }
-}
-
-#[derive(Clone)]
-struct OutcomeCtx {
-    phases: Arc<dyn GitPhases>,
-    route: GitRoute,
-    updates: Vec<RefUpdate>,
-    bytes_in: Arc<AtomicU64>,
-}
-
-impl OutcomeCtx {
-    fn outcome(
-        self,
-        status: u16,
-        report: Option<crate::report::PushReport>,
-        bytes_out: u64,
-        error: Option<String>,
-    ) -> (Arc<dyn GitPhases>, GitOutcome) {
-        let outcome = GitOutcome {
-            route: self.route,
-            status,
-            updates: self.updates,
-            report,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out,
-            error,
-        };
-        (self.phases, outcome)
-    }
-
-    async fn finish(
-        self,
-        status: u16,
-        report: Option<crate::report::PushReport>,
-        bytes_out: u64,
-        error: Option<String>,
-    ) -> Result<(), OutcomeNotRecorded> {
-        let (phases, outcome) = self.outcome(status, report, bytes_out, error);
-        phases.outcome(outcome).await
-    }
-}
-
-/// Merge ready upstream chunks up to this size before writing them.
-const COALESCE_BYTES: usize = 64 * 1024;
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<(), OutcomeNotRecorded>> + Send>>;
-
-enum State {
-    Streaming,
-    Finishing(BoxFuture),
-    Flushing,
-    Done,
-}
-
-/// The upstream's response on its way to the client: counted, tapped for
-/// report-status, and with its last chunk held back until
-/// [`GitPhases::outcome`] has returned.
-struct ObservedBody {
-    inner: StreamBody,
-    tap: Option<ReportStatusTap>,
-    /// Chunks already received and ready to go, merged so that a small-chunk
-    /// upstream (4 KiB FastCGI pages) does not cost a syscall per page.
-    ready: BytesMut,
-    held: Option<Bytes>,
-    bytes_out: u64,
-    error: Option<String>,
-    status: u16,
-    state: State,
-    ctx: Option<OutcomeCtx>,
-}
-
-impl ObservedBody {
-    fn start_finishing(&mut self) {
-        let report = self.tap.take().map(ReportStatusTap::into_report);
-        let fut: BoxFuture = match self.ctx.take() {
-            Some(ctx) => {
-                Box::pin(ctx.finish(self.status, report, self.bytes_out, self.error.clone()))
-            }
-            None => Box::pin(async { Ok(()) }),
-        };
-        self.state = State::Finishing(fut);
-    }
-}
-
-impl Body for ObservedBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                State::Streaming => match Pin::new(&mut this.inner).poll_frame(cx) {
-                    Poll::Pending if this.ready.is_empty() => return Poll::Pending,
-                    Poll::Pending => {
-                        let out = this.ready.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
-                    Poll::Ready(Some(Ok(frame))) => {
-                        let Ok(data) = frame.into_data() else {
-                            continue;
-                        };
-                        this.bytes_out += data.len() as u64;
-                        if let Some(tap) = this.tap.as_mut() {
-                            tap.feed(&data);
-                        }
-                        if let Some(prev) = this.held.replace(data) {
-                            if this.ready.is_empty() && prev.len() >= COALESCE_BYTES {
-                                return Poll::Ready(Some(Ok(Frame::data(prev))));
-                            }
-                            this.ready.extend_from_slice(&prev);
-                            if this.ready.len() >= COALESCE_BYTES {
-                                let out = this.ready.split().freeze();
-                                return Poll::Ready(Some(Ok(Frame::data(out))));
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        tracing::warn!(error = %e, "git upstream response failed mid-stream");
-                        this.error = Some(format!("upstream response failed: {e}"));
-                        this.start_finishing();
-                    }
-                    Poll::Ready(None) => this.start_finishing(),
-                },
-                State::Finishing(fut) => match fut.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => this.state = State::Flushing,
-                    Poll::Ready(Err(OutcomeNotRecorded)) => {
-                        // INVARIANT (DESIGN 6): nothing acknowledged is lost.
-                        // The held-back end (a push's report-status ends
-                        // there) is never sent; the client sees a failure.
-                        tracing::error!(
-                            "the outcome of a git request could not be recorded; failing the response"
-                        );
-                        this.held = None;
-                        this.ready.clear();
-                        this.error = Some("outcome not recorded".into());
-                        this.state = State::Flushing;
-                    }
-                },
-                State::Flushing => {
-                    if !this.ready.is_empty() {
-                        let out = this.ready.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
-                    if let Some(data) = this.held.take() {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    this.state = State::Done;
-                    if this.error.is_some() {
-                        return Poll::Ready(Some(Err(std::io::Error::other(
-                            "git upstream response failed",
-                        ))));
-                    }
-                }
-                State::Done => return Poll::Ready(None),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        // The client went away before the end: still record the outcome.
-        if let Some(ctx) = self.ctx.take() {
-            let report = self.tap.take().map(ReportStatusTap::into_report);
-            let (phases, outcome) = ctx.outcome(
-                self.status,
-                report,
-                self.bytes_out,
-                Some("client disconnected before the response ended".into()),
-            );
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    // The client is gone: nobody to fail; the gateway logs it.
-                    let _ = phases.outcome(outcome).await;
-                });
-            }
-        }
     }
 }

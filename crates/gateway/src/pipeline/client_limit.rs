@@ -6,7 +6,7 @@
 //! per `unauthenticated_interval`; past that the refusals are only counted,
 //! and one summary record per address and interval says how many were not
 //! recorded. The summary is written with the first refusal of a later
-//! interval, or by the periodic upkeep ([`crate::Gateway::maintain`]).
+//! interval, or by the periodic upkeep (`Gateway::maintain`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

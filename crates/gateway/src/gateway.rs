@@ -1,12 +1,13 @@
+//! The running gateway: everything `serve` and `dev` start, the pipeline,
+//! and each target's state; start-up, upkeep and shutdown.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{any, get, post};
-use latchkey_audit::{AuditConfig, AuditEvent, AuditLog, AuditSigner};
-use latchkey_core::{Decision, Intent, Principal, SharedClock};
+use latchkey_audit::{AuditConfig, AuditLog, AuditSigner};
+use latchkey_core::SharedClock;
 use latchkey_identity::{DevIssuer, IssuerConfig, IssuerSet};
 use latchkey_policy::PolicyEngine;
 use latchkey_store::{SharedStore, SqliteStore, Store};
@@ -15,6 +16,12 @@ use latchkey_tokens::{
 };
 
 use crate::config::Config;
+use crate::pipeline::{AuditAction, Pipeline, RefusalLimiter, new_request_id, records};
+use crate::targets::admin::AdminState;
+use crate::targets::documents::{Documents, FirestoreFront};
+use crate::targets::git::GitTarget;
+use crate::targets::tokens::TokenService;
+use crate::targets::webhooks::Webhooks;
 
 /// Why the gateway could not start. Every variant is fatal: Latchkey never
 /// starts half-configured.
@@ -60,10 +67,6 @@ pub struct StartOptions {
     pub dev: bool,
 }
 
-/// How long a query of the audit index waits for it to catch up with the
-/// log (it trails by a few milliseconds), see [`AuditLog::wait_indexed`].
-pub(crate) const AUDIT_INDEX_WAIT: Duration = Duration::from_secs(2);
-
 /// How long shutdown waits for the witnesses to take the final checkpoint.
 const WITNESS_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
@@ -76,11 +79,12 @@ pub fn check_firestore(config: &Config) -> Result<bool, GatewayError> {
         return Ok(false);
     };
     let clock: latchkey_core::SharedClock = Arc::new(latchkey_core::SystemClock);
-    crate::firestore::FirestoreFront::new(fs.clone(), clock, config.server.upstream_timeout)
-        .map_err(|message| crate::config::ConfigError::Invalid {
+    FirestoreFront::new(fs.clone(), clock, config.server.upstream_timeout).map_err(|message| {
+        crate::config::ConfigError::Invalid {
             key: "firestore".into(),
             message,
-        })?;
+        }
+    })?;
     Ok(true)
 }
 
@@ -176,38 +180,56 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Gatewa
         .map_err(io_err(format!("cannot write `{}`", path.display())))
 }
 
-/// Everything a running gateway holds; shared by every request.
+/// Everything a running gateway holds: the pipeline, and each target's
+/// state (the router hands each route its own).
 #[derive(Debug)]
 pub struct Gateway {
     pub(crate) config: Config,
     pub(crate) clock: SharedClock,
     pub(crate) store: SharedStore,
-    pub(crate) issuers: IssuerSet,
-    pub(crate) dev_issuer: Option<DevIssuer>,
     pub(crate) keyring: Arc<SigningKeyRing>,
     pub(crate) revocations: Arc<RevocationSet>,
-    pub(crate) token_issuer: TokenIssuer,
-    pub(crate) verifier: TokenVerifier,
-    pub(crate) policy: PolicyEngine,
     pub(crate) policy_dir: PathBuf,
-    pub(crate) audit: AuditLog,
-    pub(crate) git_upstreams: BTreeMap<String, latchkey_git::Upstream>,
-    pub(crate) git_limits: latchkey_git::GitLimits,
     pub(crate) public_url: String,
-    /// Loaded `[webhooks.<source>]` secrets; a source not here answers 404.
-    pub(crate) webhook_secrets: BTreeMap<latchkey_events::Source, Vec<u8>>,
-    /// The Firestore front end, when `[firestore]` is configured.
-    pub(crate) firestore: Option<Arc<crate::firestore::FirestoreFront>>,
-    /// Refusal records before authentication, per client address.
-    pub(crate) refusals: crate::refusals::RefusalLimiter,
+    /// Authenticate, authorize, record: shared by every target.
+    pub(crate) pipe: Arc<Pipeline>,
+    pub(crate) git: Arc<GitTarget>,
+    pub(crate) documents: Arc<Documents>,
+    pub(crate) tokens: Arc<TokenService>,
+    pub(crate) admin: Arc<AdminState>,
+    pub(crate) webhooks: Arc<Webhooks>,
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// What `/admin/health` warns about (the dev issuer in `serve`).
-    pub(crate) warnings: Vec<String>,
     /// The store's key generation the keyring was last reloaded at; see
     /// [`Gateway::watch_keys`]. Serialised so two polls never audit twice.
     pub(crate) keys_seen: tokio::sync::Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for GitTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitTarget").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks").finish_non_exhaustive()
+    }
 }
 
 /// The store meta key of the last key generation whose rotations are in
@@ -340,9 +362,9 @@ impl Gateway {
         if let Some((from, to)) = audit.unvouched_at_open() {
             // Records a crash left without a checkpoint are signed over now;
             // say so in the trail itself.
-            let event = crate::events::system(
-                crate::request_id::new_request_id(),
-                "audit.recover",
+            let event = records::system(
+                new_request_id(),
+                AuditAction::AuditRecover,
                 "unvouched_tail_signed".into(),
                 Some(format!(
                     "records {from} to {to} had no checkpoint when the log was opened (the gateway did not shut down cleanly)"
@@ -395,45 +417,74 @@ impl Gateway {
 
         let firestore = match &config.firestore {
             Some(fs) => Some(
-                crate::firestore::FirestoreFront::new(
-                    fs.clone(),
-                    clock.clone(),
-                    config.server.upstream_timeout,
-                )
-                .map_err(|message| crate::config::ConfigError::Invalid {
-                    key: "firestore".into(),
-                    message,
-                })?,
+                FirestoreFront::new(fs.clone(), clock.clone(), config.server.upstream_timeout)
+                    .map_err(|message| crate::config::ConfigError::Invalid {
+                        key: "firestore".into(),
+                        message,
+                    })?,
             ),
             None => None,
         };
 
-        let refusals = crate::refusals::RefusalLimiter::new(
+        let limiter = RefusalLimiter::new(
             config.server.limits.unauthenticated_refusals,
             config.server.limits.unauthenticated_interval,
         );
+        let pipe = Arc::new(Pipeline {
+            clock: clock.clone(),
+            audit,
+            policy,
+            verifier,
+            limiter,
+        });
+        let documents = Arc::new(Documents::new(pipe.clone(), firestore));
+        let git = Arc::new(GitTarget {
+            pipe: pipe.clone(),
+            upstreams: git_upstreams,
+            limits: git_limits,
+        });
+        let tokens = Arc::new(TokenService {
+            pipe: pipe.clone(),
+            issuers,
+            token_issuer,
+            keyring: keyring.clone(),
+            dev_issuer,
+            public_url: public_url.clone(),
+            tokens: config.tokens.clone(),
+            trust: config.trust.clone(),
+        });
+        let admin = Arc::new(AdminState {
+            pipe: pipe.clone(),
+            store: store.clone(),
+            revocations: revocations.clone(),
+            keyring: keyring.clone(),
+            warnings,
+        });
+        let webhooks = Arc::new(Webhooks {
+            pipe: pipe.clone(),
+            store: store.clone(),
+            revocations: revocations.clone(),
+            documents: documents.clone(),
+            secrets: webhook_secrets,
+            settings: config.webhooks.clone(),
+            rules: config.rules.clone(),
+        });
         let gw = Arc::new(Self {
             keys_seen: tokio::sync::Mutex::new(None),
-            refusals,
-            firestore,
             config,
             clock,
             store,
-            issuers,
-            dev_issuer,
             keyring,
             revocations,
-            token_issuer,
-            verifier,
-            policy,
             policy_dir,
-            audit,
-            git_upstreams,
-            git_limits,
             public_url,
-            webhook_secrets,
+            pipe,
+            git,
+            documents,
+            tokens,
+            admin,
+            webhooks,
             witnesses: std::sync::Mutex::new(witnesses),
-            warnings,
         });
         // Rotations made while no gateway ran (`latchkey keys rotate` on a
         // stopped gateway) are audited now, before the first request.
@@ -470,12 +521,9 @@ impl Gateway {
         };
         if audited < generation {
             for rotation in self.keyring.rotations_between(audited, generation).await? {
-                let event = crate::events::key_rotation(
-                    crate::request_id::new_request_id(),
-                    &rotation,
-                    self.clock.unix_millis(),
-                );
-                self.audit.append(event).await?;
+                let event =
+                    records::key_rotation(new_request_id(), &rotation, self.clock.unix_millis());
+                self.pipe.audit.append(event).await?;
                 tracing::info!(
                     kid = %rotation.kid,
                     mode = rotation.mode.as_str(),
@@ -503,25 +551,25 @@ impl Gateway {
 
     /// The dev issuer, when enabled.
     pub fn dev_issuer(&self) -> Option<&DevIssuer> {
-        self.dev_issuer.as_ref()
+        self.tokens.dev_issuer.as_ref()
     }
 
     /// Reloads policies (on SIGHUP). A set that fails validation is not
     /// loaded; the old one stays and the error is returned and audited.
     pub async fn reload_policies(&self) -> Result<(), latchkey_policy::PolicyError> {
-        let result = self.policy.reload(&self.policy_dir);
+        let result = self.pipe.policy.reload(&self.policy_dir);
         let (status, detail) = match &result {
             Ok(_) => ("reloaded".to_owned(), None),
             Err(e) => ("reload_failed".to_owned(), Some(e.to_string())),
         };
-        let event = crate::events::system(
-            crate::request_id::new_request_id(),
-            "policy.reload",
+        let event = records::system(
+            new_request_id(),
+            AuditAction::PolicyReload,
             status,
             detail,
             self.clock.unix_millis(),
         );
-        if let Err(e) = self.audit.append(event).await {
+        if let Err(e) = self.pipe.audit.append(event).await {
             tracing::error!(error = %e, "audit append failed for policy reload");
         }
         result.map(|_| ())
@@ -531,15 +579,16 @@ impl Gateway {
     /// of refusals not recorded one by one.
     pub async fn maintain(&self) {
         let now = self.clock.unix_millis();
-        for s in self.refusals.drain_expired(now) {
-            let event = crate::events::suppressed(
-                crate::request_id::new_request_id(),
+        let limiter = &self.pipe.limiter;
+        for s in limiter.drain_expired(now) {
+            let event = records::suppressed(
+                new_request_id(),
                 &s,
-                self.refusals.limit(),
-                self.refusals.interval_ms(),
+                limiter.limit(),
+                limiter.interval_ms(),
                 now,
             );
-            if let Err(e) = self.audit.append(event).await {
+            if let Err(e) = self.pipe.audit.append(event).await {
                 tracing::error!(error = %e, "audit append failed for suppressed refusals");
             }
         }
@@ -568,7 +617,7 @@ impl Gateway {
     /// Flushes the audit log, writes a final checkpoint, and gives the
     /// witnesses a few seconds to take it.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.audit.shutdown().await {
+        if let Err(e) = self.pipe.audit.shutdown().await {
             tracing::error!(error = %e, "audit shutdown failed");
         }
         let witnesses =
@@ -581,104 +630,6 @@ impl Gateway {
                 tracing::error!("the audit witness did not take the final checkpoint in time");
             }
         }
-    }
-
-    /// Authorizes one intent and records the decision durably. An audit
-    /// failure turns the decision into a refusal (fail closed).
-    pub(crate) async fn decide(
-        &self,
-        request_id: &str,
-        principal: &Principal,
-        intent: &Intent,
-    ) -> Result<Decision, crate::oauth::ApiError> {
-        self.decide_with(request_id, principal, intent, serde_json::Map::new())
-            .await
-    }
-
-    /// [`Self::decide`], with extra facts for the audit record's context
-    /// (a write's field names, the environment) that policy does not read.
-    pub(crate) async fn decide_with(
-        &self,
-        request_id: &str,
-        principal: &Principal,
-        intent: &Intent,
-        extra: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Decision, crate::oauth::ApiError> {
-        let (decision, event) = self.decide_unrecorded(request_id, principal, intent, extra);
-        self.record(event).await?;
-        Ok(decision)
-    }
-
-    /// The decision and its audit event, not yet appended. For callers that
-    /// overlap the append with other work; the caller must append the event
-    /// and wait for it before anything depends on the decision having been
-    /// recorded.
-    pub(crate) fn decide_unrecorded(
-        &self,
-        request_id: &str,
-        principal: &Principal,
-        intent: &Intent,
-        extra: serde_json::Map<String, serde_json::Value>,
-    ) -> (Decision, AuditEvent) {
-        let decision = self.policy.authorize(principal, intent);
-        let mut event = AuditEvent::decision(
-            request_id.to_owned(),
-            principal,
-            intent,
-            &decision,
-            self.clock.unix_millis(),
-        );
-        for (k, v) in extra {
-            event.context.entry(k).or_insert(v);
-        }
-        // The token's scopes narrowed this decision; the record says so.
-        if let Some(scopes) = &principal.scopes {
-            event
-                .context
-                .insert("scopes".to_owned(), serde_json::json!(scopes));
-        }
-        (decision, event)
-    }
-
-    /// Records a refusal made before authentication, at most
-    /// `server.limits.unauthenticated_refusals` per client address and
-    /// interval (see [`crate::refusals`]). The caller is refused either way;
-    /// an error means the log cannot be written (refuse with it).
-    pub(crate) async fn record_unauthenticated(
-        &self,
-        client: crate::refusals::ClientAddr,
-        mut event: AuditEvent,
-    ) -> Result<(), crate::oauth::ApiError> {
-        let now = self.clock.unix_millis();
-        let admission = self.refusals.admit(client.0, now);
-        if let Some(s) = &admission.summary {
-            let summary = crate::events::suppressed(
-                event.request_id.clone(),
-                s,
-                self.refusals.limit(),
-                self.refusals.interval_ms(),
-                now,
-            );
-            self.record(summary).await?;
-        }
-        if !admission.record {
-            return Ok(());
-        }
-        if let Some(ip) = client.0 {
-            event
-                .context
-                .insert("client".into(), serde_json::json!(ip.to_string()));
-        }
-        self.record(event).await
-    }
-
-    /// Appends an audit event durably. When the log cannot be written the
-    /// caller refuses the request (fail closed) with this error.
-    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), crate::oauth::ApiError> {
-        self.audit.append(event).await.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "audit log unavailable; refusing request");
-            crate::oauth::ApiError::unavailable("the audit log cannot be written")
-        })
     }
 }
 
@@ -726,44 +677,4 @@ pub async fn audit_public_key(
     store: &dyn Store,
 ) -> Result<Option<Vec<u8>>, latchkey_store::StoreError> {
     store.get_meta(AUDIT_PUBLIC_META).await
-}
-
-/// The HTTP routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
-    let max_body = gw.config.server.max_body_bytes;
-    Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(crate::oauth::metadata),
-        )
-        .route("/.well-known/jwks.json", get(crate::oauth::jwks))
-        .route("/oauth2/token", post(crate::oauth::token))
-        .route("/oauth2/revoke", post(crate::oauth::revoke))
-        .route("/oauth2/introspect", post(crate::oauth::introspect))
-        .route(
-            "/dev-idp/.well-known/openid-configuration",
-            get(crate::oauth::dev_metadata),
-        )
-        .route("/dev-idp/jwks.json", get(crate::oauth::dev_jwks))
-        .route("/admin/health", get(crate::admin::health))
-        .route("/admin/audit", get(crate::admin::audit_query))
-        .route(
-            "/admin/revocations",
-            post(crate::admin::revoke).delete(crate::admin::lift),
-        )
-        .route("/admin/keys", get(crate::admin::keys))
-        .route("/git/{*path}", any(crate::git_route::git))
-        .route(
-            "/google.firestore.v1.Firestore/{method}",
-            post(crate::firestore::grpc),
-        )
-        .route("/v1/{*path}", any(crate::firestore::rest))
-        .route(
-            "/hooks/{source}",
-            post(crate::webhooks::hook).layer(axum::extract::DefaultBodyLimit::max(
-                latchkey_events::MAX_PAYLOAD_BYTES,
-            )),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(gw)
 }

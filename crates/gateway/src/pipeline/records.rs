@@ -1,16 +1,97 @@
-//! Audit events the gateway itself records (refusals before a decision,
-//! minted tokens, revocations, Git outcomes, system events).
+//! The audit records the pipeline and the targets write besides decisions
+//! (refusals before a decision, minted tokens, revocations, Git outcomes,
+//! system events), and the one vocabulary of their actions.
+
+use std::borrow::Cow;
 
 use latchkey_audit::{AuditEvent, EventKind, Outcome, PrincipalRef};
 use latchkey_core::Principal;
 use latchkey_store::{Revocation, RevocationKind, RevocationMode};
 use serde_json::{Map, json};
 
+use super::refusal::{Code, Stage};
+
+/// The targets, as audit actions name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetName {
+    /// Git smart HTTP.
+    Git,
+    /// The Firestore document API (gRPC and REST).
+    Firestore,
+    /// Token exchange, revocation and introspection.
+    Token,
+    /// The admin API.
+    Admin,
+    /// Webhook receivers.
+    Webhook,
+}
+
+impl TargetName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Git => "git",
+            Self::Firestore => "firestore",
+            Self::Token => "token",
+            Self::Admin => "admin",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// What an audit record is about: its `action`. Decisions carry their
+/// intent's action; everything else the gateway records is named here, so
+/// a new kind of record is placed deliberately and queries can rely on the
+/// names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuditAction {
+    /// An intent's own action (`git.push`, `token.mint`, ...).
+    Intent(latchkey_core::Action),
+    /// A request a target refused before any decision (`git.authenticate`,
+    /// `firestore.classify`, ...).
+    Refused(TargetName, Stage),
+    /// A ref an upstream reported that no decision covered.
+    GitIntegrity,
+    /// A webhook delivery seen before (or its signed body, replayed).
+    WebhookDelivery,
+    /// A webhook event received, or a rule's action on it.
+    WebhookEvent(latchkey_events::EventKind),
+    /// Refusals before authentication counted but not recorded one by one.
+    GatewayUnauthenticated,
+    /// A freeze or revocation lifted.
+    AdminLift,
+    /// A crash's unvouched tail signed at start.
+    AuditRecover,
+    /// Policies reloaded (or a reload refused).
+    PolicyReload,
+    /// A signing-key rotation.
+    KeysRotate,
+}
+
+impl AuditAction {
+    /// The action as the trail spells it.
+    pub(crate) fn as_str(self) -> Cow<'static, str> {
+        match self {
+            Self::Intent(a) => Cow::Borrowed(a.as_str()),
+            Self::Refused(target, stage) => {
+                Cow::Owned(format!("{}.{}", target.as_str(), stage.as_str()))
+            }
+            Self::GitIntegrity => Cow::Borrowed("git.integrity"),
+            Self::WebhookDelivery => Cow::Borrowed("webhook.delivery"),
+            Self::WebhookEvent(kind) => Cow::Owned(format!("webhook.{}", kind.as_str())),
+            Self::GatewayUnauthenticated => Cow::Borrowed("gateway.unauthenticated"),
+            Self::AdminLift => Cow::Borrowed("admin.lift"),
+            Self::AuditRecover => Cow::Borrowed("audit.recover"),
+            Self::PolicyReload => Cow::Borrowed("policy.reload"),
+            Self::KeysRotate => Cow::Borrowed("keys.rotate"),
+        }
+    }
+}
+
 fn base(
     request_id: String,
     kind: EventKind,
     principal: Option<&Principal>,
-    action: &str,
+    action: AuditAction,
     time_ms: u64,
 ) -> AuditEvent {
     AuditEvent {
@@ -19,7 +100,7 @@ fn base(
         kind,
         principal: principal.map(PrincipalRef::from),
         actor: principal.and_then(|p| p.actor.clone()),
-        action: action.to_owned(),
+        action: action.as_str().into_owned(),
         resource: None,
         context: Map::new(),
         decision: None,
@@ -39,22 +120,23 @@ pub(crate) const MAX_REFUSAL_DETAIL_BYTES: usize = 512;
 pub(crate) fn refusal(
     request_id: String,
     principal: Option<&Principal>,
-    action: &str,
-    code: &str,
+    action: AuditAction,
+    code: Code,
     detail: &str,
     time_ms: u64,
 ) -> AuditEvent {
     let mut e = base(request_id, EventKind::Outcome, principal, action, time_ms);
     let detail = latchkey_core::bounded(detail, MAX_REFUSAL_DETAIL_BYTES);
-    e.outcome = Some(Outcome::new(format!("refused:{code}")).with_detail(detail.into_owned()));
+    e.outcome =
+        Some(Outcome::new(format!("refused:{}", code.as_str())).with_detail(detail.into_owned()));
     e
 }
 
 /// Refusals from one client that were counted but not recorded one by one
-/// (see [`crate::refusals`]).
+/// (see [`super::client_limit`]).
 pub(crate) fn suppressed(
     request_id: String,
-    s: &crate::refusals::Suppressed,
+    s: &super::client_limit::Suppressed,
     limit: u32,
     interval_ms: u64,
     time_ms: u64,
@@ -63,7 +145,7 @@ pub(crate) fn suppressed(
         request_id,
         EventKind::Outcome,
         None,
-        "gateway.unauthenticated",
+        AuditAction::GatewayUnauthenticated,
         time_ms,
     );
     let client = s
@@ -95,7 +177,7 @@ pub(crate) fn minted(
         request_id.clone(),
         EventKind::Outcome,
         Some(principal),
-        "token.mint",
+        AuditAction::Intent(latchkey_core::Action::TokenMint),
         time_ms,
     );
     e.resource = Some(format!("Audience::{audience:?}"));
@@ -115,7 +197,7 @@ pub(crate) fn minted(
 /// Something Latchkey did on its own.
 pub(crate) fn system(
     request_id: String,
-    action: &str,
+    action: AuditAction,
     status: String,
     detail: Option<String>,
     time_ms: u64,
@@ -137,7 +219,7 @@ pub(crate) fn key_rotation(
 ) -> AuditEvent {
     let mut e = system(
         request_id,
-        "keys.rotate",
+        AuditAction::KeysRotate,
         "rotated".to_owned(),
         None,
         time_ms,
@@ -176,7 +258,7 @@ pub(crate) fn revocation(
         request_id.to_owned(),
         EventKind::Outcome,
         Some(by),
-        "token.revoke",
+        AuditAction::Intent(latchkey_core::Action::TokenRevoke),
         time_ms,
     );
     revocation_context(&mut e, r.kind, &r.value, r.mode);
@@ -197,7 +279,7 @@ pub(crate) fn lift(
         request_id.to_owned(),
         EventKind::Outcome,
         Some(by),
-        "admin.lift",
+        AuditAction::AdminLift,
         time_ms,
     );
     revocation_context(&mut e, kind, value, mode);
@@ -217,7 +299,7 @@ pub(crate) fn git_outcomes(
 ) -> Vec<AuditEvent> {
     use latchkey_git::Endpoint;
     let repo = outcome.route.repository_resource().display();
-    let new_event = |action: &str| {
+    let new_event = |action: AuditAction| {
         let mut e = base(
             request_id.to_owned(),
             EventKind::Outcome,
@@ -237,7 +319,7 @@ pub(crate) fn git_outcomes(
     match outcome.route.endpoint {
         Endpoint::InfoRefs(_) if !failed => Vec::new(),
         Endpoint::InfoRefs(_) | Endpoint::UploadPack => {
-            let mut e = new_event("git.read");
+            let mut e = new_event(AuditAction::Intent(latchkey_core::Action::GitRead));
             e.resource = Some(repo);
             let status = if failed { "failed" } else { "served" };
             let mut o = Outcome::new(status);
@@ -247,7 +329,7 @@ pub(crate) fn git_outcomes(
         }
         Endpoint::ReceivePack => {
             if outcome.updates.is_empty() {
-                let mut e = new_event("git.push");
+                let mut e = new_event(AuditAction::Intent(latchkey_core::Action::GitPush));
                 e.resource = Some(repo);
                 e.outcome = Some(Outcome::new(if failed { "failed" } else { "no-op" }));
                 return vec![e];
@@ -281,7 +363,7 @@ pub(crate) fn git_outcomes(
                         request_id.to_owned(),
                         EventKind::System,
                         Some(principal),
-                        "git.integrity",
+                        AuditAction::GitIntegrity,
                         time_ms,
                     );
                     e.caused_by = Some(request_id.to_owned());
@@ -298,7 +380,7 @@ pub(crate) fn git_outcomes(
                 .updates
                 .iter()
                 .map(|u| {
-                    let mut e = new_event("git.push");
+                    let mut e = new_event(AuditAction::Intent(latchkey_core::Action::GitPush));
                     e.resource = Some(ref_resource(&u.name));
                     e.context.insert("ref".into(), json!(u.name));
                     e.context.insert("old".into(), json!(u.old));
@@ -336,7 +418,7 @@ pub(crate) fn git_outcomes(
 pub(crate) fn webhook(
     request_id: &str,
     principal: &Principal,
-    action: &str,
+    action: AuditAction,
     context: Map<String, serde_json::Value>,
     outcome: Outcome,
     time_ms: u64,
