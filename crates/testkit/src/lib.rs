@@ -47,8 +47,31 @@ pub fn skip_or_fail(peer: &str, why: &str) {
              would skip: {why}"
         );
     }
-    eprintln!("SKIPPED: {why} (peer `{peer}`; {REQUIRE_PEERS_ENV} does not require it)");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!(
+        "SKIPPED: {test}: {why} (peer `{peer}`; {REQUIRE_PEERS_ENV} does not require it)\n"
+    );
+    // Straight to the stderr handle: libtest captures `eprintln!` of a
+    // passing test, which would hide the skip.
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    // Test runners capture the output of passing tests (nextest always):
+    // the line also goes to the file `scripts/test` lists at the end.
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            let _ = writeln!(std::io::stderr(), "cannot append to {SKIP_LOG_ENV}: {e}");
+        }
+    }
 }
+
+/// A file every [`skip_or_fail`] skip is appended to, when set
+/// (`scripts/test` prints it after the run).
+pub const SKIP_LOG_ENV: &str = "LATCHKEY_SKIP_LOG";
 
 /// Exclusive use of `/dev/full` as an audit log, held until dropped.
 ///
