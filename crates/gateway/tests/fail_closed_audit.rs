@@ -10,10 +10,10 @@ use latchkey_testkit::OidcProvider;
 
 #[tokio::test]
 async fn an_unwritable_audit_log_refuses_token_exchange_and_git() {
-    if !std::path::Path::new("/dev/full").exists() {
-        eprintln!("skipped: no /dev/full on this machine");
+    // Exclusive use of /dev/full: every log symlinked to it is one locked inode.
+    let Some(_dev_full) = latchkey_testkit::DevFull::acquire() else {
         return;
-    }
+    };
     let op = OidcProvider::start().await;
     let tg = TestGateway::start(
         &op,

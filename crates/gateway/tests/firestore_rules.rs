@@ -23,17 +23,7 @@ fn fixture(name: &str) -> Value {
 }
 
 async fn emulator() -> Option<FirestoreEmulator> {
-    match FirestoreEmulator::start().await {
-        Ok(e) => Some(e),
-        Err(e)
-            if e.is_not_installed()
-                && std::env::var("LATCHKEY_REQUIRE_FIRESTORE_EMULATOR").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
+    FirestoreEmulator::start_or_skip().await
 }
 
 #[tokio::test(flavor = "multi_thread")]

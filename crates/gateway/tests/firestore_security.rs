@@ -792,10 +792,10 @@ async fn a_transaction_belongs_to_the_caller_who_began_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unwritable_audit_log_refuses_firestore_calls() {
-    if !std::path::Path::new("/dev/full").exists() {
-        eprintln!("skipped: no /dev/full on this machine");
+    // Exclusive use of /dev/full: every log symlinked to it is one locked inode.
+    let Some(_dev_full) = latchkey_testkit::DevFull::acquire() else {
         return;
-    }
+    };
     let upstream = CaptureUpstream::start().await;
     let op = OidcProvider::start().await;
     // A token from a healthy gateway...

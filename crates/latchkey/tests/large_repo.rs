@@ -191,7 +191,7 @@ fn secs(d: Duration) -> String {
 #[test]
 fn pushes_and_clones_a_large_repository_in_bounded_memory() {
     if std::env::var("LATCHKEY_SKIP_LARGE").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: LATCHKEY_SKIP_LARGE=1");
+        eprintln!("SKIPPED: LATCHKEY_SKIP_LARGE=1 asks to skip the large-repository test");
         return;
     }
     let mib: usize = std::env::var("LATCHKEY_LARGE_MIB")

@@ -22,6 +22,9 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use crate::{free_port, repo_root};
 
+/// The peer name of the emulator in `LATCHKEY_REQUIRE_PEERS`.
+pub const PEER: &str = "firestore-emulator";
+
 /// How long the emulator may take to answer after gcloud starts (Java start-up
 /// on a loaded 2-core machine, several emulators at once).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -373,16 +376,18 @@ exec gcloud emulators firestore start --host-port="$1" </dev/null 3<&-"#;
 
     /// Starts the emulator; on a machine without one (gcloud, its Firestore
     /// component or Java) prints `SKIPPED: ...` to stderr and returns
-    /// `None`, unless `LATCHKEY_REQUIRE_FIRESTORE_EMULATOR` is set. Panics
-    /// on any other failure: a test cannot go on without its emulator.
+    /// `None`, unless the emulator is required: `LATCHKEY_REQUIRE_PEERS`
+    /// names `firestore-emulator` (see [`crate::skip_or_fail`]) or
+    /// `LATCHKEY_REQUIRE_FIRESTORE_EMULATOR` is set. Panics on any other
+    /// failure: a test cannot go on without its emulator.
     pub async fn start_or_skip() -> Option<FirestoreEmulator> {
         match FirestoreEmulator::start().await {
             Ok(e) => Some(e),
-            Err(e)
-                if e.is_not_installed()
-                    && std::env::var_os("LATCHKEY_REQUIRE_FIRESTORE_EMULATOR").is_none() =>
-            {
-                eprintln!("SKIPPED: no Firestore emulator on this machine: {e}");
+            Err(e) if e.is_not_installed() => {
+                if std::env::var_os("LATCHKEY_REQUIRE_FIRESTORE_EMULATOR").is_some() {
+                    panic!("LATCHKEY_REQUIRE_FIRESTORE_EMULATOR is set: {e}");
+                }
+                crate::skip_or_fail(PEER, &format!("no Firestore emulator on this machine: {e}"));
                 None
             }
             Err(e) => panic!("{e}"),

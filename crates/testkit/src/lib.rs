@@ -19,6 +19,96 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
+/// The environment variable naming the peers this machine has, so a test
+/// that needs one fails instead of skipping: comma-separated peer names
+/// (`firestore-emulator`, `dev-full`). `scripts/test` sets it to what it
+/// found, so CI cannot pass by skipping what the machine can run.
+pub const REQUIRE_PEERS_ENV: &str = "LATCHKEY_REQUIRE_PEERS";
+
+/// Whether `peer` is listed in `list` (a [`REQUIRE_PEERS_ENV`] value):
+/// names are comma-separated, surrounding blanks ignored.
+pub fn peer_listed(list: &str, peer: &str) -> bool {
+    list.split(',').any(|p| p.trim() == peer)
+}
+
+/// Whether [`REQUIRE_PEERS_ENV`] names `peer`.
+pub fn peer_required(peer: &str) -> bool {
+    std::env::var(REQUIRE_PEERS_ENV).is_ok_and(|v| peer_listed(&v, peer))
+}
+
+/// Called by a test that is about to return early because `peer` is
+/// missing: prints `SKIPPED: <why>` to stderr, so the skip shows in the
+/// test output, or panics when [`REQUIRE_PEERS_ENV`] says this machine
+/// has the peer (a skip there would hide a broken setup).
+pub fn skip_or_fail(peer: &str, why: &str) {
+    if peer_required(peer) {
+        panic!(
+            "`{peer}` is required on this machine ({REQUIRE_PEERS_ENV} names it) but the test \
+             would skip: {why}"
+        );
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!(
+        "SKIPPED: {test}: {why} (peer `{peer}`; {REQUIRE_PEERS_ENV} does not require it)\n"
+    );
+    // Straight to the stderr handle: libtest captures `eprintln!` of a
+    // passing test, which would hide the skip.
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    // Test runners capture the output of passing tests (nextest always):
+    // the line also goes to the file `scripts/test` lists at the end.
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            let _ = writeln!(std::io::stderr(), "cannot append to {SKIP_LOG_ENV}: {e}");
+        }
+    }
+}
+
+/// A file every [`skip_or_fail`] skip is appended to, when set
+/// (`scripts/test` prints it after the run).
+pub const SKIP_LOG_ENV: &str = "LATCHKEY_SKIP_LOG";
+
+/// Exclusive use of `/dev/full` as an audit log, held until dropped.
+///
+/// The audit writer takes an exclusive `flock` on its log file, and every
+/// log symlinked to `/dev/full` is the same inode: two such logs open at
+/// once, in any two test processes on the machine, make the second fail
+/// with "already open for writing". Tests that open one take this first,
+/// so they wait for each other instead of failing at random.
+#[derive(Debug)]
+pub struct DevFull {
+    _lock: std::fs::File,
+}
+
+impl DevFull {
+    /// The peer name of `/dev/full` in [`REQUIRE_PEERS_ENV`].
+    pub const PEER: &'static str = "dev-full";
+
+    /// Waits for exclusive use of `/dev/full`; `None` (after
+    /// [`skip_or_fail`]) on a machine without it.
+    pub fn acquire() -> Option<DevFull> {
+        if !Path::new("/dev/full").exists() {
+            skip_or_fail(Self::PEER, "no /dev/full on this machine");
+            return None;
+        }
+        let path = std::env::temp_dir().join("latchkey-dev-full.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open `{}`: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock `{}`: {e}", path.display()));
+        Some(DevFull { _lock: file })
+    }
+}
+
 /// The repository root (two levels above this crate's manifest).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -259,4 +349,20 @@ fn ensure_installed(dir: &Path) {
         );
     }
     let _ = lock.unlock();
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::peer_listed;
+
+    #[test]
+    fn peers_are_comma_separated_names() {
+        assert!(peer_listed("firestore-emulator,dev-full", "dev-full"));
+        assert!(peer_listed(
+            " dev-full , firestore-emulator ",
+            "firestore-emulator"
+        ));
+        assert!(!peer_listed("", "dev-full"));
+        assert!(!peer_listed("dev-fullish", "dev-full"));
+    }
 }
