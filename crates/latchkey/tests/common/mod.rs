@@ -1,7 +1,13 @@
 //! Helpers for the end-to-end tests: run the built `latchkey` binary and real
 //! `git` the way a user would, and a `latchkey dev` sandbox as a child process.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
