@@ -1,5 +1,4 @@
 //! Unit tests that need the crate's internals.
-#![allow(clippy::unwrap_used)]
 
 use cedar_policy::{Entities, Request};
 use latchkey_core::{
