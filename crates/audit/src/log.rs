@@ -278,6 +278,7 @@ impl AuditLog {
             last_checkpoint_seq: files.last_checkpoint.seq,
             last_checkpoint_n: files.last_checkpoint.n,
             last_checkpoint_id: from_hex(&files.last_checkpoint.id()).unwrap_or(GENESIS),
+            last_checkpoint_ms: files.last_checkpoint.time_ms,
             // A tail no checkpoint vouches for gets one at once.
             last_checkpoint_at: match files.unvouched {
                 Some(_) => Instant::now()
@@ -719,6 +720,10 @@ struct Writer {
     last_checkpoint_seq: u64,
     last_checkpoint_n: u64,
     last_checkpoint_id: [u8; 32],
+    /// When the last checkpoint was signed, on the [`SharedClock`]: its
+    /// `time_ms`, which `verify` measures the unvouched tail from.
+    last_checkpoint_ms: u64,
+    /// When the last checkpoint was signed, on the monotonic clock.
     last_checkpoint_at: Instant,
     checkpoint_tx: watch::Sender<Checkpoint>,
     failed: Option<String>,
@@ -792,7 +797,7 @@ impl Writer {
             {
                 self.sync();
             }
-            if self.last_checkpoint_at.elapsed() >= self.interval {
+            if self.checkpoint_due_in().is_zero() {
                 self.checkpoint();
             }
             if let Some(done) = shutdown {
@@ -837,7 +842,11 @@ impl Writer {
                 return Wait::Take;
             }
         }
-        match [self.next_deadline(), linger].into_iter().flatten().min() {
+        match [self.next_deadline(now), linger]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             Some(deadline) if deadline <= now => Wait::Due,
             Some(deadline) => Wait::Until(deadline),
             None => Wait::Forever,
@@ -846,17 +855,37 @@ impl Writer {
 
     /// When the writer must wake up without a message: to sync buffered
     /// appends, or to write a checkpoint that has come due.
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
         if self.failed.is_some() {
             return None;
         }
         let flush = self.unsynced_since.map(|since| since + self.buffered_sync);
-        let checkpoint = (self.last_seq > self.last_checkpoint_seq)
-            .then(|| self.last_checkpoint_at + self.interval);
+        let checkpoint =
+            (self.last_seq > self.last_checkpoint_seq).then(|| now + self.checkpoint_due_in());
         match (flush, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How long until a checkpoint is due (zero: it is): once the interval
+    /// has passed since the last one on either clock. On the monotonic
+    /// clock, so a clock that stands still (a test's `FakeClock`, a wall
+    /// clock set back) still gets a checkpoint every interval; on the
+    /// [`SharedClock`], because `verify` measures the unvouched tail in its
+    /// time (event and checkpoint `time_ms`), which runs ahead of the
+    /// monotonic clock across a suspend or a clock set forward.
+    fn checkpoint_due_in(&self) -> Duration {
+        let monotonic = self
+            .interval
+            .saturating_sub(self.last_checkpoint_at.elapsed());
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let on_clock = Duration::from_millis(
+            self.last_checkpoint_ms
+                .saturating_add(interval_ms)
+                .saturating_sub(self.clock.unix_millis()),
+        );
+        monotonic.min(on_clock)
     }
 
     /// Writes and syncs what is buffered, writes a final checkpoint and lets
@@ -1000,6 +1029,7 @@ impl Writer {
             self.clock.unix_millis(),
         );
         self.last_checkpoint_at = Instant::now();
+        self.last_checkpoint_ms = cp.time_ms;
         match write_checkpoint(&mut self.checkpoints, &cp) {
             Ok(()) => {
                 self.last_checkpoint_seq = cp.seq;
