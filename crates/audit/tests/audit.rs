@@ -756,7 +756,7 @@ async fn throughput() {
     let log = open(dir.path(), &keys, None).await;
     let tasks = 512u64;
     let per_task = 400u64;
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let log = log.clone();

@@ -223,13 +223,13 @@ async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
             return;
         }
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let indexed = store.max_audit_seq().await.ok().flatten().unwrap_or(0);
         if indexed >= logged {
             return;
         }
-        if std::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             eprintln!(
                 "note: the audit index holds records up to {indexed} but the log goes to {logged}; \
                  the gateway catches the index up when it runs (`latchkey audit tail` reads the log itself)"

@@ -309,7 +309,7 @@ fn timing_probe() {
         Intent::new(Action::GitPush, resource_for(Action::GitPush)).with("operation", "update");
     let n = 2000;
     let time = |label: &str, f: &dyn Fn()| {
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         for _ in 0..n {
             f();
         }
