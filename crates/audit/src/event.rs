@@ -293,7 +293,6 @@ pub(crate) fn index_row(record: &AuditRecord, event_json: String) -> AuditIndexR
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use latchkey_core::{Action, Effect, PrincipalKind, ResourceKind, ResourceRef};
 

@@ -175,7 +175,6 @@ pub(crate) fn peek_seq(line: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -264,6 +264,9 @@ impl AuditLog {
             None => (None, None),
         };
 
+        // The writer thread keeps std Instants (see `impl Writer`).
+        #[allow(clippy::disallowed_methods)]
+        let opened_at = Instant::now();
         let writer = Writer {
             log_path: dir.join(LOG_FILE),
             cp_path: dir.join(CHECKPOINT_FILE),
@@ -280,12 +283,11 @@ impl AuditLog {
             last_checkpoint_seq: files.last_checkpoint.seq,
             last_checkpoint_n: files.last_checkpoint.n,
             last_checkpoint_id: from_hex(&files.last_checkpoint.id()).unwrap_or(GENESIS),
+            last_checkpoint_ms: files.last_checkpoint.time_ms,
             // A tail no checkpoint vouches for gets one at once.
             last_checkpoint_at: match files.unvouched {
-                Some(_) => Instant::now()
-                    .checked_sub(interval)
-                    .unwrap_or_else(Instant::now),
-                None => Instant::now(),
+                Some(_) => opened_at.checked_sub(interval).unwrap_or(opened_at),
+                None => opened_at,
             },
             checkpoint_tx,
             failed: None,
@@ -752,6 +754,10 @@ struct Writer {
     last_checkpoint_seq: u64,
     last_checkpoint_n: u64,
     last_checkpoint_id: [u8; 32],
+    /// When the last checkpoint was signed, on the [`SharedClock`]: its
+    /// `time_ms`, which `verify` measures the unvouched tail from.
+    last_checkpoint_ms: u64,
+    /// When the last checkpoint was signed, on the monotonic clock.
     last_checkpoint_at: Instant,
     checkpoint_tx: watch::Sender<Checkpoint>,
     failed: Option<String>,
@@ -766,6 +772,12 @@ struct Writer {
     last_active: Option<Instant>,
 }
 
+// The writer is a blocking thread, not a task: it sleeps in
+// `flume::Receiver::recv_deadline`, which takes a `std::time::Instant`, and
+// no runtime's (pausable) clock reaches it. So it reads the monotonic clock
+// itself; clippy.toml bans that everywhere else in favour of tokio's
+// `Instant`. The times it records come from `self.clock`.
+#[allow(clippy::disallowed_methods)]
 impl Writer {
     fn run(mut self, rx: flume::Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::new();
@@ -826,7 +838,7 @@ impl Writer {
             {
                 self.sync();
             }
-            if self.last_checkpoint_at.elapsed() >= self.interval {
+            if self.checkpoint_due_in().is_zero() {
                 self.checkpoint();
             }
             if let Some(done) = shutdown {
@@ -871,7 +883,11 @@ impl Writer {
                 return Wait::Take;
             }
         }
-        match [self.next_deadline(), linger].into_iter().flatten().min() {
+        match [self.next_deadline(now), linger]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             Some(deadline) if deadline <= now => Wait::Due,
             Some(deadline) => Wait::Until(deadline),
             None => Wait::Forever,
@@ -880,17 +896,37 @@ impl Writer {
 
     /// When the writer must wake up without a message: to sync buffered
     /// appends, or to write a checkpoint that has come due.
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
         if self.failed.is_some() {
             return None;
         }
         let flush = self.unsynced_since.map(|since| since + self.buffered_sync);
-        let checkpoint = (self.last_seq > self.last_checkpoint_seq)
-            .then(|| self.last_checkpoint_at + self.interval);
+        let checkpoint =
+            (self.last_seq > self.last_checkpoint_seq).then(|| now + self.checkpoint_due_in());
         match (flush, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How long until a checkpoint is due (zero: it is): once the interval
+    /// has passed since the last one on either clock. On the monotonic
+    /// clock, so a clock that stands still (a test's `FakeClock`, a wall
+    /// clock set back) still gets a checkpoint every interval; on the
+    /// [`SharedClock`], because `verify` measures the unvouched tail in its
+    /// time (event and checkpoint `time_ms`), which runs ahead of the
+    /// monotonic clock across a suspend or a clock set forward.
+    fn checkpoint_due_in(&self) -> Duration {
+        let monotonic = self
+            .interval
+            .saturating_sub(self.last_checkpoint_at.elapsed());
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let on_clock = Duration::from_millis(
+            self.last_checkpoint_ms
+                .saturating_add(interval_ms)
+                .saturating_sub(self.clock.unix_millis()),
+        );
+        monotonic.min(on_clock)
     }
 
     /// Writes and syncs what is buffered, writes a final checkpoint and lets
@@ -1034,6 +1070,7 @@ impl Writer {
             self.clock.unix_millis(),
         );
         self.last_checkpoint_at = Instant::now();
+        self.last_checkpoint_ms = cp.time_ms;
         match write_checkpoint(&mut self.checkpoints, &cp) {
             Ok(()) => {
                 self.last_checkpoint_seq = cp.seq;

@@ -12,8 +12,8 @@ use latchkey_audit::{
     VerifyFailure, VerifyOptions, read_records, verify, verify_with,
 };
 use latchkey_core::{
-    Action, Decision, Effect, Intent, Principal, PrincipalKind, ResourceKind, ResourceRef,
-    SharedClock, SystemClock, UnixTime,
+    Action, Clock, Decision, Effect, FakeClock, Intent, Principal, PrincipalKind, ResourceKind,
+    ResourceRef, SharedClock, SystemClock, UnixTime,
 };
 use latchkey_store::{
     AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, SharedStore,
@@ -774,7 +774,7 @@ async fn throughput() {
     let log = open(dir.path(), &keys, None).await;
     let tasks = 512u64;
     let per_task = 400u64;
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let log = log.clone();
@@ -823,7 +823,6 @@ fn verifying_a_missing_log_is_an_io_error() {
 // verify, and the writer does not extend it. ---
 
 fn now_ms() -> u64 {
-    use latchkey_core::Clock;
     SystemClock.unix_millis()
 }
 
@@ -1011,6 +1010,47 @@ async fn regression_a_rewrite_that_drops_the_later_checkpoints_is_unvouched() {
         ..VerifyOptions::new(&keys.public)
     };
     assert_eq!(verify_with(dir.path(), &opts).unwrap().unvouched, 15);
+}
+
+/// `verify` measures the tail after the last checkpoint in the log's own
+/// time (event and checkpoint `time_ms`), so the writer counts the interval
+/// on that clock too: a clock that has moved a whole interval on (a resumed
+/// machine, a wall clock set forward, a test's `FakeClock`) gets its
+/// checkpoint with the next append, not an interval of real time later.
+#[tokio::test]
+async fn regression_a_checkpoint_comes_due_on_the_logs_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let fake = Arc::new(FakeClock::at(now_ms() / 1000));
+    let interval = Duration::from_secs(3600);
+    let signer = AuditSigner::from_pkcs8("audit-1", &keys.der).unwrap();
+    let config = AuditConfig {
+        checkpoint_interval: interval,
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), signer, None, fake.clone(), config)
+        .await
+        .unwrap();
+    log.append(event_at(1, fake.unix_millis())).await.unwrap();
+    // Within the interval on both clocks: only the new log's checkpoint.
+    assert_eq!(checkpoints(dir.path()).len(), 1);
+
+    fake.advance(interval + Duration::from_secs(1));
+    log.append(event_at(2, fake.unix_millis())).await.unwrap();
+    let mut cps = log.checkpoints();
+    let cp = tokio::time::timeout(Duration::from_secs(5), cps.wait_for(|cp| cp.seq == 2))
+        .await
+        .expect("a checkpoint over record 2 without waiting an hour")
+        .unwrap()
+        .clone();
+    assert_eq!(cp.time_ms, fake.unix_millis());
+    log.close().await.unwrap();
+    let opts = VerifyOptions {
+        checkpoint_interval: interval,
+        ..VerifyOptions::new(&keys.public)
+    };
+    let report = verify_with(dir.path(), &opts).unwrap();
+    assert_eq!((report.records, report.unvouched), (2, 0));
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -32,6 +32,7 @@ use latchkey_testkit::firestore::FirestoreEmulator;
 use latchkey_tokens::MasterKey;
 use prost::Message as _;
 use serde_json::{Value as Json, json};
+use tokio::time::Instant;
 
 use super::{clock, dev_id_token, one_request, percentile, write_starter_policies};
 

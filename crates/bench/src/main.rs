@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use latchkey_tokens::{
     KeySchedule, Lifetimes, MasterKey, MintRequest, RevocationSet, SigningKeyRing, TokenIssuer,
     TokenVerifier,
 };
+use tokio::time::Instant;
 
 mod firestore;
 

@@ -278,7 +278,6 @@ pub fn encode_frame(msg: &[u8]) -> Bytes {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -492,7 +492,6 @@ impl fmt::Display for FieldPath {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

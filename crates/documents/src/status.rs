@@ -180,7 +180,6 @@ pub fn grpc_message_decode(value: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

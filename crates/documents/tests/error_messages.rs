@@ -1,6 +1,6 @@
 //! Error messages are the interface callers read: pinned here, with the
 //! status each becomes.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use http::Method as H;
 use latchkey_documents::{

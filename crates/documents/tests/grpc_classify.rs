@@ -1,5 +1,5 @@
 //! Every Firestore RPC classified from real protobuf encodings.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
 //! The REST surface: routing, query parameters and JSON bodies.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use http::Method as Http;
 use latchkey_core::{Action, ContextValue, ResourceKind};

@@ -541,7 +541,6 @@ fn job_finished(p: BkPayload) -> Result<JobFinished, WebhookError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

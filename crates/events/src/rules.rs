@@ -762,7 +762,6 @@ pub fn evaluate(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -17,6 +17,7 @@ use axum::routing::post;
 use common::{Opts, TestGateway};
 use latchkey_audit::{AuditError, Checkpoint, VerifyFailure, VerifyOptions, verify_with};
 use latchkey_testkit::OidcProvider;
+use tokio::time::Instant;
 
 /// A witness that refuses its first `fail_first` deliveries.
 #[derive(Default)]

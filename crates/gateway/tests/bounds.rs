@@ -7,13 +7,14 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{GRANT, Opts, TT_ID, TestGateway, bearer, now, unsigned};
 use latchkey_testkit::OidcProvider;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 fn limits(lines: &str) -> Opts {
     Opts {
@@ -164,7 +165,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
     let start = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
-        match tokio::time::timeout_at((start + within).into(), stream.read(&mut buf)).await {
+        match tokio::time::timeout_at(start + within, stream.read(&mut buf)).await {
             Err(_) => return None,
             Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
             Ok(Ok(_)) => continue,

@@ -7,13 +7,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Opts, TestGateway, bearer, jwks, jwt_part};
 use latchkey_core::SharedClock;
 use latchkey_testkit::OidcProvider;
 use latchkey_tokens::RotationMode;
 use serde_json::Value;
+use tokio::time::Instant;
 
 async fn published(tg: &TestGateway) -> BTreeSet<String> {
     jwks(tg).await["keys"]

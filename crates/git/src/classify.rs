@@ -45,7 +45,6 @@ pub fn intent_for_read(route: &GitRoute) -> Intent {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::commands::RefKind;

@@ -472,7 +472,6 @@ pub fn parse_receive_pack_commands(buf: &[u8]) -> Result<CommandsParse, GitError
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::pktline::pkt_line;

@@ -132,7 +132,6 @@ pub fn write_sideband(out: &mut Vec<u8>, band: Band, data: &[u8], max_pkt: usize
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -371,7 +371,6 @@ pub fn parse_report_status(body: &[u8], sideband: bool) -> PushReport {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::commands::{RefKind, RefOp};

@@ -271,7 +271,6 @@ impl GitRoute {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -106,7 +106,6 @@ pub fn parse_upload_pack_command(buf: &[u8], v2: bool) -> Result<UploadParse, Gi
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::pktline::pkt_line;

@@ -473,7 +473,6 @@ impl futures_util::Stream for ChildStream {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -8,12 +8,13 @@ mod fake_google;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_google::{Behaviour, Expect, FakeGoogleTokenEndpoint, METADATA_TOKEN_PATH, TestKey};
 use latchkey_core::{FakeClock, SharedClock};
 use latchkey_google_auth::{AccessTokenProvider, AuthError, CredentialSource, DATASTORE_SCOPE};
 use serde_json::json;
+use tokio::time::Instant;
 
 const EMAIL: &str = "latchkey@test-project.iam.gserviceaccount.com";
 const KID: &str = "0123456789abcdef0123456789abcdef01234567";

@@ -190,7 +190,6 @@ pub(crate) fn map_principal(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

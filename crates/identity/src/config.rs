@@ -388,7 +388,6 @@ pub(crate) fn check_url(s: &str) -> Result<url::Url, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

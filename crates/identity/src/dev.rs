@@ -242,7 +242,6 @@ fn write_private(path: &Path, contents: &str) -> Result<(), IdentityError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -139,7 +139,6 @@ pub(crate) async fn discover_jwks_uri(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

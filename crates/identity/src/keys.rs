@@ -172,7 +172,6 @@ fn convert(jwk: RawJwk) -> Option<PublicKey> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

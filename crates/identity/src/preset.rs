@@ -168,7 +168,6 @@ pub(crate) fn check_pin(claim: &str, pattern: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -192,7 +192,6 @@ async fn github_token(env: &dyn Fn(&str) -> Option<String>, audience: &str) -> R
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

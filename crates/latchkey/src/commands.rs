@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use latchkey_core::{Clock, SharedClock, SystemClock};
+use latchkey_core::{SharedClock, SystemClock};
 use latchkey_gateway::config::{Config, parse_duration};
 use latchkey_gateway::{Gateway, StartOptions};
 
@@ -19,7 +19,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => match args.command {
             None => dev(args.data, args.listen, args.firestore_emulator).await,
-            Some(DevCommand::Token(t)) => dev_token(&args.data, t),
+            Some(DevCommand::Token(t)) => dev_token(&args.data, t, &clock()),
             Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
                 let path = create_repo(&args.data.join("repos"), &name)?;
                 println!("created {}", path.display());
@@ -33,7 +33,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Token(args) => token(args).await,
-        Command::Audit(cmd) => crate::output::audit(cmd).await,
+        Command::Audit(cmd) => crate::output::audit(cmd, clock()).await,
         Command::Policy(cmd) => policy(cmd),
         Command::Keys(cmd) => keys(cmd).await,
         Command::GitCredential(args) => crate::credential::run(args, clock()).await,
@@ -50,6 +50,9 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// The real clock, made here and passed down: the binary is the one place
+/// that chooses it, so every command below takes the time from the
+/// `SharedClock` it is given, as the libraries do.
 fn clock() -> SharedClock {
     Arc::new(SystemClock)
 }
@@ -249,7 +252,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn dev_token(data: &Path, args: DevTokenArgs) -> Result<ExitCode> {
+fn dev_token(data: &Path, args: DevTokenArgs, clock: &SharedClock) -> Result<ExitCode> {
     let key = data.join("dev-issuer-key.pk8");
     if !key.exists() {
         bail!(
@@ -270,7 +273,7 @@ fn dev_token(data: &Path, args: DevTokenArgs) -> Result<ExitCode> {
         "latchkey",
         ttl,
         serde_json::Map::new(),
-        SystemClock.unix(),
+        clock.unix(),
     )?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use latchkey_core::{Clock, SystemClock};
+use latchkey_core::SharedClock;
 use latchkey_store::{AuditQuery, SqliteStore, Store};
 
 use crate::cli::{AuditArchiveArgs, AuditCommand, AuditQueryArgs, AuditTailArgs, AuditVerifyArgs};
@@ -22,17 +22,16 @@ pub(crate) fn fmt_time(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Parses RFC 3339 or a duration ago (`1h`) into ms since the epoch.
-fn parse_when(s: &str) -> Result<u64> {
+/// Parses RFC 3339 or a duration before `now_ms` (`1h`) into ms since the
+/// epoch. Pure, so `--since 1h` is tested against a fixed time.
+fn parse_when(s: &str, now_ms: u64) -> Result<u64> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok((t.unix_timestamp().max(0) as u64) * 1000);
     }
     let ago = latchkey_gateway::config::parse_duration(s).map_err(|_| {
         anyhow::anyhow!("`{s}` is neither an RFC 3339 time nor a duration like `1h`")
     })?;
-    Ok(SystemClock
-        .unix_millis()
-        .saturating_sub(ago.as_millis() as u64))
+    Ok(now_ms.saturating_sub(ago.as_millis() as u64))
 }
 
 /// One line of the people-facing table for an event.
@@ -89,11 +88,11 @@ fn event_line(seq: u64, ev: &serde_json::Value) -> String {
     format!("{seq:>6} {time} {verdict:<7} {principal:<24} {action:<14} {resource}{extra}  {why}")
 }
 
-pub(crate) async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+pub(crate) async fn audit(cmd: AuditCommand, clock: SharedClock) -> Result<ExitCode> {
     match cmd {
         AuditCommand::Verify(args) => verify(args).await,
-        AuditCommand::Archive(args) => archive(args).await,
-        AuditCommand::Query(args) => query(args).await,
+        AuditCommand::Archive(args) => archive(args, &clock).await,
+        AuditCommand::Query(args) => query(args, &clock).await,
         AuditCommand::Tail(args) => tail(args).await,
     }
 }
@@ -160,14 +159,13 @@ async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
 /// Archives the log and starts a new one whose first record says so. The
 /// index is cleared (it indexes the new log from now on; the archived log
 /// stays readable with `latchkey audit verify` on a copy of its directory).
-async fn archive(args: AuditArchiveArgs) -> Result<ExitCode> {
+async fn archive(args: AuditArchiveArgs, clock: &SharedClock) -> Result<ExitCode> {
     let config = locate(&args.location)?;
     let data = &config.server.data_dir;
     let audit_dir = data.join("audit");
     let master = latchkey_gateway::load_master_key(&config, args.location.config.is_none())?;
     let store = std::sync::Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
     let signer = latchkey_gateway::load_audit_signer(store.as_ref(), &master).await?;
-    let clock: latchkey_core::SharedClock = std::sync::Arc::new(SystemClock);
     let archived =
         latchkey_audit::archive(&audit_dir, clock.unix_millis()).map_err(|e| match e {
             latchkey_audit::AuditError::Locked { .. } => {
@@ -225,13 +223,13 @@ async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
             return;
         }
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let indexed = store.max_audit_seq().await.ok().flatten().unwrap_or(0);
         if indexed >= logged {
             return;
         }
-        if std::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             eprintln!(
                 "note: the audit index holds records up to {indexed} but the log goes to {logged}; \
                  the gateway catches the index up when it runs (`latchkey audit tail` reads the log itself)"
@@ -242,7 +240,7 @@ async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
     }
 }
 
-async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
+async fn query(args: AuditQueryArgs, clock: &SharedClock) -> Result<ExitCode> {
     let config = locate(&args.location)?;
     let store = SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?;
     let resource = match (&args.repo, &args.resource) {
@@ -250,14 +248,16 @@ async fn query(args: AuditQueryArgs) -> Result<ExitCode> {
         (None, r) => r.clone(),
         (Some(_), Some(_)) => bail!("use either `--repo` or `--resource`"),
     };
+    let now_ms = clock.unix_millis();
+    let when = |s: &String| parse_when(s, now_ms);
     let q = AuditQuery {
         principal: args.principal.clone(),
         resource,
         action: args.action.clone(),
         decision: args.decision.clone(),
         commit: args.commit.clone(),
-        since_ms: args.since.as_deref().map(parse_when).transpose()?,
-        until_ms: args.until.as_deref().map(parse_when).transpose()?,
+        since_ms: args.since.as_ref().map(when).transpose()?,
+        until_ms: args.until.as_ref().map(when).transpose()?,
         limit: args.limit,
         newest: true,
         ..AuditQuery::default()
@@ -331,6 +331,28 @@ pub(crate) fn print_keys(keys: &[latchkey_tokens::KeyInfo]) {
             fmt_time(k.signs_from * 1000),
             fmt_time(k.signs_until * 1000),
             fmt_time(k.published_until * 1000)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn when_is_an_rfc3339_time_or_a_duration_before_now() {
+        assert_eq!(
+            parse_when("2023-11-14T22:13:20Z", NOW_MS).unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(parse_when("1h", NOW_MS).unwrap(), NOW_MS - 3_600_000);
+        // Longer ago than the epoch is the epoch, not a wrapped-around time.
+        assert_eq!(parse_when("1h", 5).unwrap(), 0);
+        assert_eq!(
+            parse_when("yesterday", NOW_MS).unwrap_err().to_string(),
+            "`yesterday` is neither an RFC 3339 time nor a duration like `1h`"
         );
     }
 }

@@ -51,7 +51,6 @@ fn parse(text: &str) -> Result<Vec<Checkpoint>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -8,9 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
+use tokio::time::Instant;
 
 /// A stopped sandbox whose log holds a few token exchanges.
 fn used_sandbox() -> Sandbox {

@@ -55,9 +55,9 @@ fn serve(dir: &Path, name: &str, text: &str, extra: &[&str], key: bool) -> std::
         .spawn()
         .unwrap();
     // A config that should be refused must never start serving; don't hang if it does.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
             break;
         }

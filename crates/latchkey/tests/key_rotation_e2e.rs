@@ -8,12 +8,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Sandbox, ok, stdout};
 use serde_json::Value;
+use tokio::time::Instant;
 
 /// `GET path` with an optional bearer token over HTTP/1.0: status and body.
 fn get(sb: &Sandbox, path: &str, bearer: Option<&str>) -> (u16, String) {

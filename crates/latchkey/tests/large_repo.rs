@@ -13,9 +13,10 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+use tokio::time::Instant;
 
 /// Peak RSS allowed for the gateway. A debug build streaming this test's
 /// traffic peaks around 40-50 MiB; buffering a pack would take it past the

@@ -2,7 +2,7 @@
 //! with real `git`, audit tampering detection, the git credential helper and
 //! key rotation.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,4 @@
 //! Unit tests that need the crate's internals.
-#![allow(clippy::unwrap_used)]
 
 use cedar_policy::{Entities, Request};
 use latchkey_core::{
@@ -310,7 +309,7 @@ fn timing_probe() {
         Intent::new(Action::GitPush, resource_for(Action::GitPush)).with("operation", "update");
     let n = 2000;
     let time = |label: &str, f: &dyn Fn()| {
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         for _ in 0..n {
             f();
         }

@@ -83,7 +83,6 @@ CREATE TABLE meta (
 }];
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

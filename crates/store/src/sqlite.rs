@@ -722,7 +722,6 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -619,7 +619,7 @@ async fn store_is_usable_as_a_trait_object() {
 async fn audit_indexing_throughput() {
     let f = file_store().await;
     let rows: Vec<_> = (1..=20_000).map(audit).collect();
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     for batch in rows.chunks(2_000) {
         f.store.index_audit_events(batch).await.unwrap();
     }

@@ -74,7 +74,6 @@ impl TokenClaims {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -117,7 +117,6 @@ impl Drop for MasterKey {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

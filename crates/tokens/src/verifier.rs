@@ -325,7 +325,6 @@ fn parse_header(token: &str) -> Result<RawHeader, TokenError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{KeySchedule, MasterKey};

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +16,7 @@ use latchkey_tokens::{
     KeySchedule, KeyState, Lifetimes, MasterKey, MintRequest, RevocationSet, RotationMode,
     SigningKeyRing, TokenClaims, TokenError, TokenIssuer, TokenVerifier,
 };
+use tokio::time::Instant;
 
 const T0: u64 = 1_700_000_000;
 const ISS: &str = "https://latchkey.example";

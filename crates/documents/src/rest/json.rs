@@ -271,7 +271,6 @@ pub(crate) fn decode_base64(s: &str) -> Option<Bytes> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

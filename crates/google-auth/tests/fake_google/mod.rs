@@ -7,6 +7,7 @@
 //! test's own RSA key (with aws-lc-rs directly, not with the library the
 //! code under test signs with), and its `iss`, `aud`, `scope`, `iat` and
 //! `exp`, and refuses as Google does (HTTP 400, `invalid_grant`).
+#![allow(clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

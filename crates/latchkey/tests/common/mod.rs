@@ -1,16 +1,23 @@
 //! Helpers for the end-to-end tests: run the built `latchkey` binary and real
 //! `git` the way a user would, and a `latchkey dev` sandbox as a child process.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+use tokio::time::Instant;
 
 /// Environment variables of the person running the tests that would change
 /// what the binary or git does.
