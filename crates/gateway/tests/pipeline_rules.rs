@@ -1,9 +1,10 @@
 //! The request pipeline's rules (authenticate → classify → authorize → act
 //! → record), target by target, written against behaviour only: an HTTP
 //! request into `router()` (tower's `oneshot`, no listener in front of the
-//! gateway), the HTTP answer, and the audit log. They pin what issue 12's
-//! refactor must keep, and — as `#[ignore = "issue 12: ..."]` tests — the
-//! rules it must establish that today's code breaks.
+//! gateway), the HTTP answer, and the audit log. They pin the rules
+//! issue 12's one pipeline holds on every route (before it, eight of them
+//! failed: admin and Git refusals unaudited, rule freezes past Cedar, no
+//! request id on most answers).
 //!
 //! The rules, per target (Git, Firestore gRPC, Firestore REST, token
 //! exchange, revoke, introspect, admin, webhooks):
@@ -16,8 +17,8 @@
 //!   a decision with effect `deny`;
 //! - with an unwritable audit log every route refuses and nothing is acted
 //!   on;
-//! - the routes that set `x-request-id` today keep setting it, and it names
-//!   the request's audit records.
+//! - every answer carries an `x-request-id`, and it names the request's
+//!   audit records.
 //!
 //! The one socket is the development identity provider's discovery and
 //! JWKS, which the gateway fetches over HTTP to verify the identities it
@@ -894,7 +895,6 @@ async fn admin_routes_answer_a_bad_credential_with_oauth_invalid_token() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: a bad credential on /oauth2/revoke, /oauth2/introspect and /admin/* is refused but not audited (oauth.rs authorize_admin)"]
 async fn admin_routes_audit_a_bad_credential() {
     let h = Harness::start().await;
     for (route, req) in admin_requests(Some(bearer(BAD_TOKEN))) {
@@ -996,7 +996,6 @@ async fn firestore_grpc_malformed_message_is_invalid_argument_and_audited() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: an unknown gRPC method or a non-gRPC content type is refused before authentication and never audited (firestore/grpc.rs handle)"]
 async fn firestore_grpc_unknown_method_is_audited() {
     let h = Harness::start().await;
     let token = h.token("alice", &["developers"], "documents").await;
@@ -1083,7 +1082,6 @@ async fn token_exchange_malformed_requests_are_oauth_errors_and_audited() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: a malformed Git request (unknown path, wrong content type, bad push commands) is refused but never audited (git_route.rs, latchkey-git serve)"]
 async fn git_malformed_requests_are_audited() {
     let h = Harness::start().await;
     let token = h.token("alice", &["developers"], "git").await;
@@ -1146,7 +1144,6 @@ async fn git_malformed_requests_are_refused_in_plain_text() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: an admin request that is malformed after authorization (bad form, bad query, bad JSON) is refused but not audited (admin.rs, oauth.rs revoke/introspect)"]
 async fn admin_malformed_requests_are_audited() {
     let h = Harness::start().await;
     let admin = h.token("root", &["admins"], "latchkey").await;
@@ -1200,7 +1197,6 @@ async fn admin_malformed_requests_are_oauth_invalid_request() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: a signed webhook delivery that cannot be read (bad JSON, no delivery id) is refused but not audited (webhooks.rs hook)"]
 async fn webhook_malformed_deliveries_are_audited() {
     let h = Harness::start().await;
     let cases = [
@@ -1350,7 +1346,6 @@ async fn admin_routes_denied_by_policy_name_it_and_are_audited() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: rule-driven freezes and revocations skip Cedar (webhooks.rs perform); they must be decided as Service::\"latchkey\""]
 async fn webhook_rule_actions_are_decided_by_cedar() {
     let h = Harness::start().await;
     let before = h.audit().len();
@@ -1489,7 +1484,6 @@ async fn an_unwritable_audit_log_refuses_revoke_introspect_and_admin() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12: with an unwritable audit log a bad credential on /oauth2/revoke, /oauth2/introspect and /admin/* gets 401, not 503: the refusal is not audited (oauth.rs authorize_admin)"]
 async fn an_unwritable_audit_log_refuses_admin_bad_credentials_as_unavailable() {
     let Some(h) = Harness::start_unwritable().await else {
         return;
@@ -1609,7 +1603,6 @@ async fn git_and_firestore_answers_carry_the_request_id_of_their_records() {
 /// API, webhooks, and Git's refusals before the Git adapter. Pinned so the
 /// refactor (request ids in the server layer) notices when it adds them.
 #[tokio::test]
-#[ignore = "issue 12: x-request-id is set per handler (git past authentication, Firestore); /oauth2, /admin, /hooks and Git's 401/400 answers carry none"]
 async fn every_answer_carries_a_request_id() {
     let h = Harness::start().await;
     let answers = [

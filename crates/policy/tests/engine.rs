@@ -50,7 +50,7 @@ fn starter_set_loads() {
         engine.policy_file("protect-main").as_deref(),
         Some("20-git.cedar")
     );
-    assert_eq!(starter_policy_files().len(), 4);
+    assert_eq!(starter_policy_files().len(), 5);
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn load_and_reload_from_a_directory() {
     assert_eq!(summary.policies, 2);
     assert_eq!(summary.entities, 0);
     assert_eq!(summary.added, vec!["deny-all"]);
-    assert_eq!(summary.removed.len(), 11);
+    assert_eq!(summary.removed.len(), 12);
     let d = engine.authorize(&alice, &push("refs/heads/f", "update"));
     assert_eq!(d.policy_ids, vec!["deny-all"]);
 }

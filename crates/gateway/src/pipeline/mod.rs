@@ -349,7 +349,7 @@ impl Pipeline {
             retry_may_help = refusal.code.retry_may_help(),
             "refused"
         );
-        let event = records::refusal(
+        let mut event = records::refusal(
             cx.request_id.clone(),
             principal,
             action,
@@ -357,6 +357,9 @@ impl Pipeline {
             &refusal.message,
             self.clock.unix_millis(),
         );
+        for (k, v) in refusal.context().into_iter().flatten() {
+            event.context.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         let recorded = if principal.is_none() {
             self.record_unauthenticated(cx.client, event).await
         } else {

@@ -309,6 +309,19 @@ pub(crate) enum Protocol {
 /// bounds the whole, for messages built in crates that quote more.
 const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// What a few refusals add to their code.
+#[derive(Debug, Clone, Default)]
+struct More {
+    /// A finer gRPC code than [`Code::grpc`] (a Firestore classify error).
+    grpc: Option<GrpcCode>,
+    /// A finer HTTP status than [`Code::http_status`] (Git's own errors).
+    status: Option<StatusCode>,
+    /// A finer OAuth error code than [`Code::oauth`].
+    oauth: Option<&'static str>,
+    /// Facts the refusal's audit record carries (a webhook's source).
+    context: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A request refused at one stage of the pipeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Refusal {
@@ -318,12 +331,9 @@ pub(crate) struct Refusal {
     pub(crate) code: Code,
     /// What the caller reads: says what to fix, never internal detail.
     pub(crate) message: String,
-    /// A finer gRPC code than [`Code::grpc`] (a Firestore classify error).
-    grpc: Option<GrpcCode>,
-    /// A finer HTTP status than [`Code::http_status`] (Git's own errors).
-    status: Option<StatusCode>,
-    /// A finer OAuth error code than [`Code::oauth`].
-    oauth: Option<&'static str>,
+    /// Protocol-specific refinements and record facts, rarely set (boxed to
+    /// keep the refusal small on every `Result` path).
+    more: Option<Box<More>>,
     /// Whether the refusal is on record already (its target recorded the
     /// outcome, or it is the audit log's own failure): not recorded again.
     recorded: bool,
@@ -335,9 +345,7 @@ impl Refusal {
             stage,
             code,
             message: message.into(),
-            grpc: None,
-            status: None,
-            oauth: None,
+            more: None,
             recorded: false,
         }
     }
@@ -365,31 +373,52 @@ impl Refusal {
 
     /// With a finer gRPC code for Firestore's callers.
     pub(crate) fn with_grpc(mut self, code: GrpcCode) -> Self {
-        self.grpc = Some(code);
+        self.more().grpc = Some(code);
         self
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// The facts its audit record carries.
+    pub(crate) fn context(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.more.as_ref().map(|m| &m.context)
     }
 
     /// With a finer OAuth error code (RFC 8693 §2.2.2 answers a refused
     /// audience with `invalid_target`).
     pub(crate) fn with_oauth(mut self, code: &'static str) -> Self {
-        self.oauth = Some(code);
+        self.more().oauth = Some(code);
+        self
+    }
+
+    /// With a fact for its audit record.
+    pub(crate) fn with_context(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.more().context.insert(key.to_owned(), value.into());
         self
     }
 
     /// With a finer HTTP status.
     pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = Some(status);
+        self.more().status = Some(status);
         self
     }
 
     /// The gRPC code it is rendered with.
     pub(crate) fn grpc_code(&self) -> GrpcCode {
-        self.grpc.unwrap_or_else(|| self.code.grpc())
+        self.more
+            .as_ref()
+            .and_then(|m| m.grpc)
+            .unwrap_or_else(|| self.code.grpc())
     }
 
     /// The HTTP status it is rendered with (outside Firestore).
     pub(crate) fn http_status(&self) -> StatusCode {
-        self.status.unwrap_or_else(|| self.code.http_status())
+        self.more
+            .as_ref()
+            .and_then(|m| m.status)
+            .unwrap_or_else(|| self.code.http_status())
     }
 
     fn bounded_message(&self) -> std::borrow::Cow<'_, str> {
@@ -404,7 +433,11 @@ impl Refusal {
                 let mut r = (
                     self.http_status(),
                     Json(json!({
-                        "error": self.oauth.unwrap_or_else(|| self.code.oauth()),
+                        "error": self
+                            .more
+                            .as_ref()
+                            .and_then(|m| m.oauth)
+                            .unwrap_or_else(|| self.code.oauth()),
                         "error_description": message
                     })),
                 )

@@ -43,7 +43,10 @@ pub(crate) struct GitPlan {
 impl GitTarget {
     fn route(&self, req: &Request) -> Result<(GitRoute, Upstream), Refusal> {
         let path = req.uri().path().strip_prefix("/git/").unwrap_or("");
-        let route = GitRoute::parse(path, req.uri().query()).map_err(Refusal::from)?;
+        // Any path that is not a Git route is a bad request, whatever
+        // `GitError` would answer once a route is known.
+        let route = GitRoute::parse(path, req.uri().query())
+            .map_err(|e| Refusal::from(e).with_status(http::StatusCode::BAD_REQUEST))?;
         let upstream = self.upstreams.get(&route.upstream).ok_or_else(|| {
             Refusal::new(
                 Stage::Classify,

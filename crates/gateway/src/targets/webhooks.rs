@@ -245,12 +245,14 @@ impl Target for Webhooks {
                         "the plain `X-Buildkite-Token` is refused; configure a signature \
                          secret on the Buildkite webhook (or set \
                          `webhooks.buildkite.allow_plain_token = true`)",
-                    ));
+                    )
+                    .with_context("source", source.as_str()));
                 }
                 Ok(proof) => proof,
                 Err(e) => {
                     tracing::warn!(%source, error = %e, "webhook refused");
-                    return Err(webhook_refusal(Stage::Authenticate, &e));
+                    return Err(webhook_refusal(Stage::Authenticate, &e)
+                        .with_context("source", source.as_str()));
                 }
             };
             Ok((
@@ -283,10 +285,12 @@ impl Target for Webhooks {
                 body,
                 proof,
             } = signed;
-            let delivery = latchkey_events::delivery_id(source, &pairs, &body)
-                .map_err(|e| webhook_refusal(Stage::Classify, &e))?;
+            let refused = |e: WebhookError| {
+                webhook_refusal(Stage::Classify, &e).with_context("source", source.as_str())
+            };
+            let delivery = latchkey_events::delivery_id(source, &pairs, &body).map_err(refused)?;
             let event_type = latchkey_events::event_type(source, &pairs)
-                .map_err(|e| webhook_refusal(Stage::Classify, &e))?
+                .map_err(refused)?
                 .to_owned();
             let now = self.pipe.clock.unix();
             let replay_unavailable = |e: latchkey_store::StoreError| {
@@ -326,12 +330,11 @@ impl Target for Webhooks {
                     Delivery::Repeated { context, replayed },
                 ));
             }
-            let event = match latchkey_events::parse_event(source, &event_type, &body)
-                .map_err(|e| webhook_refusal(Stage::Classify, &e))?
-            {
-                Some(e) => e,
-                None => return Ok(Classified::new(Vec::new(), Delivery::Ignored)),
-            };
+            let event =
+                match latchkey_events::parse_event(source, &event_type, &body).map_err(refused)? {
+                    Some(e) => e,
+                    None => return Ok(Classified::new(Vec::new(), Delivery::Ignored)),
+                };
             let planned = latchkey_events::evaluate(&self.rules, source, &event);
             let asks = planned
                 .iter()
