@@ -38,6 +38,7 @@
 //! invisible here.
 
 pub mod classify;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;

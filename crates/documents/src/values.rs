@@ -7,7 +7,7 @@ use base64::Engine;
 use googleapis_tonic_google_firestore_v1::google::firestore::v1::{Value, value::ValueType};
 use serde_json::{Map, Value as Json};
 
-use crate::classify::ClassifyError;
+use crate::error::ClassifyError;
 use crate::rest::json::JsonObj;
 
 /// Plain JSON for a protobuf document's fields.

@@ -5,11 +5,9 @@
 //! module never calls back into it.
 
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -22,64 +20,18 @@ use latchkey_core::Intent;
 use crate::GitError;
 use crate::classify::{intent_for_read, intents_for_push};
 use crate::commands::{CommandsParse, MAX_COMMAND_SECTION, RefUpdate, parse_receive_pack_commands};
-use crate::outcome::{GitOutcome, RefDenial};
+use crate::outcome::GitOutcome;
 use crate::report::{
-    ReportStatusTap, error_for_info_refs, rejection_response, wants_report_status,
+    RefDenial, ReportStatusTap, error_for_info_refs, rejection_response, wants_report_status,
 };
 use crate::route::{Endpoint, GitRoute};
 use crate::upload::{MAX_UPLOAD_PRELUDE, UploadParse, parse_upload_pack_command};
 pub use crate::upstream::{BoxError, StreamBody};
 use crate::upstream::{Forward, Upstream, filter_request_headers};
+pub use crate::upstream::{GitCaller, GitLimits};
 
 /// A response body Latchkey builds itself (a refusal): small, in memory.
 pub type GitBody = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// Bounds and time-outs for Git traffic.
-#[derive(Debug, Clone)]
-pub struct GitLimits {
-    /// Time to open a TCP connection to an HTTP upstream (read once per process).
-    pub connect_timeout: Duration,
-    /// Time from sending a request until the upstream's response head.
-    pub response_head_timeout: Duration,
-    /// Time a client has to send a push's command section.
-    pub prelude_timeout: Duration,
-    /// Largest push command section read before deciding (capped at 1 MiB).
-    pub max_prelude_bytes: usize,
-    /// After refusing a push, how much of the unwanted pack is read and
-    /// discarded so the client sees the refusal instead of a reset connection.
-    pub max_drain_bytes: u64,
-    /// How long that discarding may take.
-    pub drain_timeout: Duration,
-    /// Whether pushes may carry a push certificate (`git push --signed`).
-    /// Off by default: Gogs and Gitea do not use them, and a certificate is
-    /// one more place for the commands to hide (see
-    /// [`crate::commands::parse_receive_pack_commands`]).
-    pub push_certificates: bool,
-}
-
-impl Default for GitLimits {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(10),
-            response_head_timeout: Duration::from_secs(120),
-            prelude_timeout: Duration::from_secs(30),
-            max_prelude_bytes: MAX_COMMAND_SECTION,
-            max_drain_bytes: 256 * 1024 * 1024,
-            drain_timeout: Duration::from_secs(60),
-            push_certificates: false,
-        }
-    }
-}
-
-/// Who is calling, as the local upstream's CGI environment sees it
-/// (`REMOTE_USER`, `REMOTE_ADDR`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GitCaller {
-    /// The principal's id.
-    pub remote_user: String,
-    /// The client's address.
-    pub remote_addr: Option<IpAddr>,
-}
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<GitBody> {
     let mut resp = Response::new(

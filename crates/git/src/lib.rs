@@ -37,9 +37,9 @@ pub use forward::{
     BoxError, Forwarded, GitBody, GitCaller, GitLimits, PendingOutcome, Prepared, StreamBody,
     plain_response, prepare,
 };
-pub use outcome::{GitOutcome, RefDenial};
+pub use outcome::GitOutcome;
 pub use report::{
-    PushReport, RefStatus, ReportStatusTap, error_for_info_refs, parse_report_status,
+    PushReport, RefDenial, RefStatus, ReportStatusTap, error_for_info_refs, parse_report_status,
     rejection_response,
 };
 pub use route::{Endpoint, GitRoute, Service};

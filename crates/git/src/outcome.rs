@@ -1,38 +1,8 @@
-//! What the gateway tells git about a refusal, and what a forwarded
-//! request did: the input of the gateway's record step.
+//! What a forwarded request did: the input of the gateway's record step.
 
 use crate::commands::RefUpdate;
 use crate::report::PushReport;
 use crate::route::GitRoute;
-
-/// One refused intent, as git is shown it: per ref in report-status, or
-/// for the whole request. The gateway's refusal is rendered into these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefDenial {
-    /// The refused ref (`refs/heads/main`), or `""` for a read or for a
-    /// refusal that covers the whole request.
-    pub ref_name: String,
-    /// A safe sentence naming the policy, e.g. `denied by policy protect-main`.
-    pub message: String,
-}
-
-impl RefDenial {
-    /// A refusal of one ref.
-    pub fn for_ref(ref_name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            ref_name: ref_name.into(),
-            message: message.into(),
-        }
-    }
-
-    /// A refusal of the whole request.
-    pub fn whole(message: impl Into<String>) -> Self {
-        Self {
-            ref_name: String::new(),
-            message: message.into(),
-        }
-    }
-}
 
 /// What happened once a request was forwarded: the record step's input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,36 @@
 //! the upstream's report-status as it streams past. Pure: no I/O.
 
 use crate::commands::{MAX_COMMANDS, RefUpdate};
-use crate::outcome::RefDenial;
 use crate::pktline::{Band, MAX_PKT_LEN, Pkt, PktParse, parse_pkt, write_pkt_line, write_sideband};
+
+/// One refused intent, as git is shown it: per ref in report-status, or
+/// for the whole request. The gateway's refusal is rendered into these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefDenial {
+    /// The refused ref (`refs/heads/main`), or `""` for a read or for a
+    /// refusal that covers the whole request.
+    pub ref_name: String,
+    /// A safe sentence naming the policy, e.g. `denied by policy protect-main`.
+    pub message: String,
+}
+
+impl RefDenial {
+    /// A refusal of one ref.
+    pub fn for_ref(ref_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            ref_name: ref_name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of the whole request.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Self {
+            ref_name: String::new(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The sideband framing a client asked for.
 fn sideband_max(caps: &[String]) -> Option<usize> {

@@ -1,6 +1,7 @@
 //! Where allowed requests go: another Git server over HTTP, or a local
 //! `git http-backend` run as CGI.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -18,8 +19,55 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::GitError;
-use crate::forward::{GitCaller, GitLimits};
+use crate::commands::MAX_COMMAND_SECTION;
 use crate::route::GitRoute;
+
+/// Bounds and time-outs for Git traffic.
+#[derive(Debug, Clone)]
+pub struct GitLimits {
+    /// Time to open a TCP connection to an HTTP upstream (read once per process).
+    pub connect_timeout: Duration,
+    /// Time from sending a request until the upstream's response head.
+    pub response_head_timeout: Duration,
+    /// Time a client has to send a push's command section.
+    pub prelude_timeout: Duration,
+    /// Largest push command section read before deciding (capped at 1 MiB).
+    pub max_prelude_bytes: usize,
+    /// After refusing a push, how much of the unwanted pack is read and
+    /// discarded so the client sees the refusal instead of a reset connection.
+    pub max_drain_bytes: u64,
+    /// How long that discarding may take.
+    pub drain_timeout: Duration,
+    /// Whether pushes may carry a push certificate (`git push --signed`).
+    /// Off by default: Gogs and Gitea do not use them, and a certificate is
+    /// one more place for the commands to hide (see
+    /// [`crate::commands::parse_receive_pack_commands`]).
+    pub push_certificates: bool,
+}
+
+impl Default for GitLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            response_head_timeout: Duration::from_secs(120),
+            prelude_timeout: Duration::from_secs(30),
+            max_prelude_bytes: MAX_COMMAND_SECTION,
+            max_drain_bytes: 256 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(60),
+            push_certificates: false,
+        }
+    }
+}
+
+/// Who is calling, as the local upstream's CGI environment sees it
+/// (`REMOTE_USER`, `REMOTE_ADDR`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitCaller {
+    /// The principal's id.
+    pub remote_user: String,
+    /// The client's address.
+    pub remote_addr: Option<IpAddr>,
+}
 
 /// Boxed error of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -53,14 +53,14 @@ pub(crate) async fn token(args: CiTokenArgs) -> Result<ExitCode> {
         }
     };
 
-    let mut form = crate::commands::exchange_form(ci_token, &args.audience);
+    let mut form = crate::client::exchange_form(ci_token, &args.audience);
     if let Some(s) = &args.scope {
         form.push(("scope", s.clone()));
     }
     if let Some(l) = args.lifetime {
         form.push(("lifetime", l.to_string()));
     }
-    let body = crate::commands::exchange(&url, &form)
+    let body = crate::client::exchange(&url, &form)
         .await
         .with_context(|| format!("cannot get a `{}` token from {url}", args.audience))?;
     let token = body["access_token"]

@@ -12,6 +12,8 @@ use latchkey_gateway::config::{Config, parse_duration};
 use latchkey_gateway::{Gateway, StartOptions};
 
 use crate::cli::*;
+use crate::client::{exchange, exchange_form};
+use crate::config::{dev_config, locate};
 
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(&cli.log);
@@ -93,44 +95,6 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let gw = Gateway::start(config, StartOptions { dev: false }, clock()).await?;
     run_server(gw, listen, tls, None).await
-}
-
-/// The dev sandbox's config: everything embedded.
-pub(crate) fn dev_config(
-    data: &Path,
-    listen: std::net::SocketAddr,
-    firestore_emulator: Option<&str>,
-) -> Result<Config> {
-    let data_str = data.display().to_string().replace('\\', "/");
-    let text = format!(
-        r#"
-[server]
-listen = "{listen}"
-data_dir = "{data_str}"
-
-[keys]
-master_key = {{ file = "{data_str}/master.key" }}
-
-[dev_issuer]
-enabled = true
-
-[git.upstreams.local]
-local_root = "repos"
-"#
-    );
-    let text = match firestore_emulator {
-        Some(hostport) => format!(
-            "{text}\n[firestore]\nemulator = {}\ndatabases = {{ \"(default)\" = \"dev\" }}\n",
-            toml::Value::String(hostport.to_owned())
-        ),
-        None => text,
-    };
-    let mut config: Config = Config::parse(&text)?;
-    // The master key file may not exist yet; `latchkey dev` generates it.
-    if !data.join("master.key").exists() {
-        config.keys.master_key = Default::default();
-    }
-    Ok(config)
 }
 
 async fn dev(
@@ -344,61 +308,6 @@ async fn token(args: TokenArgs) -> Result<ExitCode> {
         println!("{tok}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Posts an RFC 8693 token exchange to the gateway at `base_url` and returns
-/// the JSON answer. Errors name the gateway's `error` and description, never
-/// a token.
-pub(crate) async fn exchange(base_url: &str, form: &[(&str, String)]) -> Result<serde_json::Value> {
-    let url = format!("{}/oauth2/token", base_url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .form(form)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}; is the gateway running?"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.with_context(|| {
-        format!("{url} sent a non-JSON answer (HTTP {status}); is that a Latchkey gateway?")
-    })?;
-    if !status.is_success() {
-        let code = body["error"].as_str().unwrap_or("error");
-        let desc = body["error_description"].as_str().unwrap_or("");
-        bail!("token exchange refused ({code}): {desc}");
-    }
-    Ok(body)
-}
-
-/// The form of a token exchange for `subject` and `audience`.
-pub(crate) fn exchange_form(subject: String, audience: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
-        ),
-        ("subject_token", subject),
-        (
-            "subject_token_type",
-            "urn:ietf:params:oauth:token-type:jwt".to_owned(),
-        ),
-        ("audience", audience.to_owned()),
-    ]
-}
-
-/// Loads the config an operator command refers to.
-pub(crate) fn locate(loc: &Location) -> Result<Config> {
-    match &loc.config {
-        Some(path) => Ok(Config::load(path)?),
-        None => {
-            if !loc.data.exists() {
-                bail!(
-                    "no data directory `{}`; pass `--data DIR` or `--config FILE`",
-                    loc.data.display()
-                );
-            }
-            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None)
-        }
-    }
 }
 
 fn policy(cmd: PolicyCommand) -> Result<ExitCode> {

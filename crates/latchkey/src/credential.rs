@@ -71,9 +71,9 @@ async fn get(args: &GitCredentialArgs, request: &Request, clock: &SharedClock) -
         );
         return Ok(ExitCode::SUCCESS);
     };
-    let body = crate::commands::exchange(
+    let body = crate::client::exchange(
         &url,
-        &crate::commands::exchange_form(identity, &args.audience),
+        &crate::client::exchange_form(identity, &args.audience),
     )
     .await
     .with_context(|| format!("cannot get a `{}` token from {url}", args.audience))?;

@@ -3,7 +3,9 @@
 
 mod ci;
 mod cli;
+mod client;
 mod commands;
+mod config;
 mod credential;
 mod output;
 mod witness;

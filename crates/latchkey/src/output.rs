@@ -8,7 +8,7 @@ use latchkey_core::SharedClock;
 use latchkey_store::{AuditQuery, SqliteStore, Store};
 
 use crate::cli::{AuditArchiveArgs, AuditCommand, AuditQueryArgs, AuditTailArgs, AuditVerifyArgs};
-use crate::commands::locate;
+use crate::config::locate;
 
 /// Formats milliseconds since the epoch as RFC 3339 UTC (second precision).
 pub(crate) fn fmt_time(ms: u64) -> String {

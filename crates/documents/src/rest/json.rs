@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
-use crate::classify::ClassifyError;
+use crate::error::ClassifyError;
 
 /// Parses a JSON body, refusing duplicate keys. An empty (or all
 /// whitespace) body is `{}`.
