@@ -222,6 +222,37 @@ async fn append_verify_and_read_back() {
     assert_eq!(tail, vec![98, 99, 100]);
 }
 
+/// Issue 12: a request's records (a push's N refs) are one batch: written
+/// together in order, one sync, and refused whole when one of them cannot
+/// be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_appended_in_order_and_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = new_keys();
+    let log = open(dir.path(), &keys, None).await;
+    let seqs = log.append_all((1..=5).map(event).collect()).await.unwrap();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let mut too_large = event(7);
+    too_large.context.insert(
+        "blob".into(),
+        serde_json::json!("x".repeat(latchkey_audit::MAX_EVENT_BYTES)),
+    );
+    assert!(log.append_all(vec![event(6), too_large]).await.is_err());
+    assert_eq!(
+        log.append(event(8)).await.unwrap(),
+        6,
+        "nothing of the refused batch was written"
+    );
+    assert_eq!(log.append_all(Vec::new()).await.unwrap(), Vec::<u64>::new());
+    log.close().await.unwrap();
+    let records: Vec<_> = read_records(dir.path(), 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[2].event, event(3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_get_contiguous_unique_seqs() {
     let dir = tempfile::tempdir().unwrap();
