@@ -509,7 +509,7 @@ impl BenchGateway {
             "[server]\nlisten = \"{addr}\"\ndata_dir = {data:?}\n\
              [keys]\nmaster_key = {{ value = \"{master}\" }}\n\
              [dev_issuer]\nenabled = true\n\
-             [tokens]\ndefault_lifetime = 7200\n\
+             [tokens]\ndefault_lifetime = \"1h\"\n\
              [firestore]\nemulator = \"{emulator}\"\ndatabases = {{ \"{DATABASE}\" = \"dev\" }}\n",
             data = data.path().display().to_string(),
         );

@@ -182,7 +182,6 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Gatewa
 
 /// Everything a running gateway holds: the pipeline, and each target's
 /// state (the router hands each route its own).
-#[derive(Debug)]
 pub struct Gateway {
     pub(crate) config: Config,
     pub(crate) clock: SharedClock,
@@ -206,29 +205,12 @@ pub struct Gateway {
     pub(crate) keys_seen: tokio::sync::Mutex<Option<u64>>,
 }
 
-impl std::fmt::Debug for GitTarget {
+impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitTarget").finish_non_exhaustive()
-    }
-}
-impl std::fmt::Debug for Documents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Documents").finish_non_exhaustive()
-    }
-}
-impl std::fmt::Debug for TokenService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenService").finish_non_exhaustive()
-    }
-}
-impl std::fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminState").finish_non_exhaustive()
-    }
-}
-impl std::fmt::Debug for Webhooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhooks").finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("public_url", &self.public_url)
+            .field("policy_dir", &self.policy_dir)
+            .finish_non_exhaustive()
     }
 }
 

@@ -368,7 +368,6 @@ impl<B, T: Tap> Drop for HeldEnd<B, T> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt as _;

@@ -1001,7 +1001,6 @@ mod duration_str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

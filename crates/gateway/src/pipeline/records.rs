@@ -436,7 +436,6 @@ pub(crate) fn webhook(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod git_outcome_tests {
     use super::*;
     use latchkey_core::PrincipalKind;

@@ -174,7 +174,6 @@ pub(crate) fn match_trust(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use latchkey_identity::ClaimMatch;
