@@ -153,6 +153,7 @@ async fn run_server(
     tls: Option<Arc<rustls::ServerConfig>>,
     banner: Option<String>,
 ) -> Result<ExitCode> {
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -188,32 +189,36 @@ async fn run_server(
         });
     }
     let app = latchkey_gateway::router(gw.clone());
-    latchkey_gateway::serve_with_limits(listener, app, tls, gw.limits(), shutdown_signal())
+    latchkey_gateway::serve_with_limits(listener, app, tls, gw.limits(), shutdown)
         .await
         .context("server failed")?;
     gw.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled: the server's accept loop may
+/// not poll it for a while, and a SIGTERM before then would kill the process
+/// without its final audit checkpoint.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }
 
 fn dev_token(data: &Path, args: DevTokenArgs, clock: &SharedClock) -> Result<ExitCode> {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 /// Environment variables of the person running the tests that would change
 /// what the binary or git does.
-const SCRUB: &[&str] = &[
+pub const SCRUB: &[&str] = &[
     "LATCHKEY_CONFIG",
     "LATCHKEY_URL",
     "LATCHKEY_ID_TOKEN",
