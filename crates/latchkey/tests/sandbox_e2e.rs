@@ -461,7 +461,10 @@ fn a_sigterm_right_after_start_is_a_clean_shutdown() {
             if let Ok(c) = std::net::TcpStream::connect(&addr) {
                 break c;
             }
-            assert!(tokio::time::Instant::now() < deadline, "round {round}: never listened");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: never listened"
+            );
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
         let killed = std::process::Command::new("kill")
