@@ -20,6 +20,7 @@ use crate::pipeline::{AuditAction, Pipeline, RefusalLimiter, new_request_id, rec
 use crate::targets::admin::AdminState;
 use crate::targets::documents::{Documents, FirestoreFront};
 use crate::targets::git::GitTarget;
+use crate::targets::readiness::{Probe, ProbeKind, Readiness};
 use crate::targets::tokens::TokenService;
 use crate::targets::webhooks::Webhooks;
 
@@ -294,7 +295,11 @@ impl Gateway {
                 what: "cannot build HTTP client".into(),
                 source: std::io::Error::other(e),
             })?;
-        let issuers = IssuerSet::new(config.issuers.clone(), http, clock.clone())?;
+        let issuers = Arc::new(IssuerSet::new(
+            config.issuers.clone(),
+            http.clone(),
+            clock.clone(),
+        )?);
 
         let schedule = KeySchedule {
             rotation_period: config.keys.rotation_period,
@@ -323,7 +328,7 @@ impl Gateway {
             config.tokens.cache_capacity,
         );
 
-        let policy_dir = config.data_path(&config.policy.dir);
+        let policy_dir = config.policy_dir();
         let policy = PolicyEngine::load(&policy_dir)?;
 
         let audit_signer = load_audit_signer(store.as_ref(), &master).await?;
@@ -365,6 +370,7 @@ impl Gateway {
             None => Vec::new(),
         };
 
+        let mut probes = Vec::new();
         let mut git_upstreams = BTreeMap::new();
         for (name, up) in &config.git.upstreams {
             let upstream = match (&up.url, &up.local_root) {
@@ -384,11 +390,18 @@ impl Gateway {
                         credential,
                     }
                 }
-                (None, Some(root)) => latchkey_git::Upstream::Local {
-                    root: config.data_path(root),
-                },
+                (None, Some(root)) => latchkey_git::Upstream::Local { root: root.clone() },
                 (None, None) => continue,
             };
+            probes.push(Probe {
+                component: format!("git upstream {name}"),
+                kind: match &upstream {
+                    latchkey_git::Upstream::Http { base_url, .. } => {
+                        ProbeKind::Http(base_url.clone())
+                    }
+                    latchkey_git::Upstream::Local { root } => ProbeKind::Dir(root.clone()),
+                },
+            });
             git_upstreams.insert(name.clone(), upstream);
         }
         let git_limits = latchkey_git::GitLimits {
@@ -397,6 +410,15 @@ impl Gateway {
             ..latchkey_git::GitLimits::default()
         };
 
+        if let Some(fs) = &config.firestore {
+            probes.push(Probe {
+                component: "firestore".into(),
+                kind: match &fs.emulator {
+                    Some(hostport) => ProbeKind::Tcp(hostport.clone()),
+                    None => ProbeKind::Http(fs.endpoint.clone()),
+                },
+            });
+        }
         let firestore = match &config.firestore {
             Some(fs) => Some(
                 FirestoreFront::new(fs.clone(), clock.clone(), config.server.upstream_timeout)
@@ -427,7 +449,7 @@ impl Gateway {
         });
         let tokens = Arc::new(TokenService {
             pipe: pipe.clone(),
-            issuers,
+            issuers: issuers.clone(),
             token_issuer,
             keyring: keyring.clone(),
             dev_issuer,
@@ -441,6 +463,7 @@ impl Gateway {
             revocations: revocations.clone(),
             keyring: keyring.clone(),
             warnings,
+            readiness: Readiness::new(issuers, probes, http),
         });
         let webhooks = Arc::new(Webhooks {
             pipe: pipe.clone(),
@@ -537,9 +560,13 @@ impl Gateway {
     }
 
     /// Reloads policies (on SIGHUP). A set that fails validation is not
-    /// loaded; the old one stays and the error is returned and audited.
+    /// loaded; the old one stays, the error is returned and audited, and
+    /// `/readyz` shows `policies` degraded until a reload succeeds.
     pub async fn reload_policies(&self) -> Result<(), latchkey_policy::PolicyError> {
         let result = self.pipe.policy.reload(&self.policy_dir);
+        self.admin
+            .readiness
+            .record_reload(self.clock.unix_millis(), result.is_ok());
         let (status, detail) = match &result {
             Ok(_) => ("reloaded".to_owned(), None),
             Err(e) => ("reload_failed".to_owned(), Some(e.to_string())),

@@ -9,13 +9,15 @@
 //! - `targets`: one module per target (Git, documents, tokens, admin,
 //!   webhooks), each a `pipeline::Target`;
 //! - `gateway`: the running gateway (start-up, upkeep, shutdown);
-//! - `server`: the router, request ids and the listener.
+//! - `server`: the router, request ids and the listener;
+//! - `check`: `serve --check`, every piece start-up needs, one by one.
 //!
 //! This crate owns no protocol parsing (that is `latchkey-git` and
 //! `latchkey-documents`), no crypto (`latchkey-tokens`, `latchkey-identity`)
 //! and no policy language (`latchkey-policy`): it composes them and turns
 //! their errors into safe responses, keeping detail for the log.
 
+pub mod check;
 pub mod config;
 
 mod gateway;

@@ -151,4 +151,17 @@ fields = {{ repository = "{{repository}}" }}
     assert_eq!(decision["context"]["delivery_id"], "gogs:rule-delivery-1");
     assert_eq!(decision["context"]["environment"], "dev");
     assert_eq!(decision["decision"]["effect"], "allow");
+    // Issue 13: the link to the delivery is the record's own `caused_by`,
+    // not only a context entry; the write's outcome record carries it too.
+    assert_eq!(decision["caused_by"], answer["request_id"], "{decision}");
+    let outcome = records
+        .iter()
+        .map(|r| serde_json::to_value(&r.event).unwrap())
+        .find(|e| {
+            e["action"] == "document.update"
+                && e["kind"] == "outcome"
+                && e["context"]["rule"] == "record-pushes"
+        })
+        .expect("a document.update outcome for the rule");
+    assert_eq!(outcome["caused_by"], answer["request_id"], "{outcome}");
 }

@@ -939,4 +939,16 @@ async fn health_warns_while_the_dev_issuer_runs_in_serve() {
             .contains("development identity provider is enabled in `serve`"),
         "{health}"
     );
+    // Readiness shows it as a component with status `warning`; a warning
+    // alone does not take the gateway out of rotation.
+    let resp = dev.http.get(dev.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ready: Value = resp.json().await.unwrap();
+    let dev_issuer = ready["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "dev issuer")
+        .unwrap_or_else(|| panic!("{ready}"));
+    assert_eq!(dev_issuer["status"], "warning", "{ready}");
 }

@@ -42,6 +42,30 @@ struct KeyState {
     cached: Option<Arc<CachedKeys>>,
     last_attempt_ms: Option<u64>,
     last_error: Option<String>,
+    /// When the current run of failed fetches began (cleared by a success).
+    failing_since_ms: Option<u64>,
+}
+
+/// Where an issuer's keys stand, for readiness (`/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// No fetch was attempted yet (keys are fetched on first use or by
+    /// [`IssuerSet::refresh_stale`]).
+    NotFetched,
+    /// The last fetch succeeded, at this time (unix ms).
+    Fetched {
+        /// When.
+        at_ms: u64,
+    },
+    /// Fetches have failed since this time (unix ms).
+    Failing {
+        /// When the first of the failing fetches was made.
+        since_ms: u64,
+        /// The last failure, short (no secrets: a URL and what went wrong).
+        reason: String,
+        /// Whether earlier keys are still usable (tokens still verify).
+        cached: bool,
+    },
 }
 
 struct Issuer {
@@ -127,6 +151,45 @@ impl IssuerSet {
             .values()
             .find(|i| i.cfg.name == name)
             .map(|i| i.refreshes.load(Ordering::Relaxed))
+    }
+
+    /// Each issuer's name and where its keys stand. The built-in dev
+    /// issuer is left out: its keys are the gateway's own.
+    pub async fn key_status(&self) -> Vec<(String, KeyStatus)> {
+        let now = self.clock.unix_millis();
+        let mut out = Vec::with_capacity(self.by_iss.len());
+        for issuer in self.by_iss.values().filter(|i| !i.cfg.dev) {
+            let st = issuer.state.lock().await;
+            let status = match (&st.last_error, st.failing_since_ms) {
+                (Some(reason), since) => KeyStatus::Failing {
+                    since_ms: since.or(st.last_attempt_ms).unwrap_or(now),
+                    reason: reason.clone(),
+                    cached: usable(&st, now).is_some(),
+                },
+                (None, _) => match &st.cached {
+                    Some(c) => KeyStatus::Fetched {
+                        at_ms: c.fetched_at_ms,
+                    },
+                    None => KeyStatus::NotFetched,
+                },
+            };
+            out.push((issuer.cfg.name.clone(), status));
+        }
+        out
+    }
+
+    /// Fetches the keys of every issuer whose cached keys are missing or
+    /// stale, within the per-issuer refresh rate limit: readiness calls it
+    /// so an issuer that went away shows before a caller meets it.
+    pub async fn refresh_stale(&self) {
+        for issuer in self.by_iss.values().filter(|i| !i.cfg.dev) {
+            let mut st = issuer.state.lock().await;
+            let now = self.clock.unix_millis();
+            let fresh = st.cached.as_ref().is_some_and(|c| now < c.fresh_until_ms);
+            if !fresh && may_refresh(&st, now) {
+                self.refresh(issuer, &mut st, now).await;
+            }
+        }
     }
 
     /// Verifies an external OIDC token and maps it to a principal.
@@ -249,23 +312,47 @@ impl IssuerSet {
                     fresh_until_ms: now_ms.saturating_add(lifetime.as_millis() as u64),
                 }));
                 st.last_error = None;
+                st.failing_since_ms = None;
             }
             Err(reason) => {
                 tracing::warn!(issuer = %issuer.cfg.name, %reason, "could not fetch issuer keys");
                 st.last_error = Some(reason);
+                st.failing_since_ms.get_or_insert(now_ms);
             }
         }
     }
 
     async fn fetch_keys(&self, cfg: &IssuerConfig) -> Result<(Vec<PublicKey>, Duration), String> {
-        let jwks_uri = match &cfg.jwks_uri {
-            Some(u) => u.clone(),
-            None => discover_jwks_uri(&self.http, &cfg.issuer).await?,
-        };
-        let fetched = get(&self.http, &jwks_uri).await?;
-        let keys = parse_jwks(&fetched.body)?;
-        Ok((keys, cache_lifetime(fetched.cache_control.as_deref())))
+        fetch_keys(&self.http, cfg).await
     }
+}
+
+/// Fetches `cfg`'s discovery document (unless `jwks_uri` is configured) and
+/// its JWKS, exactly as verification does, and returns how many usable keys
+/// it holds. For `latchkey serve --check --online`; the error says which
+/// document failed and how.
+pub async fn fetch_issuer_keys(
+    http: &reqwest::Client,
+    cfg: &IssuerConfig,
+) -> Result<usize, String> {
+    fetch_keys(http, cfg).await.map(|(keys, _)| keys.len())
+}
+
+async fn fetch_keys(
+    http: &reqwest::Client,
+    cfg: &IssuerConfig,
+) -> Result<(Vec<PublicKey>, Duration), String> {
+    let jwks_uri = match &cfg.jwks_uri {
+        Some(u) => u.clone(),
+        None => discover_jwks_uri(http, &cfg.issuer)
+            .await
+            .map_err(|e| format!("cannot fetch the discovery document ({e})"))?,
+    };
+    let fetched = get(http, &jwks_uri)
+        .await
+        .map_err(|e| format!("cannot fetch the keys ({e})"))?;
+    let keys = parse_jwks(&fetched.body).map_err(|e| format!("the keys at `{jwks_uri}`: {e}"))?;
+    Ok((keys, cache_lifetime(fetched.cache_control.as_deref())))
 }
 
 fn may_refresh(st: &KeyState, now_ms: u64) -> bool {

@@ -147,6 +147,10 @@ pub(crate) struct ServeArgs {
     /// Validate the configuration, policies and secrets, then exit.
     #[arg(long)]
     pub(crate) check: bool,
+    /// With `--check`: also fetch each issuer's discovery document and
+    /// keys, and reach each upstream (Git, Firestore, the audit witness).
+    #[arg(long, requires = "check")]
+    pub(crate) online: bool,
 }
 
 #[derive(Debug, Args)]

@@ -62,29 +62,35 @@ fn clock() -> SharedClock {
 async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
     if args.check {
-        // Load everything that can fail without binding the port.
-        if config.dev_issuer.enabled && !config.dev_issuer.allow_in_serve {
-            bail!(
-                "config key `dev_issuer.enabled`: the development identity provider is for `latchkey dev` only; \
-                 set `dev_issuer.allow_in_serve = true` to run it anyway"
+        // Everything start-up needs, one line each, without binding the port.
+        let checks = latchkey_gateway::check::run(&config, args.online).await;
+        let mut failed = Vec::new();
+        for c in &checks {
+            match &c.result {
+                Ok(detail) => println!("ok   {}: {detail}", c.component),
+                Err(why) => {
+                    println!("FAIL {}: {why}", c.component);
+                    failed.push(c.component.as_str());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            eprintln!(
+                "error: config `{}` failed {} check(s): {}",
+                args.config.display(),
+                failed.len(),
+                failed.join(", ")
             );
+            return Ok(ExitCode::FAILURE);
         }
-        latchkey_gateway::load_master_key(&config, false)?;
-        let policy_dir = config.data_path(&config.policy.dir);
-        let engine = latchkey_policy::PolicyEngine::load(&policy_dir)
-            .with_context(|| format!("policies in `{}`", policy_dir.display()))?;
-        for (name, up) in &config.git.upstreams {
-            up.password
-                .load(&format!("git.upstreams.{name}.password"))?;
-        }
-        let firestore = latchkey_gateway::check_firestore(&config)?;
         println!(
-            "config `{}` is valid: {} issuer(s), {} polic(ies), {} git upstream(s){}",
+            "config `{}` is valid{}",
             args.config.display(),
-            config.issuers.len(),
-            engine.policy_count(),
-            config.git.upstreams.len(),
-            if firestore { ", firestore" } else { "" }
+            if args.online {
+                ""
+            } else {
+                " (peers not contacted; add `--online` to reach issuers and upstreams)"
+            }
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -324,7 +330,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             Some(p) => Config::load(p)?,
             None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None)?,
         };
-        Ok(config.data_path(&config.policy.dir))
+        Ok(config.policy_dir())
     };
     match cmd {
         PolicyCommand::Schema => {

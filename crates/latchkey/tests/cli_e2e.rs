@@ -74,7 +74,9 @@ fn refused(o: &std::process::Output, names: &[&str]) {
         stdout(o),
         stderr(o)
     );
-    let err = stderr(o);
+    // `serve --check` prints one line per component on stdout (the failed
+    // ones as `FAIL`); other refusals are on stderr.
+    let err = format!("{}{}", stdout(o), stderr(o));
     for n in names {
         assert!(err.contains(n), "expected `{n}` in:\n{err}");
     }
@@ -85,6 +87,8 @@ fn serve_check_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let good = good_config(d);
+    // `local_root = "repos"` is next to the config file, and must exist.
+    std::fs::create_dir(d.join("repos")).unwrap();
 
     let o = serve(d, "good.toml", &good, &["--check"], true);
     assert!(o.status.success(), "{}", stderr(&o));

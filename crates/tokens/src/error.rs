@@ -32,6 +32,17 @@ pub enum TokenError {
         /// The header's `kid`.
         kid: String,
     },
+    /// The header's `kid` is no key this gateway ever had: another gateway
+    /// (or anyone else) signed it.
+    #[error(
+        "token was not issued by this gateway (it is signed by key `{kid}`, which this gateway never had); get a token from {issuer}"
+    )]
+    NotIssuedHere {
+        /// The header's `kid`.
+        kid: String,
+        /// This gateway's issuer URL.
+        issuer: String,
+    },
     /// The signature does not match the header and claims.
     #[error("token signature is invalid")]
     BadSignature,
@@ -48,7 +59,9 @@ pub enum TokenError {
         nbf: UnixTime,
     },
     /// The token was issued by someone else.
-    #[error("token issuer `{got}` is not `{expected}`")]
+    #[error(
+        "token was not issued by this gateway: its issuer is `{got}`, this gateway is `{expected}`; get a token from {expected}"
+    )]
     WrongIssuer {
         /// This Latchkey's issuer URL.
         expected: String,
@@ -134,6 +147,7 @@ impl TokenError {
             Self::Malformed(_) | Self::TooLarge { .. } => "invalid_request",
             Self::UnsupportedAlgorithm { .. }
             | Self::UnknownKey { .. }
+            | Self::NotIssuedHere { .. }
             | Self::BadSignature
             | Self::Expired { .. }
             | Self::NotYetValid { .. }

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -95,6 +95,13 @@ pub struct KeyInfo {
 
 /// The store meta key of the rotation counter bumped by every rotation.
 pub const KEYS_GENERATION_META: &str = "keys_generation";
+
+/// The store meta key of every kid this store ever held (a JSON array,
+/// oldest first), so a token signed by a key since removed is told apart
+/// from one another gateway signed.
+const KNOWN_KIDS_META: &str = "keys_known_kids";
+/// How many kids [`KNOWN_KIDS_META`] keeps (a daily rotation: 27 years).
+const MAX_KNOWN_KIDS: usize = 10_000;
 
 /// How many rotation records [`SigningKeyRing::rotations_between`] reads at
 /// most (a gateway down for a long time audits the newest ones).
@@ -233,6 +240,8 @@ pub struct SigningKeyRing {
     clock: SharedClock,
     schedule: KeySchedule,
     keys: RwLock<Arc<HashMap<String, Arc<KeyEntry>>>>,
+    /// Every kid this ring's store ever held, removed ones included.
+    known: RwLock<HashSet<String>>,
 }
 
 impl SigningKeyRing {
@@ -253,8 +262,12 @@ impl SigningKeyRing {
             clock,
             schedule: schedule.validated()?,
             keys: RwLock::new(Arc::new(HashMap::new())),
+            known: RwLock::new(HashSet::new()),
         };
         let stored = ring.reload_inner().await?;
+        // Stores from before the list existed start it with the keys they hold.
+        ring.remember(stored.iter().map(|k| k.kid.clone()).collect())
+            .await?;
         let now = ring.clock.unix();
         if !stored.iter().any(|k| state_of(k, now) == KeyState::Active) {
             ring.create_key(now).await?;
@@ -286,7 +299,49 @@ impl SigningKeyRing {
             map.insert(entry.kid.clone(), Arc::new(entry));
         }
         *write(&self.keys) = Arc::new(map);
+        write(&self.known).extend(stored.iter().map(|k| k.kid.clone()));
         Ok(stored)
+    }
+
+    /// Adds `kids` to the store's list of every kid it held (and to
+    /// memory), and loads the list. Read-modify-write: a kid lost to a
+    /// race between nodes only changes which refusal message a token of
+    /// that key gets once the key is gone, never whether it verifies.
+    async fn remember(&self, kids: Vec<String>) -> Result<(), TokenError> {
+        let mut list: Vec<String> = match self.store.get_meta(KNOWN_KIDS_META).await? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| TokenError::RotationRecord {
+                    key: KNOWN_KIDS_META.into(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Vec::new(),
+        };
+        let before = list.len();
+        for kid in kids {
+            if !list.contains(&kid) {
+                list.push(kid);
+            }
+        }
+        if list.len() != before {
+            if list.len() > MAX_KNOWN_KIDS {
+                list.drain(..list.len() - MAX_KNOWN_KIDS);
+            }
+            let json = serde_json::to_vec(&list).map_err(|e| TokenError::RotationRecord {
+                key: KNOWN_KIDS_META.into(),
+                message: e.to_string(),
+            })?;
+            self.store.put_meta(KNOWN_KIDS_META, &json).await?;
+        }
+        write(&self.known).extend(list);
+        Ok(())
+    }
+
+    /// Whether this ring's store ever held the key `kid` (one that signs,
+    /// or one rotated out or expired since): a token of any other kid was
+    /// not issued by this gateway.
+    pub fn ever_had(&self, kid: &str) -> bool {
+        read(&self.known).contains(kid)
     }
 
     fn decrypt_entry(&self, key: &StoredSigningKey) -> Result<KeyEntry, TokenError> {
@@ -342,6 +397,7 @@ impl SigningKeyRing {
             published_until: signs_until.saturating_add(self.schedule.max_token_lifetime.as_secs()),
         };
         self.store.insert_signing_key(&key).await?;
+        self.remember(vec![kid.clone()]).await?;
         tracing::info!(kid = %kid, signs_from, signs_until, "created token signing key");
         Ok(kid)
     }

@@ -250,10 +250,16 @@ impl TokenVerifier {
         let kid = header
             .kid
             .ok_or_else(|| TokenError::Malformed("header has no `kid`".into()))?;
-        let key = self
-            .keyring
-            .verification_key(&kid)
-            .ok_or_else(|| TokenError::UnknownKey { kid: kid.clone() })?;
+        let key = self.keyring.verification_key(&kid).ok_or_else(|| {
+            if self.keyring.ever_had(&kid) {
+                TokenError::UnknownKey { kid: kid.clone() }
+            } else {
+                TokenError::NotIssuedHere {
+                    kid: kid.clone(),
+                    issuer: self.issuer_url.clone(),
+                }
+            }
+        })?;
         let data = jsonwebtoken::decode::<TokenClaims>(token, &key.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,

@@ -339,12 +339,18 @@ async fn tampered_and_forged_tokens_fail() {
         Err(TokenError::BadSignature)
     ));
 
-    // A real token from another Latchkey is an unknown key here.
+    // A real token from another Latchkey is refused as not issued here,
+    // not as if its key had been rotated out (issue 13).
     let err = env
         .verifier
         .verify(&other.mint(alice(), "git").token, "git")
         .unwrap_err();
-    assert!(matches!(err, TokenError::UnknownKey { .. }), "{err}");
+    assert!(matches!(err, TokenError::NotIssuedHere { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not issued by this gateway")
+            && !err.to_string().contains("rotated"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -826,9 +832,11 @@ async fn other_nodes_pick_up_rotation_on_maintain() {
     let verifier_b = Env::verifier_for(&ring_b, &a.revocations, clock, ISS);
     a.ring.rotate(RotationMode::Now).await.unwrap();
     let token = a.mint(alice(), "git").token;
+    // Node B has not seen the new key yet (its key watch reloads within
+    // 250 ms); until then the token reads as another gateway's.
     assert!(matches!(
         verifier_b.verify(&token, "git"),
-        Err(TokenError::UnknownKey { .. })
+        Err(TokenError::NotIssuedHere { .. })
     ));
     ring_b.maintain().await.unwrap();
     verifier_b.verify(&token, "git").unwrap();
@@ -1024,4 +1032,29 @@ async fn cache_is_bounded() {
 fn claims_type_is_the_wire_format() {
     // Deserializing a foreign JSON shape fails rather than defaulting.
     assert!(serde_json::from_str::<TokenClaims>(r#"{"sub":"x"}"#).is_err());
+}
+
+/// Issue 13: a token whose key was removed (`rotate --now`) is told apart
+/// from a token another gateway signed, also by a ring loaded afterwards
+/// (a restarted gateway), because the store remembers every kid it held.
+#[tokio::test]
+async fn a_removed_key_is_remembered_across_restarts() {
+    let env = Env::new().await;
+    let old = env.mint(alice(), "git").token;
+    env.ring.rotate(RotationMode::Now).await.unwrap();
+    let clock: SharedClock = env.clock.clone();
+    let restarted = Arc::new(
+        SigningKeyRing::load(
+            env.store.clone(),
+            env.master.clone(),
+            clock.clone(),
+            KeySchedule::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let verifier = Env::verifier_for(&restarted, &env.revocations, clock, ISS);
+    let err = verifier.verify(&old, "git").unwrap_err();
+    assert!(matches!(err, TokenError::UnknownKey { .. }), "{err}");
+    assert!(err.to_string().contains("rotated out"), "{err}");
 }

@@ -519,25 +519,14 @@ impl Default for KeysConfig {
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Directory of `*.cedar` files and an optional `entities.json`;
-    /// relative paths are under the data directory.
-    #[serde(default = "default_policy_dir")]
-    pub dir: PathBuf,
-}
-
-fn default_policy_dir() -> PathBuf {
-    PathBuf::from("policies")
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            dir: default_policy_dir(),
-        }
-    }
+    /// Directory of `*.cedar` files and an optional `entities.json`. Unset:
+    /// `policies` in the data directory (where `latchkey dev` and `latchkey
+    /// init` put them); use [`Config::policy_dir`] for the directory in force.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// `[audit]`.
@@ -633,30 +622,121 @@ pub struct DevIssuerConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. Every relative path in it
+    /// (`server.data_dir` included) is resolved against the directory the
+    /// file is in, as most servers do, so the file means the same whatever
+    /// directory `latchkey` is started from. Only the *default* policy
+    /// directory lives in the data directory (`{data_dir}/policies`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = Self::parse(&text).map_err(|e| match e {
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
         })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        // Absolute, so a message names the file an operator can find, and
+        // so nothing changes meaning if the process changes directory.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        config.resolve_paths(Some(&dir));
+        config.validate()?;
         Ok(config)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text that has no file (`latchkey dev`
+    /// builds its config this way, tests and embedders too).
+    /// `server.data_dir` and secret, TLS, witness and service-account files
+    /// are taken as given (relative to the current directory); a relative
+    /// `policy.dir` or git `local_root` is in the data directory, which is
+    /// what `latchkey dev`'s generated text relies on (`local_root = "repos"`).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let mut config = Self::from_toml(text)?;
+        config.resolve_paths(None);
         config.validate()?;
         Ok(config)
+    }
+
+    fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// The one place path keys are resolved; every key that names a file
+    /// or directory is listed here. `base` is the config file's directory
+    /// ([`Config::load`]); `None` is text without a file ([`Config::parse`]).
+    fn resolve_paths(&mut self, base: Option<&Path>) {
+        let join = |base: &Path, p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(b) = base {
+            join(b, &mut self.server.data_dir);
+        }
+        let data = self.server.data_dir.clone();
+        // Text without a file keeps the data directory as the base of the
+        // two directory keys (as before files were resolved by their own
+        // directory); other files there are relative to the current one.
+        let dirs_base = base.unwrap_or(&data);
+        match &mut self.policy.dir {
+            Some(d) => join(dirs_base, d),
+            None => self.policy.dir = Some(data.join("policies")),
+        }
+        for up in self.git.upstreams.values_mut() {
+            if let Some(root) = &mut up.local_root {
+                join(dirs_base, root);
+            }
+        }
+        let Some(base) = base else {
+            return;
+        };
+        let mut secrets: Vec<&mut SecretSource> = vec![&mut self.keys.master_key];
+        secrets.extend(self.git.upstreams.values_mut().map(|u| &mut u.password));
+        let w = &mut self.webhooks;
+        secrets.extend(
+            [&mut w.gogs, &mut w.gitea, &mut w.github, &mut w.buildkite]
+                .into_iter()
+                .flatten()
+                .map(|s| &mut s.secret),
+        );
+        for secret in secrets {
+            if let Some(f) = &mut secret.file {
+                join(base, f);
+            }
+        }
+        if let Some(tls) = &mut self.server.tls {
+            join(base, &mut tls.cert_file);
+            join(base, &mut tls.key_file);
+        }
+        if let Some(f) = self.audit.witness.as_mut().and_then(|w| w.file.as_mut()) {
+            join(base, f);
+        }
+        if let Some(f) = self
+            .firestore
+            .as_mut()
+            .and_then(|fs| fs.service_account_file.as_mut())
+        {
+            join(base, f);
+        }
+    }
+
+    /// The policy directory in force: `policy.dir`, or `policies` in the
+    /// data directory when unset.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("policies"))
     }
 
     /// Checks every value that parsing cannot.
@@ -940,15 +1020,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Resolves a path relative to the data directory.
-    pub fn data_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            self.server.data_dir.join(p)
-        }
-    }
 }
 
 /// Parses `90s`, `15m`, `24h`, `7d` or a plain number of seconds.
@@ -1077,5 +1148,67 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.rules.len(), 1);
+    }
+
+    /// Issue 13 item 5: every relative path in a config file is relative to
+    /// the file's directory, `data_dir` included; only the default policy
+    /// directory lives in the data directory.
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        let path = etc.join("latchkey.toml");
+        let text = "[server]\ndata_dir = \"data\"\n\
+            [server.tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"/abs/key.pem\"\n\
+            [keys]\nmaster_key = { file = \"master.key\" }\n\
+            [audit.witness]\nfile = \"../witness.log\"\n\
+            [git.upstreams.local]\nlocal_root = \"repos\"\n\
+            [git.upstreams.gogs]\nurl = \"http://127.0.0.1:1\"\nusername = \"bot\"\npassword = { file = \"gogs.token\" }\n\
+            [webhooks.gitea]\nsecret = { file = \"gitea.secret\" }\n\
+            [firestore]\nservice_account_file = \"sa.json\"\ndatabases = { \"(default)\" = \"dev\" }\n";
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let etc = std::path::absolute(&etc).unwrap();
+        assert_eq!(c.server.data_dir, etc.join("data"));
+        assert_eq!(c.policy_dir(), etc.join("data/policies"));
+        let tls = c.server.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, etc.join("tls/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/abs/key.pem"));
+        assert_eq!(c.keys.master_key.file, Some(etc.join("master.key")));
+        let w = c.audit.witness.as_ref().unwrap();
+        assert_eq!(w.file, Some(etc.join("../witness.log")));
+        assert_eq!(c.git.upstreams["local"].local_root, Some(etc.join("repos")));
+        assert_eq!(
+            c.git.upstreams["gogs"].password.file,
+            Some(etc.join("gogs.token"))
+        );
+        let gitea = c.webhooks.gitea.as_ref().unwrap();
+        assert_eq!(gitea.secret.file, Some(etc.join("gitea.secret")));
+        let fs = c.firestore.as_ref().unwrap();
+        assert_eq!(fs.service_account_file, Some(etc.join("sa.json")));
+
+        // An explicit policy directory is relative to the file too.
+        std::fs::write(&path, "[policy]\ndir = \"policies\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.policy_dir(), etc.join("policies"));
+        assert_eq!(c.server.data_dir, etc.join("latchkey-data"));
+    }
+
+    /// Text without a file (what `latchkey dev` builds) keeps the data
+    /// directory as the base of `policy.dir` and `local_root`.
+    #[test]
+    fn text_without_a_file_keeps_directories_in_the_data_dir() {
+        let c = Config::parse(
+            "[server]\ndata_dir = \"/srv/lk\"\n[keys]\nmaster_key = { file = \"mk\" }\n\
+             [git.upstreams.local]\nlocal_root = \"repos\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy_dir(), PathBuf::from("/srv/lk/policies"));
+        assert_eq!(
+            c.git.upstreams["local"].local_root,
+            Some(PathBuf::from("/srv/lk/repos"))
+        );
+        assert_eq!(c.keys.master_key.file, Some(PathBuf::from("mk")));
     }
 }

@@ -391,6 +391,7 @@ impl Pipeline {
         for (k, v) in extra {
             event.context.entry(k).or_insert(v);
         }
+        records::link_cause(&mut event);
         // The token's scopes narrowed this decision; the record says so.
         if let Some(scopes) = &principal.scopes {
             event

@@ -109,6 +109,18 @@ fn base(
     }
 }
 
+/// An action taken on behalf of an earlier request (a webhook rule's
+/// document write names the delivery's request as `caused_by` in the facts
+/// it is decided and recorded with) carries the link at the top of the
+/// record, where every other record's link is and where queries look.
+pub(crate) fn link_cause(e: &mut AuditEvent) {
+    if e.caused_by.is_none()
+        && let Some(cause) = e.context.get("caused_by").and_then(|v| v.as_str())
+    {
+        e.caused_by = Some(cause.to_owned());
+    }
+}
+
 /// The most bytes of a refusal record's detail. The detail is a message
 /// that may quote caller input (already bounded per value by
 /// [`latchkey_core::echo`]); this bounds the whole, so one refusal costs the

@@ -55,6 +55,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw.tokens.clone());
     let admin = Router::new()
         .route("/admin/health", get(admin::health))
+        .route("/readyz", get(crate::targets::readiness::readyz))
         .with_state(gw.admin.clone())
         .route(
             "/oauth2/revoke",

@@ -3,8 +3,9 @@
 //! pipeline: authenticate a token for audience `latchkey`, authorize the
 //! endpoint's action on `Gateway::"latchkey"`, and only then read what the
 //! request carries (an unauthenticated caller gets 401 whatever it sent,
-//! never a parse error that shows the body was read). `/admin/health` is
-//! outside the pipeline: unauthenticated, for load balancers.
+//! never a parse error that shows the body was read). `/admin/health`
+//! (liveness) and `/readyz` (readiness, in `readiness`) are outside the
+//! pipeline: unauthenticated, for load balancers.
 
 use std::sync::Arc;
 
@@ -35,8 +36,10 @@ pub(crate) struct AdminState {
     pub(crate) store: SharedStore,
     pub(crate) revocations: Arc<RevocationSet>,
     pub(crate) keyring: Arc<SigningKeyRing>,
-    /// What `/admin/health` warns about (the dev issuer in `serve`).
+    /// What `/admin/health` and `/readyz` warn about (the dev issuer in `serve`).
     pub(crate) warnings: Vec<String>,
+    /// What `/readyz` reads beyond the pipeline and the store.
+    pub(crate) readiness: super::readiness::Readiness,
 }
 
 /// One admin endpoint.
@@ -60,8 +63,10 @@ impl Endpoint {
     fn action(self) -> Action {
         match self {
             Self::AuditQuery | Self::Keys => Action::AdminRead,
-            Self::Revoke | Self::TokenRevoke => Action::TokenRevoke,
-            Self::Lift => Action::AdminWrite,
+            // Creating a revocation or freeze and lifting one are the same
+            // power over the same state: one action, so one policy grants
+            // both (an on-call group that may freeze may also lift).
+            Self::Revoke | Self::Lift | Self::TokenRevoke => Action::TokenRevoke,
             Self::TokenIntrospect => Action::TokenIntrospect,
         }
     }

@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod documents;
 pub(crate) mod git;
+pub(crate) mod readiness;
 mod revocations;
 pub(crate) mod tokens;
 pub(crate) mod webhooks;

@@ -278,6 +278,7 @@ impl Call {
                 &intents,
                 name,
                 message,
+                None,
             )
             .await?;
         if status == 0

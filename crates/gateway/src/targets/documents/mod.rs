@@ -243,6 +243,9 @@ impl Documents {
     /// a read's is a buffered append, synced with the next record or within
     /// a few milliseconds: the read changed nothing, and its decision is
     /// already durable.
+    // One outcome per intent needs all of these; a struct would only name
+    // them twice.
+    #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
         method: latchkey_documents::Method,
@@ -251,6 +254,7 @@ impl Documents {
         intents: &[Intent],
         status: &str,
         detail: Option<&str>,
+        base: Option<&Map<String, serde_json::Value>>,
     ) -> Result<(), Refusal> {
         let now = self.pipe.clock.unix_millis();
         let events: Vec<AuditEvent> = intents
@@ -260,7 +264,20 @@ impl Documents {
                 if let Some(d) = detail {
                     outcome = outcome.with_detail(d);
                 }
-                AuditEvent::outcome(request_id.to_owned(), Some(principal), intent, outcome, now)
+                let mut e = AuditEvent::outcome(
+                    request_id.to_owned(),
+                    Some(principal),
+                    intent,
+                    outcome,
+                    now,
+                );
+                // A rule's write: its outcome carries the rule and the
+                // delivery it follows from, as its decision does.
+                for (k, v) in base.into_iter().flatten() {
+                    e.context.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                crate::pipeline::records::link_cause(&mut e);
+                e
             })
             .collect();
         if method.reads_only() {
@@ -386,6 +403,7 @@ impl Documents {
             &authorized.intents,
             &status,
             detail.as_deref(),
+            Some(base),
         )
         .await?;
         match result {

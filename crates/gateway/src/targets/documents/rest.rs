@@ -137,6 +137,7 @@ impl Target for DocumentsRest {
                         &authorized.intents,
                         "unavailable",
                         Some(&e.to_string()),
+                        None,
                     )
                     .await?;
                     return Err(
@@ -153,6 +154,7 @@ impl Target for DocumentsRest {
                 &principal,
                 &authorized.intents,
                 up.status.as_str(),
+                None,
                 None,
             )
             .await?;

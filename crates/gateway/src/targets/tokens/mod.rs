@@ -119,7 +119,7 @@ pub(crate) struct ExchangeForm {
 /// The token service: what minting needs.
 pub(crate) struct TokenService {
     pub(crate) pipe: Arc<Pipeline>,
-    pub(crate) issuers: IssuerSet,
+    pub(crate) issuers: Arc<IssuerSet>,
     pub(crate) token_issuer: TokenIssuer,
     pub(crate) keyring: Arc<SigningKeyRing>,
     pub(crate) dev_issuer: Option<DevIssuer>,
