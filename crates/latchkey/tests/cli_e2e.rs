@@ -163,8 +163,19 @@ fn policy_validate_and_test() {
     let sb = dev_data();
     let o = ok(sb.cli(&["policy", "validate"]));
     assert!(stdout(&o).contains("protect-main"), "{}", stdout(&o));
+    // Proper plurals, not `13 polic(ies)`.
+    assert!(
+        stdout(&o).contains(" policies in `") && !stdout(&o).contains("(ies)"),
+        "{}",
+        stdout(&o)
+    );
 
-    let tests = starter_dir().join("tests.toml");
+    // `latchkey dev` writes the starter tests next to the policies.
+    let tests = sb.data.join("policies").join("tests.toml");
+    assert_eq!(
+        std::fs::read_to_string(&tests).unwrap(),
+        std::fs::read_to_string(starter_dir().join("tests.toml")).unwrap()
+    );
     let o = sb.cli(&["policy", "test", tests.to_str().unwrap()]);
     assert!(
         o.status.success(),
@@ -172,7 +183,8 @@ fn policy_validate_and_test() {
         stdout(&o),
         stderr(&o)
     );
-    assert!(stdout(&o).contains(" 0 failed"), "{}", stdout(&o));
+    // The report ends its last line.
+    assert!(stdout(&o).ends_with(" 0 failed\n"), "{:?}", stdout(&o));
 
     // A wrong expectation fails naming the row.
     let text = std::fs::read_to_string(&tests).unwrap();

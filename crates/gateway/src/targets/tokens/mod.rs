@@ -462,3 +462,44 @@ impl Target for TokenService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(iss: &str) -> IdentityError {
+        IdentityError::UnknownIssuer { iss: iss.into() }
+    }
+
+    #[test]
+    fn a_dev_token_from_elsewhere_is_refused_as_one_not_as_a_missing_issuer() {
+        let here = Some("http://127.0.0.1:18080/dev-idp");
+        let r = identity_refusal(
+            &unknown("http://127.0.0.1:8080/dev-idp"),
+            "subject_token",
+            here,
+        );
+        assert_eq!(
+            r.message,
+            "subject_token: issuer `http://127.0.0.1:8080/dev-idp` is not this sandbox's identity \
+             provider (`http://127.0.0.1:18080/dev-idp`): it is a dev token from another sandbox or \
+             minted for another URL; mint one for this sandbox with \
+             `latchkey dev token --url http://127.0.0.1:18080`"
+        );
+        // A gateway without the dev issuer says what the token is, too.
+        let r = identity_refusal(
+            &unknown("http://127.0.0.1:8080/dev-idp"),
+            "subject_token",
+            None,
+        );
+        assert!(r.message.contains("from a sandbox"), "{}", r.message);
+        assert!(!r.message.contains("[[issuers]]"), "{}", r.message);
+        // Any other unknown issuer keeps the advice to configure it.
+        let r = identity_refusal(&unknown("https://idp.example"), "subject_token", here);
+        assert!(
+            r.message.contains("add it to `[[issuers]]`"),
+            "{}",
+            r.message
+        );
+    }
+}
