@@ -60,6 +60,21 @@ pub(crate) fn duration_arg(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A point in time for `--since`/`--until`: RFC 3339, or a duration ago
+/// (`1h`). Checked here so a typo is refused naming the flag; the value is
+/// resolved against the clock when the query runs.
+pub(crate) fn when_arg(s: &str) -> Result<String, String> {
+    let rfc3339 =
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok();
+    if rfc3339 || latchkey_gateway::config::parse_duration(s).is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is neither an RFC 3339 time (`2026-01-31T09:00:00Z`) nor a duration like `1h`"
+        ))
+    }
+}
+
 /// The decision an audit record holds, as the log stores it
 /// (`decision.effect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -385,10 +400,10 @@ pub(crate) struct AuditQueryArgs {
     #[arg(long)]
     pub(crate) commit: Option<String>,
     /// Only events at or after this time (RFC 3339, or a duration ago such as `1h`).
-    #[arg(long)]
+    #[arg(long, value_parser = when_arg)]
     pub(crate) since: Option<String>,
     /// Only events before this time (RFC 3339, or a duration ago).
-    #[arg(long)]
+    #[arg(long, value_parser = when_arg)]
     pub(crate) until: Option<String>,
     /// Maximum rows (newest first are kept).
     #[arg(long, default_value_t = 100)]

@@ -251,6 +251,8 @@ fn every_subcommand_has_help() {
         &["keys", "list"],
         &["keys", "rotate"],
         &["git-credential"],
+        &["ci", "token"],
+        &["init"],
     ];
     for c in commands {
         let mut args = c.to_vec();
@@ -585,6 +587,10 @@ fn duration_and_enumerated_flags_are_validated() {
         (
             &["audit", "query", "--decision", "denied"],
             &["--decision", "denied", "[possible values: allow, deny]"],
+        ),
+        (
+            &["audit", "query", "--since", "yesterday"],
+            &["--since", "yesterday", "RFC 3339"],
         ),
         (
             &["ci", "token", "--audience", "git", "--from", "jenkins"],
