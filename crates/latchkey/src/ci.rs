@@ -22,7 +22,15 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Runs `latchkey ci token`.
 pub(crate) async fn token(args: CiTokenArgs) -> Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let url = args.url.trim_end_matches('/').to_owned();
+    // A CI job names its gateway; only a sandbox's recorded URL stands in
+    // for `--url` (a job that silently tried 127.0.0.1:8080 would fail
+    // later and less clearly).
+    let url = match args.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => crate::config::sandbox_url(&args.data)?
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .context("no gateway URL: pass `--url URL` or set `LATCHKEY_URL`")?,
+    };
     let oidc_audience = args.oidc_audience.clone().unwrap_or_else(|| url.clone());
     let source = match args.from {
         Some(s) => s,
@@ -58,7 +66,7 @@ pub(crate) async fn token(args: CiTokenArgs) -> Result<ExitCode> {
         form.push(("scope", s.clone()));
     }
     if let Some(l) = args.lifetime {
-        form.push(("lifetime", l.to_string()));
+        form.push(("lifetime", l.as_secs().to_string()));
     }
     let body = crate::client::exchange(&url, &form)
         .await

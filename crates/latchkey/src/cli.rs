@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -22,8 +23,76 @@ pub(crate) struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `latchkey=debug`.
     #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
     pub(crate) log: String,
+    /// Log line format on standard error: `text` for people (coloured only
+    /// on a terminal and never with `NO_COLOR` set), `json` (one object per
+    /// line) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration flag: `90s`, `15m`, `1h`, `7d`, or bare seconds (`900`), the
+/// syntax of every duration in latchkey.toml. A clap value parser, so a bad
+/// value is refused naming the flag.
+pub(crate) fn duration_arg(s: &str) -> Result<Duration, String> {
+    let d = latchkey_gateway::config::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` is zero; give a positive duration like `15m`"
+        ));
+    }
+    Ok(d)
+}
+
+/// A point in time for `--since`/`--until`: RFC 3339, or a duration ago
+/// (`1h`). Checked here so a typo is refused naming the flag; the value is
+/// resolved against the clock when the query runs.
+pub(crate) fn when_arg(s: &str) -> Result<String, String> {
+    let rfc3339 =
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok();
+    if rfc3339 || latchkey_gateway::config::parse_duration(s).is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is neither an RFC 3339 time (`2026-01-31T09:00:00Z`) nor a duration like `1h`"
+        ))
+    }
+}
+
+/// The decision an audit record holds, as the log stores it
+/// (`decision.effect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DecisionArg {
+    /// Allowed requests.
+    Allow,
+    /// Refused requests.
+    Deny,
+}
+
+impl DecisionArg {
+    /// The value in the log and its index.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DecisionArg::Allow => "allow",
+            DecisionArg::Deny => "deny",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +108,13 @@ pub(crate) enum Command {
     /// (DEV ONLY), starter policies, a local Git upstream with a sample
     /// repository, and a listener on 127.0.0.1:8080.
     Dev(DevArgs),
+    /// Write a starting point for `latchkey serve` into DIR: a commented
+    /// `latchkey.toml`, the starter policies with their tests, and a fresh
+    /// master key (mode 0600).
+    ///
+    /// Refuses to overwrite any file that exists. Then:
+    /// `latchkey serve --check --config DIR/latchkey.toml`.
+    Init(InitArgs),
     /// Exchange an identity token for a Latchkey token (RFC 8693) and print it.
     Token(TokenArgs),
     /// Verify, query and follow the audit log.
@@ -95,9 +171,14 @@ pub(crate) struct CiTokenArgs {
     /// The audience of the Latchkey token: `git`, `documents`, ...
     #[arg(long)]
     pub(crate) audience: String,
-    /// The gateway's URL.
+    /// The gateway's URL (default: the URL a `latchkey dev` sandbox in
+    /// `--data` recorded).
     #[arg(long, env = "LATCHKEY_URL")]
-    pub(crate) url: String,
+    pub(crate) url: Option<String>,
+    /// Data directory of a `latchkey dev` sandbox whose URL to use when
+    /// neither `--url` nor `LATCHKEY_URL` is given.
+    #[arg(long, default_value = "latchkey-data")]
+    pub(crate) data: PathBuf,
     /// The audience to request from the CI's OIDC issuer (one of the
     /// issuer's `audiences` in latchkey.toml). Default: the gateway URL.
     #[arg(long)]
@@ -111,10 +192,10 @@ pub(crate) struct CiTokenArgs {
     /// Space-separated scopes to request (a subset of the trust rule's).
     #[arg(long)]
     pub(crate) scope: Option<String>,
-    /// Requested lifetime in seconds (capped by the trust rule, the server
-    /// and the CI token's expiry).
-    #[arg(long)]
-    pub(crate) lifetime: Option<u64>,
+    /// Requested lifetime, e.g. `15m` or `1h` (bare numbers are seconds);
+    /// capped by the trust rule, the server and the CI token's expiry.
+    #[arg(long, value_parser = duration_arg)]
+    pub(crate) lifetime: Option<Duration>,
     /// Store the token in `latchkey git-credential`'s cache instead of
     /// printing it, so `git` (with that helper configured) uses it.
     #[arg(long)]
@@ -137,6 +218,13 @@ pub(crate) struct GitCredentialArgs {
     /// `latchkey dev token --data /abs/latchkey-data --user alice`.
     #[arg(long, env = "LATCHKEY_ID_TOKEN_COMMAND", hide_env_values = true)]
     pub(crate) id_token_command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Directory to write into (created if missing).
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +252,9 @@ pub(crate) struct DevArgs {
     pub(crate) listen: SocketAddr,
     /// Put a Firestore emulator (`host:port`, e.g. one started with
     /// `gcloud emulators firestore start`) behind the sandbox's Firestore
-    /// routes; its `(default)` database is environment `dev`.
+    /// routes; its `(default)` database is environment `dev` and its `prod`
+    /// database environment `prod`, so both the allowed and the refused
+    /// writes of the starter policies can be tried.
     #[arg(long, value_name = "HOST:PORT", env = "LATCHKEY_FIRESTORE_EMULATOR")]
     pub(crate) firestore_emulator: Option<String>,
     #[command(subcommand)]
@@ -192,12 +282,14 @@ pub(crate) struct DevTokenArgs {
     /// E-mail claim (default `USER@example.com`).
     #[arg(long)]
     pub(crate) email: Option<String>,
-    /// Lifetime, e.g. `10m` or `1h`.
-    #[arg(long, default_value = "1h")]
-    pub(crate) ttl: String,
+    /// Lifetime, e.g. `10m` or `1h` (bare numbers are seconds).
+    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    pub(crate) ttl: Duration,
     /// The URL the dev sandbox listens on (it is the token's issuer).
-    #[arg(long, env = "LATCHKEY_URL", default_value = "http://127.0.0.1:8080")]
-    pub(crate) url: String,
+    /// Default: the URL the sandbox recorded in `DATA/url`, else
+    /// `http://127.0.0.1:8080`.
+    #[arg(long, env = "LATCHKEY_URL")]
+    pub(crate) url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,12 +316,18 @@ pub(crate) struct TokenArgs {
     /// A token of the agent acting for the subject (delegation; adds `act`).
     #[arg(long)]
     pub(crate) actor_token: Option<String>,
-    /// Requested lifetime in seconds (capped by the server).
-    #[arg(long)]
-    pub(crate) lifetime: Option<u64>,
-    /// The gateway's URL.
-    #[arg(long, env = "LATCHKEY_URL", default_value = "http://127.0.0.1:8080")]
-    pub(crate) url: String,
+    /// Requested lifetime, e.g. `15m` or `1h` (bare numbers are seconds);
+    /// capped by the server.
+    #[arg(long, value_parser = duration_arg)]
+    pub(crate) lifetime: Option<Duration>,
+    /// The gateway's URL. Default: the URL a `latchkey dev` sandbox in
+    /// `--data` recorded, else `http://127.0.0.1:8080`.
+    #[arg(long, env = "LATCHKEY_URL")]
+    pub(crate) url: Option<String>,
+    /// Data directory of a `latchkey dev` sandbox whose URL to use when
+    /// neither `--url` nor `LATCHKEY_URL` is given.
+    #[arg(long, default_value = "latchkey-data")]
+    pub(crate) data: PathBuf,
     /// Print the whole token response as JSON instead of just the token.
     #[arg(long)]
     pub(crate) json: bool,
@@ -299,17 +397,17 @@ pub(crate) struct AuditQueryArgs {
     /// Action, e.g. `git.push` or `token.mint`.
     #[arg(long)]
     pub(crate) action: Option<String>,
-    /// `allow` or `deny`.
-    #[arg(long)]
-    pub(crate) decision: Option<String>,
+    /// Only allowed or only refused requests.
+    #[arg(long, value_enum)]
+    pub(crate) decision: Option<DecisionArg>,
     /// Commit id or prefix.
     #[arg(long)]
     pub(crate) commit: Option<String>,
     /// Only events at or after this time (RFC 3339, or a duration ago such as `1h`).
-    #[arg(long)]
+    #[arg(long, value_parser = when_arg)]
     pub(crate) since: Option<String>,
     /// Only events before this time (RFC 3339, or a duration ago).
-    #[arg(long)]
+    #[arg(long, value_parser = when_arg)]
     pub(crate) until: Option<String>,
     /// Maximum rows (newest first are kept).
     #[arg(long, default_value_t = 100)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use latchkey_core::{SharedClock, SystemClock};
-use latchkey_gateway::config::{Config, parse_duration};
+use latchkey_gateway::config::Config;
 use latchkey_gateway::{Gateway, StartOptions};
 
 use crate::cli::*;
@@ -16,7 +16,7 @@ use crate::client::{exchange, exchange_form};
 use crate::config::{dev_config, locate};
 
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => match args.command {
@@ -25,8 +25,14 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
                 let path = create_repo(&args.data.join("repos"), &name)?;
                 println!("created {}", path.display());
-                let base = std::env::var("LATCHKEY_URL")
-                    .unwrap_or_else(|_| format!("http://{}", args.listen));
+                // The sandbox's own URL: `LATCHKEY_URL`, else the one it
+                // recorded, else the address `--listen` names.
+                let explicit = std::env::var("LATCHKEY_URL").ok().filter(|u| !u.is_empty());
+                let base = match explicit {
+                    Some(u) => u,
+                    None => crate::config::sandbox_url(&args.data)?
+                        .unwrap_or_else(|| format!("http://{}", args.listen)),
+                };
                 println!(
                     "clone URL: {}/git/local/{name}.git",
                     base.trim_end_matches('/')
@@ -34,6 +40,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Init(args) => crate::init::run(&args.dir),
         Command::Token(args) => token(args).await,
         Command::Audit(cmd) => crate::output::audit(cmd, clock()).await,
         Command::Policy(cmd) => policy(cmd),
@@ -43,13 +50,26 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn init_logging(filter: &str) {
+/// Logs go to standard error: JSON lines for log shippers, or text that is
+/// coloured only when a person is looking (a terminal) and did not ask for
+/// no colour (`NO_COLOR`, <https://no-color.org>): escape codes in a file or
+/// a pipe are noise.
+fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .try_init()
+        }
+    };
 }
 
 /// The real clock, made here and passed down: the binary is the one place
@@ -115,14 +135,11 @@ async fn dev(
     let policy_dir = data.join("policies");
     if !policy_dir.exists() {
         std::fs::create_dir_all(&policy_dir)?;
-        for (name, text) in latchkey_policy::starter_policy_files() {
+        // The policies, the group hierarchy they rely on (maintainers are
+        // developers) and their tests (`latchkey policy test`).
+        for (name, text) in crate::init::starter_files() {
             std::fs::write(policy_dir.join(name), text)?;
         }
-        // The group hierarchy (maintainers are developers) the starter policies rely on.
-        std::fs::write(
-            policy_dir.join(latchkey_policy::ENTITIES_FILE),
-            latchkey_policy::STARTER_ENTITIES,
-        )?;
     }
     let repos = data.join("repos");
     if !repos.join("acme/app.git").exists() {
@@ -131,41 +148,68 @@ async fn dev(
     let config = dev_config(&data, listen, firestore_emulator.as_deref())?;
     let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
     let url = gw.public_url().to_owned();
+    let banner = dev_banner(&url, &data);
+    let url_file = data.join(crate::config::URL_FILE);
+    run_server(gw, listen, None, Some((banner, url_file))).await
+}
+
+/// What `latchkey dev` prints once it listens: commands that work as pasted
+/// in another terminal, whatever `--listen` and `--data` were. They find the
+/// sandbox's URL in `DATA/url`; a non-default data directory is named
+/// (absolute, quoted for `sh`) so they work from any directory.
+fn dev_banner(url: &str, data: &Path) -> String {
     let data_arg = if data == Path::new("latchkey-data") {
         String::new()
     } else {
-        format!(" --data {}", data.display())
+        let abs = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+        format!(" --data {}", sh_word(&abs.display().to_string()))
     };
-    let banner = format!(
+    format!(
         "\nLatchkey dev sandbox on {url}\n\
          DEV ONLY: the built-in identity provider at {url}/dev-idp signs any identity you ask for.\n\
          Data: {data}   Policies: {data}/policies   Repositories: {data}/repos\n\n\
          In another terminal:\n\
          \x20 ID=$(latchkey dev token{data_arg} --user alice --group developers)\n\
-         \x20 TOKEN=$(latchkey token --subject-token \"$ID\" --audience git)\n\
+         \x20 TOKEN=$(latchkey token{data_arg} --subject-token \"$ID\" --audience git)\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" clone {url}/git/local/acme/app.git\n\
          \x20 cd app && git commit --allow-empty -m hello\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/main   # denied: protect-main\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/feature # allowed\n\
          \x20 latchkey audit tail{data_arg}\n",
         data = data.display(),
-    );
-    run_server(gw, listen, None, Some(banner)).await
+    )
 }
 
+/// `s` as one `sh` word: as is when it holds only safe characters, else in
+/// single quotes.
+fn sh_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%=,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Binds and serves. `sandbox` is the dev sandbox's banner and the file
+/// its URL is recorded in, written once the port is bound (so a command
+/// that reads it finds a sandbox that answers).
 async fn run_server(
     gw: Arc<Gateway>,
     listen: std::net::SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
-    banner: Option<String>,
+    sandbox: Option<(String, PathBuf)>,
 ) -> Result<ExitCode> {
     let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, issuer = gw.public_url(), "latchkey listening");
-    if let Some(b) = banner {
-        println!("{b}");
+    if let Some((banner, url_file)) = sandbox {
+        crate::config::write_url_file(&url_file, gw.public_url())?;
+        println!("{banner}");
     }
     // Rotations by `latchkey keys rotate` or another node, within a second.
     latchkey_gateway::spawn_key_watch(gw.clone());
@@ -235,9 +279,9 @@ fn dev_token(data: &Path, args: DevTokenArgs, clock: &SharedClock) -> Result<Exi
             data.display()
         );
     }
-    let url = args.url.trim_end_matches('/');
+    let url = crate::config::gateway_url(args.url.as_deref(), data)?;
     let dev = latchkey_identity::DevIssuer::load_or_create(&key, format!("{url}/dev-idp"))?;
-    let ttl = parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
+    let ttl = args.ttl;
     let email = args
         .email
         .unwrap_or_else(|| format!("{}@example.com", args.user));
@@ -307,9 +351,10 @@ async fn token(args: TokenArgs) -> Result<ExitCode> {
         ));
     }
     if let Some(l) = args.lifetime {
-        form.push(("lifetime", l.to_string()));
+        form.push(("lifetime", l.as_secs().to_string()));
     }
-    let body = exchange(&args.url, &form).await?;
+    let url = crate::config::gateway_url(args.url.as_deref(), &args.data)?;
+    let body = exchange(&url, &form).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
@@ -341,9 +386,14 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             let dir = dir_of(&pl)?;
             let engine = latchkey_policy::PolicyEngine::load(&dir)?;
             println!(
-                "{} polic(ies) in `{}` are valid against the schema: {}",
-                engine.policy_count(),
+                "{} in `{}` {} valid against the schema: {}",
+                crate::output::count(engine.policy_count() as u64, "policy", "policies"),
                 dir.display(),
+                if engine.policy_count() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
                 engine.policy_ids().join(", ")
             );
             Ok(ExitCode::SUCCESS)
@@ -354,7 +404,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
             let report = latchkey_policy::run_policy_tests(&engine, &text)?;
-            print!("{report}");
+            println!("{report}");
             Ok(if report.all_passed() {
                 ExitCode::SUCCESS
             } else {

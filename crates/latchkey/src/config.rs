@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use latchkey_gateway::config::Config;
 
 use crate::cli::Location;
@@ -33,7 +33,7 @@ local_root = "repos"
     );
     let text = match firestore_emulator {
         Some(hostport) => format!(
-            "{text}\n[firestore]\nemulator = {}\ndatabases = {{ \"(default)\" = \"dev\" }}\n",
+            "{text}\n[firestore]\nemulator = {}\ndatabases = {{ \"(default)\" = \"dev\", \"prod\" = \"prod\" }}\n",
             toml::Value::String(hostport.to_owned())
         ),
         None => text,
@@ -59,5 +59,72 @@ pub(crate) fn locate(loc: &Location) -> Result<Config> {
             }
             dev_config(&loc.data, "127.0.0.1:8080".parse()?, None)
         }
+    }
+}
+
+/// The file in a sandbox's data directory that holds the URL it serves on,
+/// written by `latchkey dev` once it listens.
+pub(crate) const URL_FILE: &str = "url";
+
+/// Where the sandbox is when nothing says otherwise: `latchkey dev`'s
+/// default `--listen`.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// The URL the sandbox in `data` recorded, if it recorded one.
+pub(crate) fn sandbox_url(data: &Path) -> Result<Option<String>> {
+    let path = data.join(URL_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|u| !u.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    }
+}
+
+/// The gateway a client command talks to: `--url` or `LATCHKEY_URL` when
+/// given, else the URL the sandbox in `data` recorded, else [`DEFAULT_URL`].
+/// Without a trailing `/`.
+pub(crate) fn gateway_url(explicit: Option<&str>, data: &Path) -> Result<String> {
+    let url = match explicit.filter(|u| !u.is_empty()) {
+        Some(u) => u.to_owned(),
+        None => sandbox_url(data)?.unwrap_or_else(|| DEFAULT_URL.to_owned()),
+    };
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Records `url` in `path` atomically (a temporary file renamed over it), so
+/// a command reading it never sees half a URL.
+pub(crate) fn write_url_file(path: &Path, url: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{URL_FILE}.{}.tmp", std::process::id()));
+    let result =
+        std::fs::write(&tmp, format!("{url}\n")).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write `{}`", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_comes_from_the_flag_then_the_sandbox_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(gateway_url(None, d).unwrap(), DEFAULT_URL);
+        write_url_file(&d.join(URL_FILE), "http://127.0.0.1:18080").unwrap();
+        assert_eq!(gateway_url(None, d).unwrap(), "http://127.0.0.1:18080");
+        assert_eq!(
+            gateway_url(Some("http://gw.example/"), d).unwrap(),
+            "http://gw.example"
+        );
+        // Only the URL file is left behind.
+        let names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [URL_FILE]);
     }
 }

@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod config;
 mod credential;
+mod init;
 mod output;
 mod witness;
 

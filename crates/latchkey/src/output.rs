@@ -22,6 +22,11 @@ pub(crate) fn fmt_time(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// `n` and the noun in the number it needs: `1 policy`, `12 policies`.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Parses RFC 3339 or a duration before `now_ms` (`1h`) into ms since the
 /// epoch. Pure, so `--since 1h` is tested against a fixed time.
 fn parse_when(s: &str, now_ms: u64) -> Result<u64> {
@@ -75,7 +80,16 @@ fn event_line(seq: u64, ev: &serde_json::Value) -> String {
         ("EVENT".into(), String::new())
     };
     let mut extra = String::new();
+    // A revocation, freeze or lift says what it applies to: the kind and
+    // the value (a job id, a pipeline, a subject, a token id).
+    let revoked = ev["context"]["revocation_kind"].as_str();
+    if let (Some(kind), Some(value)) = (revoked, ev["context"]["value"].as_str()) {
+        extra.push_str(&format!(" {kind}={}", latchkey_core::echo(value)));
+    }
     for key in ["old", "new", "commit", "job_id"] {
+        if key == "job_id" && revoked.is_some() {
+            continue; // already shown as `job=...`
+        }
         if let Some(v) = ev["context"][key].as_str() {
             let short = if v.len() > 12 && key != "job_id" {
                 &v[..12]
@@ -130,18 +144,36 @@ async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
     match latchkey_audit::verify_with(&data.join("audit"), &opts) {
         Ok(report) => {
             println!(
-                "audit log intact: {} record(s), {} signed checkpoint(s), last record {}",
-                report.records, report.checkpoints, report.last_seq
+                "audit log intact: {}, {}, last record {}",
+                count(report.records, "record", "records"),
+                count(
+                    report.checkpoints,
+                    "signed checkpoint",
+                    "signed checkpoints"
+                ),
+                report.last_seq
             );
             if report.unvouched > 0 {
                 println!(
-                    "note: the last {} record(s) are not yet vouched for by a checkpoint \
+                    "note: {} not yet vouched for by a checkpoint \
                      (a running gateway signs one within {:?}; after a crash, at its next start)",
-                    report.unvouched, config.audit.checkpoint_interval
+                    if report.unvouched == 1 {
+                        "the last record is".to_owned()
+                    } else {
+                        format!("the last {} records are", report.unvouched)
+                    },
+                    config.audit.checkpoint_interval
                 );
             }
             if !args.witness.is_empty() {
-                println!("{} witnessed checkpoint(s) match the log", report.witnessed);
+                println!(
+                    "{} the log",
+                    if report.witnessed == 1 {
+                        "1 witnessed checkpoint matches".to_owned()
+                    } else {
+                        format!("{} witnessed checkpoints match", report.witnessed)
+                    }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +286,7 @@ async fn query(args: AuditQueryArgs, clock: &SharedClock) -> Result<ExitCode> {
         principal: args.principal.clone(),
         resource,
         action: args.action.clone(),
-        decision: args.decision.clone(),
+        decision: args.decision.map(|d| d.as_str().to_owned()),
         commit: args.commit.clone(),
         since_ms: args.since.as_ref().map(when).transpose()?,
         until_ms: args.until.as_ref().map(when).transpose()?,
@@ -340,6 +372,38 @@ mod tests {
     use super::*;
 
     const NOW_MS: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn counts_use_the_noun_the_number_needs() {
+        assert_eq!(count(1, "policy", "policies"), "1 policy");
+        assert_eq!(count(0, "policy", "policies"), "0 policies");
+        assert_eq!(count(12, "record", "records"), "12 records");
+    }
+
+    #[test]
+    fn a_revocation_row_says_what_was_revoked() {
+        let ev = serde_json::json!({
+            "time_ms": NOW_MS,
+            "principal": {"kind": "user", "id": "admin"},
+            "action": "token.revoke",
+            "outcome": {"status": "freeze", "detail": "leaked"},
+            "context": {"revocation_kind": "job", "value": "0184-job", "mode": "freeze", "job_id": "0184-job"},
+        });
+        let line = event_line(7, &ev);
+        assert!(line.contains(" job=0184-job "), "{line}");
+        assert!(!line.contains("job_id="), "{line}");
+        assert!(line.contains("freeze leaked"), "{line}");
+        let ev = serde_json::json!({
+            "action": "admin.lift",
+            "outcome": {"status": "lifted"},
+            "context": {"revocation_kind": "subject", "value": "user:mallory", "mode": "freeze"},
+        });
+        assert!(
+            event_line(8, &ev).contains(" subject=user:mallory "),
+            "{}",
+            event_line(8, &ev)
+        );
+    }
 
     #[test]
     fn when_is_an_rfc3339_time_or_a_duration_before_now() {

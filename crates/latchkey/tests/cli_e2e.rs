@@ -167,8 +167,19 @@ fn policy_validate_and_test() {
     let sb = dev_data();
     let o = ok(sb.cli(&["policy", "validate"]));
     assert!(stdout(&o).contains("protect-main"), "{}", stdout(&o));
+    // Proper plurals, not `13 polic(ies)`.
+    assert!(
+        stdout(&o).contains(" policies in `") && !stdout(&o).contains("(ies)"),
+        "{}",
+        stdout(&o)
+    );
 
-    let tests = starter_dir().join("tests.toml");
+    // `latchkey dev` writes the starter tests next to the policies.
+    let tests = sb.data.join("policies").join("tests.toml");
+    assert_eq!(
+        std::fs::read_to_string(&tests).unwrap(),
+        std::fs::read_to_string(starter_dir().join("tests.toml")).unwrap()
+    );
     let o = sb.cli(&["policy", "test", tests.to_str().unwrap()]);
     assert!(
         o.status.success(),
@@ -176,7 +187,8 @@ fn policy_validate_and_test() {
         stdout(&o),
         stderr(&o)
     );
-    assert!(stdout(&o).contains(" 0 failed"), "{}", stdout(&o));
+    // The report ends its last line.
+    assert!(stdout(&o).ends_with(" 0 failed\n"), "{:?}", stdout(&o));
 
     // A wrong expectation fails naming the row.
     let text = std::fs::read_to_string(&tests).unwrap();
@@ -243,6 +255,8 @@ fn every_subcommand_has_help() {
         &["keys", "list"],
         &["keys", "rotate"],
         &["git-credential"],
+        &["ci", "token"],
+        &["init"],
     ];
     for c in commands {
         let mut args = c.to_vec();
@@ -337,4 +351,281 @@ fn audit_query_says_when_the_index_is_behind_the_log() {
     );
     // The index's answer is given all the same, unchanged.
     assert_eq!(stdout(&o).lines().count(), indexed, "{}", stdout(&o));
+}
+
+/// `latchkey init DIR`, run from DIR (relative paths in the generated config
+/// are relative to DIR, the config file's directory).
+fn init(dir: &Path) -> std::process::Output {
+    latchkey_cmd(["init"]).arg(dir).output().unwrap()
+}
+
+/// Issue 13, item 4: `latchkey init` writes what `serve` needs (a config
+/// that checks, policies whose tests pass, a private master key) and never
+/// overwrites a file.
+#[test]
+fn init_writes_what_serve_needs_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("gateway");
+    let o = ok(init(&dir));
+    assert!(
+        stdout(&o).contains("latchkey serve --check"),
+        "{}",
+        stdout(&o)
+    );
+    let config = dir.join("latchkey.toml");
+
+    let o = ok(latchkey_cmd(["serve", "--check", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .output()
+        .unwrap());
+    assert!(stdout(&o).contains("is valid"), "{}", stdout(&o));
+    let o = ok(latchkey_cmd(["policy", "test"])
+        .arg(dir.join("data/policies/tests.toml"))
+        .arg("--config")
+        .arg(&config)
+        .current_dir(&dir)
+        .output()
+        .unwrap());
+    // Every starter test passes, and the report ends its last line.
+    assert!(
+        stdout(&o).ends_with(" passed, 0 failed\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    let key = dir.join("data/master.key");
+    let text = std::fs::read_to_string(&key).unwrap();
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim()).unwrap();
+    assert_eq!(bytes.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.join("data")), 0o700);
+    }
+
+    // A second init refuses, naming the file, and changes nothing.
+    let before = std::fs::read(&config).unwrap();
+    let o = init(&dir);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("latchkey.toml") && stderr(&o).contains("exists"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+
+    // One existing file anywhere in the set: refused before anything is written.
+    let partial = tmp.path().join("partial");
+    std::fs::create_dir_all(partial.join("data/policies")).unwrap();
+    std::fs::write(partial.join("data/policies/20-git.cedar"), "// mine").unwrap();
+    let o = init(&partial);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("20-git.cedar"), "{}", stderr(&o));
+    assert!(!partial.join("latchkey.toml").exists());
+    assert!(!partial.join("data/master.key").exists());
+}
+
+/// A config from `latchkey init` that listens on a free port.
+fn init_on_free_port(dir: &Path) -> (std::path::PathBuf, String) {
+    ok(init(dir));
+    let config = dir.join("latchkey.toml");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("listen = \"127.0.0.1:8080\""), "{text}");
+    std::fs::write(&config, text.replace("127.0.0.1:8080", &addr)).unwrap();
+    (config, addr)
+}
+
+/// `latchkey serve` on `config` until `/admin/health` answers, then SIGTERM;
+/// what it wrote on stderr.
+fn serve_briefly(config: &Path, addr: &str, extra_env: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = config.parent().unwrap();
+    let log = dir.join("stderr.log");
+    let mut cmd = latchkey_cmd(args);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("LATCHKEY_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while http_status(addr, "/admin/health") != Some(200) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "latchkey serve exited ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no health answer");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Issue 13, items 4 and 9: the config `init` writes serves as is; logs are
+/// JSON lines with `--log-format json`, and plain text without escape codes
+/// when stderr is not a terminal.
+#[test]
+fn init_config_serves_and_logs_for_machines_and_people() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, addr) = init_on_free_port(&tmp.path().join("json"));
+    let err = serve_briefly(&config, &addr, &[], &["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "latchkey listening"),
+        "{err}"
+    );
+
+    let (config, addr) = init_on_free_port(&tmp.path().join("text"));
+    let err = serve_briefly(&config, &addr, &[("LATCHKEY_LOG_FORMAT", "text")], &[]);
+    assert!(err.contains("latchkey listening"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in a file: {err:?}");
+}
+
+/// Issue 13, item 9: colour on a terminal (a pseudo-terminal from
+/// `script`), none with `NO_COLOR` set.
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        latchkey_testkit::skip_or_fail("script", "no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // `keys list` on a fresh data directory logs the store's creation at info.
+    let run = |name: &str, no_color: bool| {
+        let dir = tmp.path().join(name);
+        ok(init(&dir));
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec"])
+            .arg(format!(
+                "{} --log info keys list --config latchkey.toml",
+                sh_quote(BIN)
+            ))
+            .arg("/dev/null")
+            .current_dir(&dir)
+            .env_remove("NO_COLOR")
+            .env_remove("LATCHKEY_LOG_FORMAT");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let o = ok(cmd.output().unwrap());
+        stdout(&o)
+    };
+    let coloured = run("tty", false);
+    assert!(coloured.contains("store migration"), "{coloured}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = run("no-color", true);
+    assert!(plain.contains("store migration"), "{plain}");
+    assert!(
+        !plain.contains("\u{1b}["),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
+
+/// Issue 13, item 7: every duration flag takes the config's syntax and
+/// every enumerated flag refuses unknown values, listing the valid ones.
+#[test]
+fn duration_and_enumerated_flags_are_validated() {
+    let refused: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "token",
+                "--subject-token",
+                "x",
+                "--audience",
+                "git",
+                "--lifetime",
+                "15x",
+            ],
+            &["--lifetime", "15x", "unknown unit"],
+        ),
+        (
+            &[
+                "ci",
+                "token",
+                "--audience",
+                "git",
+                "--url",
+                "http://127.0.0.1:1",
+                "--lifetime",
+                "soon",
+            ],
+            &["--lifetime", "soon"],
+        ),
+        (
+            &["dev", "token", "--user", "a", "--ttl", "1y"],
+            &["--ttl", "1y"],
+        ),
+        (
+            &["dev", "token", "--user", "a", "--ttl", "0"],
+            &["--ttl", "zero"],
+        ),
+        (
+            &["audit", "query", "--decision", "denied"],
+            &["--decision", "denied", "[possible values: allow, deny]"],
+        ),
+        (
+            &["audit", "query", "--since", "yesterday"],
+            &["--since", "yesterday", "RFC 3339"],
+        ),
+        (
+            &["ci", "token", "--audience", "git", "--from", "jenkins"],
+            &[
+                "--from",
+                "jenkins",
+                "possible values: buildkite, github-actions, file, stdin",
+            ],
+        ),
+        (
+            &["--log-format", "yaml", "policy", "schema"],
+            &["--log-format", "yaml", "[possible values: text, json]"],
+        ),
+    ];
+    for (args, names) in refused {
+        let o = latchkey(*args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "`{}`: {}",
+            args.join(" "),
+            stderr(&o)
+        );
+        for n in *names {
+            assert!(
+                stderr(&o).contains(n),
+                "`{}`: expected `{n}` in:\n{}",
+                args.join(" "),
+                stderr(&o)
+            );
+        }
+    }
+    // (Bare seconds still work: the sandbox test mints with `--ttl 600`.)
 }

@@ -476,3 +476,178 @@ fn a_sigterm_right_after_start_is_a_clean_shutdown() {
         assert!(status.success(), "round {round}: exited with {status}");
     }
 }
+
+/// The lines `latchkey dev` prints under "In another terminal:", without
+/// their indent.
+fn banner_commands(log: &str) -> Vec<String> {
+    log.lines()
+        .skip_while(|l| !l.starts_with("In another terminal:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Issue 13, item 1: on a port and data directory that are not the
+/// defaults, the banner's commands work as pasted (they find the sandbox's
+/// URL in `DATA/url`), with the real `git`.
+#[test]
+fn banner_commands_work_as_pasted_on_any_port_and_data_dir() {
+    let sb = Sandbox::start();
+    assert!(!sb.url.ends_with(":8080"), "{}", sb.url);
+    let recorded = std::fs::read_to_string(sb.data.join("url")).unwrap();
+    assert_eq!(recorded.trim(), sb.url);
+
+    let commands = banner_commands(&sb.log());
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("clone") && c.contains(&sb.url)),
+        "{commands:#?}"
+    );
+    let (tail, script): (Vec<String>, Vec<String>) = commands
+        .into_iter()
+        .partition(|c| c.starts_with("latchkey audit tail"));
+    let home = GitHome::new();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = home.sh(&work, &script.join("\n")).output().unwrap();
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(work.join("app/.git").exists(), "the clone failed:\n{out}");
+    assert!(out.contains("protect-main"), "{out}");
+    let upstream = sb.data.join("repos/acme/app.git");
+    let feature = home
+        .git(&work, ["--git-dir"])
+        .arg(&upstream)
+        .args(["rev-parse", "--verify", "refs/heads/feature"])
+        .output()
+        .unwrap();
+    assert!(feature.status.success(), "the feature push failed:\n{out}");
+    let main = home
+        .git(&work, ["--git-dir"])
+        .arg(&upstream)
+        .args(["rev-parse", "--verify", "refs/heads/main"])
+        .output()
+        .unwrap();
+    assert!(!main.status.success(), "main must stay unpushed:\n{out}");
+
+    // `audit tail` follows; pasted with `--no-follow` it shows the denial.
+    let [tail] = tail.as_slice() else {
+        panic!("one `latchkey audit tail` line expected: {tail:?}")
+    };
+    let o = ok(home
+        .sh(&work, &format!("{tail} --no-follow"))
+        .output()
+        .unwrap());
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.contains("DENY") && l.contains("protect-main")),
+        "{}",
+        stdout(&o)
+    );
+
+    // Values the CLI validates: `--decision` as the log stores it, and
+    // durations in the config's syntax.
+    let denied = query_json(&sb, &["--decision", "deny"]);
+    assert!(!denied.is_empty());
+    assert!(
+        denied.iter().all(|e| e["decision"]["effect"] == "deny"),
+        "{denied:#?}"
+    );
+    let id = stdout(&ok(
+        sb.cli(&["dev", "token", "--user", "alice", "--ttl", "600"])
+    ))
+    .trim()
+    .to_owned();
+    let o = ok(latchkey_cmd(["token", "--data"])
+        .arg(&sb.data)
+        .args(["--subject-token", &id, "--audience", "git"])
+        .args(["--lifetime", "5m", "--json"])
+        .output()
+        .unwrap());
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(answer["expires_in"], 300, "{answer}");
+
+    // A new repository's clone URL is this sandbox's.
+    let o = ok(sb.cli(&["dev", "repo", "create", "acme/new"]));
+    assert!(
+        stdout(&o).contains(&format!("clone URL: {}/git/local/acme/new.git", sb.url)),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 13, item 1: a dev token minted for another URL is refused as a
+/// dev token from another sandbox, not with advice to add `[[issuers]]`.
+#[test]
+fn a_dev_token_from_another_sandbox_is_refused_saying_so() {
+    let sb = Sandbox::start();
+    let foreign = stdout(&ok(sb.cli(&[
+        "dev",
+        "token",
+        "--user",
+        "alice",
+        "--url",
+        "http://127.0.0.1:1",
+    ])))
+    .trim()
+    .to_owned();
+    let o = latchkey_cmd(["token", "--data"])
+        .arg(&sb.data)
+        .args(["--subject-token", &foreign, "--audience", "git"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("dev token from another sandbox")
+            && err.contains("http://127.0.0.1:1/dev-idp")
+            && err.contains(&format!("latchkey dev token --url {}", sb.url)),
+        "{err}"
+    );
+    assert!(!err.contains("[[issuers]]"), "{err}");
+}
+
+/// Issue 13, item 3: with an emulator the sandbox maps a `prod` database
+/// too, so the README's allowed write (dev) and refused write (prod,
+/// `protect-prod-documents`) both happen, against Google's real emulator.
+#[test]
+fn the_sandbox_maps_prod_so_the_documented_denial_happens() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(emu) = rt.block_on(latchkey_testkit::firestore::FirestoreEmulator::start_or_skip())
+    else {
+        return;
+    };
+    let sb = Sandbox::start_with(&["--firestore-emulator", &emu.host_port()]);
+    let id = sb.id_token("alice", &["developers"]);
+    let token = sb.token(&id, "documents");
+    let write = |database: &str| {
+        let url = format!(
+            "{}/v1/projects/latchkey-sandbox/databases/{database}/documents/notes/hello",
+            sb.url
+        );
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .patch(&url)
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"fields": {"text": {"stringValue": "hi"}}}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        })
+    };
+    let (status, body) = write("(default)");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = write("prod");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("protect-prod-documents"), "{body}");
+    let prod = rt
+        .block_on(emu.documents("latchkey-sandbox", "prod"))
+        .unwrap();
+    assert!(prod.is_empty(), "{prod:?}");
+    drop(sb);
+    rt.block_on(emu.stop());
+}

@@ -168,9 +168,13 @@ pub(crate) fn suppressed(
     e.context.insert("since_ms".into(), json!(s.since_ms));
     e.context.insert("interval_ms".into(), json!(interval_ms));
     e.outcome = Some(Outcome::new("suppressed").with_detail(format!(
-        "{} refusal(s) before authentication from `{client}` were answered but not \
+        "{} before authentication from `{client}` answered but not \
          recorded one by one (more than {limit} per {}s; `server.limits.unauthenticated_refusals`)",
-        s.count,
+        if s.count == 1 {
+            "1 refusal was".to_owned()
+        } else {
+            format!("{} refusals were", s.count)
+        },
         interval_ms / 1000
     )));
     e
@@ -358,8 +362,12 @@ pub(crate) fn git_outcomes(
             let undecided = outcome.undecided_refs();
             let alarm = (!undecided.is_empty()).then(|| {
                 format!(
-                    "integrity alarm: the upstream reported {} ref(s) no decision covered",
-                    undecided.len()
+                    "integrity alarm: the upstream reported {} no decision covered",
+                    if undecided.len() == 1 {
+                        "1 ref".to_owned()
+                    } else {
+                        format!("{} refs", undecided.len())
+                    }
                 )
             });
             let alarms: Vec<AuditEvent> = undecided

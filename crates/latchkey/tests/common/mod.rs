@@ -131,6 +131,44 @@ impl GitHome {
     }
 }
 
+/// The directory holding the `latchkey` binary under test, for `PATH`, so
+/// scripts run `latchkey` as a user who installed it would.
+pub fn bin_dir() -> PathBuf {
+    let bin = std::env::var_os("LATCHKEY_TEST_BIN").unwrap_or_else(|| BIN.into());
+    Path::new(&bin)
+        .parent()
+        .expect("the binary has a directory")
+        .to_owned()
+}
+
+impl GitHome {
+    /// `sh -c SCRIPT` run in `cwd` as this user (the environment of
+    /// [`Self::git`]), with the binary under test first on `PATH`.
+    pub fn sh(&self, cwd: &Path, script: &str) -> Command {
+        // The same environment as `git` gets (`get_envs` lists what it sets).
+        let cmd = self.git(cwd, ["--version"]);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![bin_dir()];
+        dirs.extend(std::env::split_paths(&path));
+        let mut sh = Command::new("sh");
+        sh.current_dir(cwd)
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null());
+        for v in SCRUB {
+            sh.env_remove(v);
+        }
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        sh.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+        sh
+    }
+}
+
 /// A `latchkey dev` sandbox running as a child process; killed on drop.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -139,7 +177,7 @@ pub struct Sandbox {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -161,6 +199,11 @@ impl Sandbox {
     /// Starts `latchkey dev --data <tempdir>/data --listen 127.0.0.1:<free port>`
     /// and waits until `/admin/health` answers 200.
     pub fn start() -> Sandbox {
+        Sandbox::start_with(&[])
+    }
+
+    /// [`Self::start`] with more `latchkey dev` arguments (after `--listen`).
+    pub fn start_with(extra: &[&str]) -> Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         for attempt in 0..3 {
@@ -170,6 +213,7 @@ impl Sandbox {
             let mut child = latchkey_cmd(["dev", "--data"])
                 .arg(&data)
                 .args(["--listen", &addr])
+                .args(extra)
                 .env("LATCHKEY_LOG", "info")
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)

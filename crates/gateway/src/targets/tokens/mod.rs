@@ -132,12 +132,45 @@ fn invalid_request(message: impl Into<String>) -> Refusal {
     Refusal::new(Stage::Classify, Code::InvalidRequest, message)
 }
 
-fn identity_refusal(e: &IdentityError, which: &str) -> Refusal {
+fn identity_refusal(e: &IdentityError, which: &str, dev_issuer: Option<&str>) -> Refusal {
     let code = match e {
         IdentityError::IssuerUnavailable { .. } => Code::IssuerUnavailable,
         _ => Code::Identity(e.code()),
     };
-    Refusal::new(Stage::Authenticate, code, format!("{which}: {e}"))
+    let message = match e {
+        IdentityError::UnknownIssuer { iss } if looks_like_dev_issuer(iss) => {
+            other_sandbox_message(iss, dev_issuer)
+        }
+        _ => e.to_string(),
+    };
+    Refusal::new(Stage::Authenticate, code, format!("{which}: {message}"))
+}
+
+/// `iss` has the shape of a `latchkey dev` sandbox's identity provider
+/// (`http(s)://HOST:PORT/dev-idp`).
+fn looks_like_dev_issuer(iss: &str) -> bool {
+    (iss.starts_with("http://") || iss.starts_with("https://")) && iss.ends_with("/dev-idp")
+}
+
+/// The refusal of a dev token this gateway did not mint: the usual advice
+/// (add the issuer to `[[issuers]]`) would mislead, since the token comes
+/// from another sandbox or was minted for another URL of this one.
+fn other_sandbox_message(iss: &str, dev_issuer: Option<&str>) -> String {
+    match dev_issuer {
+        Some(here) => format!(
+            "issuer `{}` is not this sandbox's identity provider (`{here}`): it is a dev token \
+             from another sandbox or minted for another URL; mint one for this sandbox with \
+             `latchkey dev token --url {}`",
+            echo(iss),
+            here.trim_end_matches("/dev-idp")
+        ),
+        None => format!(
+            "issuer `{}` looks like a `latchkey dev` sandbox's identity provider: it is a dev \
+             token from a sandbox, which this gateway does not trust; use a token from a \
+             configured issuer",
+            echo(iss)
+        ),
+    }
 }
 
 fn check_token_type(t: Option<&str>, field: &str) -> Result<(), Refusal> {
@@ -270,7 +303,11 @@ impl Target for TokenService {
             let subject_token = form.subject_token.as_deref().unwrap_or_default();
             let subject = self.issuers.verify(subject_token).await.map_err(|e| {
                 tracing::info!(error = %e, request_id = %cx.request_id, "subject token refused");
-                identity_refusal(&e, "subject_token")
+                identity_refusal(
+                    &e,
+                    "subject_token",
+                    self.dev_issuer.as_ref().map(DevIssuer::issuer),
+                )
             })?;
             Ok((
                 subject.principal.clone(),
@@ -301,11 +338,13 @@ impl Target for TokenService {
             let mut actor_expires_at = None;
             if let Some(actor_token) = form.actor_token.as_deref().filter(|s| !s.is_empty()) {
                 check_token_type(form.actor_token_type.as_deref(), "actor_token_type")?;
-                let actor = self
-                    .issuers
-                    .verify(actor_token)
-                    .await
-                    .map_err(|e| identity_refusal(&e, "actor_token"))?;
+                let actor = self.issuers.verify(actor_token).await.map_err(|e| {
+                    identity_refusal(
+                        &e,
+                        "actor_token",
+                        self.dev_issuer.as_ref().map(DevIssuer::issuer),
+                    )
+                })?;
                 actor_expires_at = Some(actor.expires_at);
                 principal.actor = Some(Actor {
                     kind: actor.principal.kind,
@@ -421,5 +460,46 @@ impl Target for TokenService {
             }
             Ok(no_store(body))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(iss: &str) -> IdentityError {
+        IdentityError::UnknownIssuer { iss: iss.into() }
+    }
+
+    #[test]
+    fn a_dev_token_from_elsewhere_is_refused_as_one_not_as_a_missing_issuer() {
+        let here = Some("http://127.0.0.1:18080/dev-idp");
+        let r = identity_refusal(
+            &unknown("http://127.0.0.1:8080/dev-idp"),
+            "subject_token",
+            here,
+        );
+        assert_eq!(
+            r.message,
+            "subject_token: issuer `http://127.0.0.1:8080/dev-idp` is not this sandbox's identity \
+             provider (`http://127.0.0.1:18080/dev-idp`): it is a dev token from another sandbox or \
+             minted for another URL; mint one for this sandbox with \
+             `latchkey dev token --url http://127.0.0.1:18080`"
+        );
+        // A gateway without the dev issuer says what the token is, too.
+        let r = identity_refusal(
+            &unknown("http://127.0.0.1:8080/dev-idp"),
+            "subject_token",
+            None,
+        );
+        assert!(r.message.contains("from a sandbox"), "{}", r.message);
+        assert!(!r.message.contains("[[issuers]]"), "{}", r.message);
+        // Any other unknown issuer keeps the advice to configure it.
+        let r = identity_refusal(&unknown("https://idp.example"), "subject_token", here);
+        assert!(
+            r.message.contains("add it to `[[issuers]]`"),
+            "{}",
+            r.message
+        );
     }
 }
