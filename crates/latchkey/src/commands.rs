@@ -96,9 +96,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
         if !failed.is_empty() {
             eprintln!(
-                "error: config `{}` failed {} check(s): {}",
+                "error: config `{}` failed {} {}: {}",
                 args.config.display(),
                 failed.len(),
+                if failed.len() == 1 { "check" } else { "checks" },
                 failed.join(", ")
             );
             return Ok(ExitCode::FAILURE);
@@ -175,7 +176,8 @@ fn dev_banner(url: &str, data: &Path) -> String {
          \x20 cd app && git commit --allow-empty -m hello\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/main   # denied: protect-main\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/feature # allowed\n\
-         \x20 latchkey audit tail{data_arg}\n",
+         \x20 cd ..\n\
+         \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n",
         data = data.display(),
     )
 }

@@ -531,14 +531,12 @@ fn banner_commands_work_as_pasted_on_any_port_and_data_dir() {
         .unwrap();
     assert!(!main.status.success(), "main must stay unpushed:\n{out}");
 
-    // `audit tail` follows; pasted with `--no-follow` it shows the denial.
+    // `audit tail --no-follow` (run from where the clone was made) shows the denial.
     let [tail] = tail.as_slice() else {
         panic!("one `latchkey audit tail` line expected: {tail:?}")
     };
-    let o = ok(home
-        .sh(&work, &format!("{tail} --no-follow"))
-        .output()
-        .unwrap());
+    assert!(tail.contains("--no-follow"), "{tail}");
+    let o = ok(home.sh(&work, tail).output().unwrap());
     assert!(
         stdout(&o)
             .lines()
