@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::probe::{ProbeKind, dir_exists};
 
 /// How long one online probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,21 +112,15 @@ pub async fn run(config: &Config, online: bool) -> Vec<ComponentCheck> {
     for (name, up) in &config.git.upstreams {
         let key = format!("git.upstreams.{name}");
         let result = match (&up.url, &up.local_root) {
-            (_, Some(root)) => match std::fs::metadata(root) {
-                Ok(m) if m.is_dir() => Ok(format!("repositories in {}", root.display())),
-                Ok(_) => Err(format!(
-                    "`{}` is not a directory; check `{key}.local_root`",
-                    root.display()
-                )),
-                Err(e) => Err(format!(
-                    "`{}`: {e}; check `{key}.local_root` (a directory of bare repositories `owner/repo.git`)",
-                    root.display()
-                )),
-            },
+            (_, Some(root)) => dir_exists(root).map_err(|e| {
+                    format!(
+                        "{e}; check `{key}.local_root` (a directory of bare repositories `owner/repo.git`)"
+                    )
+                }),
             (Some(url), None) => match up.password.load(&format!("{key}.password")) {
                 Err(e) => Err(e.to_string()),
                 Ok(_) => match http {
-                    Some(h) => reach(h, url)
+                    Some(h) => ProbeKind::Http(url.clone()).run(h, PROBE_TIMEOUT)
                         .await
                         .map(|d| format!("{url} {d}"))
                         .map_err(|e| format!("{e}; check `{key}.url`")),
@@ -152,7 +147,8 @@ pub async fn run(config: &Config, online: bool) -> Vec<ComponentCheck> {
         if let (Some(url), Some(h)) = (&w.url, http) {
             out.push(ComponentCheck::new(
                 "audit witness url",
-                reach(h, url)
+                ProbeKind::Http(url.clone())
+                    .run(h, PROBE_TIMEOUT)
                     .await
                     .map(|d| format!("{url} {d}"))
                     .map_err(|e| format!("{e}; check `audit.witness.url`")),
@@ -170,11 +166,13 @@ pub async fn run(config: &Config, online: bool) -> Vec<ComponentCheck> {
                 None => format!("{} (not contacted; `--online` reaches it)", fs.endpoint),
             }),
             (Ok(()), Some(h)) => match &fs.emulator {
-                Some(hostport) => connect(hostport)
+                Some(hostport) => ProbeKind::Tcp(hostport.clone())
+                    .run(h, PROBE_TIMEOUT)
                     .await
-                    .map(|()| format!("emulator {hostport} reachable"))
+                    .map(|d| format!("emulator {hostport} {d}"))
                     .map_err(|e| format!("{e}; check `firestore.emulator`")),
-                None => reach(h, &fs.endpoint)
+                None => ProbeKind::Http(fs.endpoint.clone())
+                    .run(h, PROBE_TIMEOUT)
                     .await
                     .map(|d| format!("{} {d}", fs.endpoint))
                     .map_err(|e| format!("{e}; check `firestore.endpoint`")),
@@ -237,27 +235,6 @@ fn writable_dir(dir: &Path) -> Result<String, String> {
     } else {
         format!("{} (will be created)", dir.display())
     })
-}
-
-/// Any HTTP answer counts: the point is that the peer is there.
-async fn reach(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    match http.get(url).send().await {
-        Ok(resp) => Ok(format!("reachable (HTTP {})", resp.status().as_u16())),
-        Err(e) if e.is_timeout() => Err(format!("`{url}` did not answer within {PROBE_TIMEOUT:?}")),
-        Err(e) if e.is_connect() => Err(format!("cannot connect to `{url}`")),
-        Err(e) => Err(format!("`{url}`: {e}")),
-    }
-}
-
-/// A TCP connect with [`PROBE_TIMEOUT`] (the emulator speaks gRPC only).
-async fn connect(hostport: &str) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(hostport)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot connect to `{hostport}`: {e}")),
-        Err(_) => Err(format!(
-            "`{hostport}` did not answer within {PROBE_TIMEOUT:?}"
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use latchkey_tokens::{
 
 use crate::config::Config;
 use crate::pipeline::{AuditAction, Pipeline, RefusalLimiter, new_request_id, records};
+use crate::probe::ProbeKind;
 use crate::targets::admin::AdminState;
 use crate::targets::documents::{Documents, FirestoreFront};
 use crate::targets::git::GitTarget;
-use crate::targets::readiness::{Probe, ProbeKind, Readiness};
+use crate::targets::readiness::{Probe, Readiness};
 use crate::targets::tokens::TokenService;
 use crate::targets::webhooks::Webhooks;
 

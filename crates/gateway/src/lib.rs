@@ -22,6 +22,7 @@ pub mod config;
 
 mod gateway;
 mod pipeline;
+mod probe;
 mod server;
 mod targets;
 mod witness;

@@ -6,7 +6,6 @@
 //! or an error's detail (those go to the log). Upstream probes are cached
 //! for [`PROBE_TTL`], so callers cannot make the gateway probe per request.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,22 +17,12 @@ use latchkey_identity::{IssuerSet, KeyStatus};
 use serde_json::{Value, json};
 
 use super::admin::AdminState;
+use crate::probe::ProbeKind;
 
 /// How long one probe result of the upstreams stands.
 pub(crate) const PROBE_TTL: Duration = Duration::from_secs(10);
 /// How long one upstream probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How an upstream is probed.
-#[derive(Debug, Clone)]
-pub(crate) enum ProbeKind {
-    /// Any HTTP answer from this URL.
-    Http(String),
-    /// A TCP connect to `host:port` (the Firestore emulator speaks gRPC).
-    Tcp(String),
-    /// A `local_root` directory exists.
-    Dir(PathBuf),
-}
 
 /// One upstream to probe, named as `/readyz` shows it.
 #[derive(Debug, Clone)]
@@ -94,35 +83,9 @@ impl Readiness {
     }
 
     async fn probe(&self, p: &Probe) -> Value {
-        let reachable = match &p.kind {
-            ProbeKind::Http(url) => self
-                .http
-                .get(url)
-                .timeout(PROBE_TIMEOUT)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            ProbeKind::Tcp(hostport) => {
-                match tokio::time::timeout(
-                    PROBE_TIMEOUT,
-                    tokio::net::TcpStream::connect(hostport.as_str()),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                }
-            }
-            ProbeKind::Dir(dir) => match std::fs::metadata(dir) {
-                Ok(m) if m.is_dir() => Ok(()),
-                Ok(_) => Err(format!("`{}` is not a directory", dir.display())),
-                Err(e) => Err(format!("`{}`: {e}", dir.display())),
-            },
-        };
+        let reachable = p.kind.run(&self.http, PROBE_TIMEOUT).await;
         match reachable {
-            Ok(()) => json!({ "component": p.component, "status": "ok" }),
+            Ok(_) => json!({ "component": p.component, "status": "ok" }),
             Err(detail) => {
                 tracing::warn!(component = %p.component, %detail, "readiness: upstream unreachable");
                 json!({ "component": p.component, "status": "failing", "reason": "unreachable" })
