@@ -26,7 +26,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -173,33 +173,9 @@ impl Reader {
     /// `bash -c SCRIPT` as the reader: `latchkey` first on `PATH`, the
     /// reader's own home, git config and cache.
     fn bash(&self, script: &str) -> Command {
-        let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
-        let path = format!(
-            "{}:{}",
-            bin_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let home = self.home.path();
-        let mut bash = Command::new("bash");
-        for v in SCRUB {
-            bash.env_remove(v);
-        }
-        bash.env("HOME", home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_CACHE_HOME", self.home.cache())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_AUTHOR_NAME", "Alice")
-            .env("GIT_AUTHOR_EMAIL", "alice@example.com")
-            .env("GIT_COMMITTER_NAME", "Alice")
-            .env("GIT_COMMITTER_EMAIL", "alice@example.com");
-        bash.current_dir(self.cwd())
-            .arg("-c")
-            .arg(script)
-            .env("PATH", path)
-            .env("LATCHKEY_LOG", "warn")
-            .env("METADATA_SERVER_DETECTION", "none")
-            .stdin(Stdio::null());
+        let mut bash = self.home.shell("bash", self.cwd(), script);
+        // The Node client must not look for a GCE metadata server.
+        bash.env("METADATA_SERVER_DETECTION", "none");
         bash
     }
 

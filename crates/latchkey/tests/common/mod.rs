@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 /// Environment variables of the person running the tests that would change
 /// what the binary or git does.
-pub const SCRUB: &[&str] = &[
+const SCRUB: &[&str] = &[
     "LATCHKEY_CONFIG",
     "LATCHKEY_URL",
     "LATCHKEY_ID_TOKEN",
@@ -145,12 +145,17 @@ impl GitHome {
     /// `sh -c SCRIPT` run in `cwd` as this user (the environment of
     /// [`Self::git`]), with the binary under test first on `PATH`.
     pub fn sh(&self, cwd: &Path, script: &str) -> Command {
+        self.shell("sh", cwd, script)
+    }
+
+    /// [`Self::sh`] with another shell, e.g. `bash`.
+    pub fn shell(&self, shell: &str, cwd: &Path, script: &str) -> Command {
         // The same environment as `git` gets (`get_envs` lists what it sets).
         let cmd = self.git(cwd, ["--version"]);
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs = vec![bin_dir()];
         dirs.extend(std::env::split_paths(&path));
-        let mut sh = Command::new("sh");
+        let mut sh = Command::new(shell);
         sh.current_dir(cwd)
             .arg("-c")
             .arg(script)
