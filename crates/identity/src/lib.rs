@@ -12,8 +12,10 @@
 //! that would let another organisation's jobs in.
 //!
 //! It deliberately does not mint Latchkey tokens (`latchkey-tokens` does),
-//! decide access (`latchkey-policy`), run browser login flows, or accept
-//! symmetric (`HS*`) or unsigned tokens. [`DevIssuer`] is a development-only
+//! decide access (`latchkey-policy`), keep sessions, or accept
+//! symmetric (`HS*`) or unsigned tokens. [`oauth`] is the client side of
+//! sign-in (discovery, PKCE, the token endpoint) for browser sign-in and
+//! `latchkey login`. [`DevIssuer`] is a development-only
 //! issuer for `latchkey dev`.
 
 mod claims;
@@ -23,6 +25,7 @@ mod error;
 mod fetch;
 mod jwt;
 mod keys;
+pub mod oauth;
 mod preset;
 mod verify;
 
