@@ -30,7 +30,9 @@ mod preset;
 mod verify;
 
 pub use claims::{CLOCK_SKEW_SECS, claim_matches};
-pub use config::{CI_CLAIM_FIELDS, ClaimMatch, IssuerConfig};
+pub use config::{
+    CI_CLAIM_FIELDS, ClaimMatch, DEFAULT_LOGIN_SCOPES, IssuerConfig, LoginClient, SecretRef,
+};
 pub use dev::DevIssuer;
 pub use error::{ConfigError, IdentityError};
 pub use fetch::{
