@@ -1,0 +1,137 @@
+//! The real Backstage backend in `testing/backstage`, without Latchkey: a
+//! request carrying the identity headers a proxy sets signs in as the
+//! catalog user they name, and the catalog answers the Backstage token that
+//! sign-in returns. Without the headers, Backstage refuses. This is the
+//! contract Latchkey's `backstage` app preset relies on.
+
+// A test fails with the expectation's message: that is its report.
+#![allow(clippy::expect_used)]
+
+use latchkey_testkit::backstage::{
+    Backstage, BackstageIdentity, FORWARDED_EMAIL, FORWARDED_PREFERRED_USERNAME, FORWARDED_USER,
+    OAUTH2_PROXY_ID_TOKEN,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("build a reqwest client")
+}
+
+async fn get(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().await.expect("request to Backstage");
+    let status = resp.status();
+    let text = resp.text().await.expect("Backstage answer body");
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+#[tokio::test]
+async fn forwarded_user_signs_in_as_its_catalog_user_and_the_catalog_answers_its_token() {
+    let Ok(bs) = Backstage::start().await else {
+        return;
+    };
+    eprintln!("Backstage started in {:?}", bs.started_in());
+    let http = http();
+
+    // As a proxy would send it: the three oauth2Proxy headers.
+    let (status, answer) = get(http
+        .get(bs.refresh_url())
+        .header(FORWARDED_USER, "alice")
+        .header(FORWARDED_EMAIL, "alice@example.com")
+        .header(FORWARDED_PREFERRED_USERNAME, "alice"))
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "sign-in as alice: {answer}\n{}",
+        bs.output()
+    );
+    let id = BackstageIdentity::from_refresh(&answer)
+        .unwrap_or_else(|| panic!("no backstageIdentity in {answer}"));
+    assert_eq!(id.user_entity_ref, "user:default/alice");
+    assert!(
+        id.ownership_entity_refs
+            .contains(&"group:default/engineering".to_owned()),
+        "alice's ownership refs name her group: {:?}",
+        id.ownership_entity_refs
+    );
+    assert_eq!(answer["profile"]["email"], "alice@example.com");
+
+    // The catalog answers that token, for alice's own entity.
+    let alice = format!(
+        "{}/api/catalog/entities/by-name/user/default/alice",
+        bs.url()
+    );
+    let (status, entity) = get(http.get(&alice).bearer_auth(&id.token)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "catalog with alice's token: {entity}"
+    );
+    assert_eq!(entity["metadata"]["name"], "alice");
+    assert_eq!(entity["spec"]["profile"]["email"], "alice@example.com");
+
+    // Another user gets another identity.
+    let (status, answer) = get(http.get(bs.refresh_url()).header(FORWARDED_USER, "maria")).await;
+    assert_eq!(status, StatusCode::OK, "sign-in as maria: {answer}");
+    let maria = BackstageIdentity::from_refresh(&answer).expect("maria's identity");
+    assert_eq!(maria.user_entity_ref, "user:default/maria");
+    assert_ne!(maria.token, id.token);
+
+    // Refusals: the catalog without a token, and sign-ins without a usable user.
+    let (status, body) = get(http.get(&alice)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "catalog without a token: {body}"
+    );
+    let (status, body) = get(http.get(&alice).bearer_auth("not-a-backstage-token")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "catalog with a bad token: {body}"
+    );
+
+    let refused = [
+        ("no identity headers", vec![]),
+        // The resolver matches X-Forwarded-User only; the other two are profile.
+        (
+            "email and preferred username but no user",
+            vec![
+                (FORWARDED_EMAIL, "alice@example.com"),
+                (FORWARDED_PREFERRED_USERNAME, "alice"),
+            ],
+        ),
+        (
+            "a user the catalog does not have",
+            vec![(FORWARDED_USER, "bob")],
+        ),
+        (
+            "an oauth2-proxy ID token header that is not a JWT",
+            vec![
+                (FORWARDED_USER, "alice"),
+                (OAUTH2_PROXY_ID_TOKEN, "Bearer not-a-jwt"),
+            ],
+        ),
+    ];
+    for (case, headers) in refused {
+        let mut req = http.get(bs.refresh_url());
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let (status, answer) = get(req).await;
+        assert!(
+            status.is_client_error() || status.is_server_error(),
+            "{case}: Backstage answered {status}: {answer}"
+        );
+        assert!(
+            BackstageIdentity::from_refresh(&answer).is_none(),
+            "{case}: Backstage issued an identity: {answer}"
+        );
+    }
+}
