@@ -171,9 +171,6 @@ impl Backstage {
             .arg(port.to_string())
             .arg("--exit-on-stdin-close")
             .current_dir(&dir)
-            // Plain log lines, no colour codes, in the output kept for errors.
-            .env("NO_COLOR", "1")
-            .env("FORCE_COLOR", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -303,6 +300,7 @@ async fn pump(
             // The line holds the static token: it stays out of the log.
             continue;
         }
+        let line = strip_ansi(&line);
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
         if log.len() == LOG_LINES {
             log.pop_front();
@@ -311,7 +309,42 @@ async fn pump(
     }
 }
 
+/// Drops the colour codes (`ESC [ ... letter`) Backstage's development
+/// log format writes even into a pipe, so kept lines read as plain text.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn tail(log: &Mutex<VecDeque<String>>) -> String {
     let log = log.lock().unwrap_or_else(|p| p.into_inner());
     log.iter().cloned().collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_ansi;
+
+    #[test]
+    fn colour_codes_are_dropped_from_kept_lines() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[22m \u{1b}[34mauth\u{1b}[39m info"),
+            "2026 auth info"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
 }

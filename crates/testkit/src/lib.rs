@@ -5,6 +5,8 @@
 //! tokens signed and published exactly as a production OIDC issuer does.
 //! [`firestore`] runs Google's Firestore emulator and official clients;
 //! [`tls`] makes throwaway certificates with the `openssl` command line.
+//! [`backstage`] runs a real Backstage backend from npm (`testing/backstage`);
+//! [`cgit`] runs Debian's cgit behind a throwaway nginx and fcgiwrap.
 //! This crate is never a dependency of shipped code and never published.
 
 // A harness that cannot start, or answers nonsense, fails the test that

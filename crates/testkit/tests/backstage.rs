@@ -8,9 +8,10 @@
 #![allow(clippy::expect_used)]
 
 use latchkey_testkit::backstage::{
-    Backstage, BackstageIdentity, FORWARDED_EMAIL, FORWARDED_PREFERRED_USERNAME, FORWARDED_USER,
-    OAUTH2_PROXY_ID_TOKEN,
+    self, Backstage, BackstageIdentity, FORWARDED_EMAIL, FORWARDED_PREFERRED_USERNAME,
+    FORWARDED_USER, OAUTH2_PROXY_ID_TOKEN,
 };
+use latchkey_testkit::forge::b64;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -83,6 +84,37 @@ async fn forwarded_user_signs_in_as_its_catalog_user_and_the_catalog_answers_its
     assert_eq!(maria.user_entity_ref, "user:default/maria");
     assert_ne!(maria.token, id.token);
 
+    // The oauth2Proxy provider needs no `X-Requested-With` (only Backstage's
+    // OAuth providers check it): none was sent above. POST works as GET.
+    let (status, answer) = get(http.post(bs.refresh_url()).header(FORWARDED_USER, "alice")).await;
+    assert_eq!(status, StatusCode::OK, "POST refresh: {answer}");
+
+    // A JWT in X-OAUTH2-PROXY-ID-TOKEN is decoded, not verified, and echoed
+    // back to the caller as providerInfo.accessToken: an assertion put there
+    // reaches whoever called Backstage, and proves nothing to Backstage.
+    let jwt = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"EdDSA","typ":"JWT"}"#),
+        b64(br#"{"sub":"alice","aud":"backstage"}"#),
+        b64(b"not a real signature")
+    );
+    let (status, answer) = get(http
+        .get(bs.refresh_url())
+        .header(FORWARDED_USER, "alice")
+        .header(OAUTH2_PROXY_ID_TOKEN, format!("Bearer {jwt}")))
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an unverifiable ID token header: {answer}"
+    );
+    assert_eq!(answer["providerInfo"]["accessToken"], jwt.as_str());
+    assert_eq!(
+        BackstageIdentity::from_refresh(&answer).map(|i| i.user_entity_ref),
+        Some("user:default/alice".to_owned()),
+        "the user still comes from X-Forwarded-User"
+    );
+
     // Refusals: the catalog without a token, and sign-ins without a usable user.
     let (status, body) = get(http.get(&alice)).await;
     assert_eq!(
@@ -134,4 +166,33 @@ async fn forwarded_user_signs_in_as_its_catalog_user_and_the_catalog_answers_its
             "{case}: Backstage issued an identity: {answer}"
         );
     }
+}
+
+/// `install.sh` and the test kit agree on the stamp: a missing or stale one
+/// means "not installed" (so the test skips, saying to run install.sh).
+#[test]
+fn the_install_stamp_must_match_the_lock_file() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let err = backstage::install_current(dir.path()).expect_err("no lock file");
+    assert!(err.contains("package-lock.json"), "{err}");
+
+    std::fs::write(dir.path().join("package-lock.json"), "{}\n").expect("write lock");
+    let err = backstage::install_current(dir.path()).expect_err("no node_modules");
+    assert!(err.contains("not installed"), "{err}");
+
+    std::fs::create_dir(dir.path().join("node_modules")).expect("create node_modules");
+    let stamp = dir
+        .path()
+        .join("node_modules/.latchkey-package-lock.sha256");
+    std::fs::write(&stamp, "0000\n").expect("write stamp");
+    let err = backstage::install_current(dir.path()).expect_err("stale stamp");
+    assert!(err.contains("another package-lock.json"), "{err}");
+
+    // What `sha256sum package-lock.json | cut -d' ' -f1` prints for "{}\n".
+    std::fs::write(
+        &stamp,
+        "ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356\n",
+    )
+    .expect("write stamp");
+    backstage::install_current(dir.path()).expect("a current stamp");
 }
