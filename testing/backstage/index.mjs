@@ -3,14 +3,14 @@
 // Never expose it: it trusts X-Forwarded-User from anyone who can reach it,
 // which is exactly what a backend behind an identity-aware proxy does.
 //
-//   node index.mjs --port N [--exit-on-stdin-close]     (or PORT=N)
+//   node index.mjs --port N [--base-url URL] [--exit-on-stdin-close]   (or PORT=N)
 //
 // Once the backend serves requests AND the catalog has ingested catalog.yaml
 // (so a sign-in as alice can succeed at once), it prints one JSON line on
 // stdout:
 //
-//   {"latchkey_backstage_ready":true,"url":"http://127.0.0.1:N","port":N,
-//    "static_token":"...","start_ms":...}
+//   {"latchkey_backstage_ready":true,"url":"http://127.0.0.1:N",
+//    "base_url":"URL","port":N,"static_token":"...","start_ms":...}
 //
 // Backstage's own log lines go to stdout too, so the reader looks for the
 // `latchkey_backstage_ready` key rather than taking the first line.
@@ -41,6 +41,24 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) {
 const exitOnStdinClose = process.argv.includes('--exit-on-stdin-close');
 
 const url = `http://127.0.0.1:${port}`;
+// The URL people reach Backstage at, when a proxy (Latchkey) stands in
+// front: Backstage builds its external URLs from it, the `iss` of the user
+// tokens it signs among them. Requests still arrive on `url`.
+const baseUrlText = arg('--base-url') ?? url;
+let baseUrl;
+try {
+  baseUrl = new URL(baseUrlText);
+} catch {
+  baseUrl = undefined;
+}
+if (!baseUrl || !['http:', 'https:'].includes(baseUrl.protocol) || baseUrl.search || baseUrl.hash) {
+  console.error(
+    `error: the base URL \`${baseUrlText}\` is not an http(s) URL without query or fragment; ` +
+      'pass e.g. `--base-url http://127.0.0.1:8080`',
+  );
+  process.exit(2);
+}
+const publicUrl = baseUrl.href.replace(/\/+$/, '');
 // A per-run secret for index.mjs's readiness probe and for tests that call
 // the catalog as a service; never reused across runs.
 const staticToken = randomBytes(24).toString('base64url');
@@ -52,9 +70,9 @@ const runConfig = join(runDir, 'app-config.run.json');
 writeFileSync(
   runConfig,
   JSON.stringify({
-    app: { baseUrl: url },
+    app: { baseUrl: publicUrl },
     backend: {
-      baseUrl: url,
+      baseUrl: publicUrl,
       listen: { port },
       auth: {
         externalAccess: [
@@ -140,6 +158,7 @@ process.stdout.write(
   `${JSON.stringify({
     latchkey_backstage_ready: true,
     url,
+    base_url: publicUrl,
     port,
     static_token: staticToken,
     start_ms: Date.now() - started,

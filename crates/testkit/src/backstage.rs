@@ -137,6 +137,7 @@ pub struct Backstage {
     child: Child,
     _stdin: Option<ChildStdin>,
     url: String,
+    base_url: String,
     port: u16,
     static_token: String,
     started_in: Duration,
@@ -147,6 +148,7 @@ impl std::fmt::Debug for Backstage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backstage")
             .field("url", &self.url)
+            .field("base_url", &self.base_url)
             .field("started_in", &self.started_in)
             .finish_non_exhaustive()
     }
@@ -159,17 +161,35 @@ impl Backstage {
     /// missing; panics with Backstage's output when it is installed but does
     /// not start.
     pub async fn start() -> Result<Backstage, Skip> {
+        Self::launch(None).await
+    }
+
+    /// Like [`Backstage::start`], for a Backstage that people reach through
+    /// a proxy at `base_url` (e.g. Latchkey's app URL): Backstage's
+    /// `backend.baseUrl` and `app.baseUrl` are set to it, so its external
+    /// URLs, and the `iss` of the user tokens it signs
+    /// (`{base_url}/api/auth`), name the proxy. It still listens on
+    /// [`Backstage::url`], where the proxy forwards to.
+    pub async fn start_behind(base_url: &str) -> Result<Backstage, Skip> {
+        Self::launch(Some(base_url)).await
+    }
+
+    async fn launch(base_url: Option<&str>) -> Result<Backstage, Skip> {
         let dir = harness_dir();
         if let Err(why) = install_current(&dir) {
             return Err(Skip::report(PEER, format!("{why}; {INSTALL_HINT}")));
         }
         let began = Instant::now();
         let port = free_port();
-        let spawned = Command::new("node")
-            .arg("index.mjs")
+        let mut cmd = Command::new("node");
+        cmd.arg("index.mjs")
             .arg("--port")
             .arg(port.to_string())
-            .arg("--exit-on-stdin-close")
+            .arg("--exit-on-stdin-close");
+        if let Some(base_url) = base_url {
+            cmd.arg("--base-url").arg(base_url);
+        }
+        let spawned = cmd
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -220,6 +240,10 @@ impl Backstage {
             .as_str()
             .expect("the ready line has `url`")
             .to_owned();
+        let base_url = ready["base_url"]
+            .as_str()
+            .expect("the ready line has `base_url`")
+            .to_owned();
         let static_token = ready["static_token"]
             .as_str()
             .expect("the ready line has `static_token`")
@@ -228,6 +252,7 @@ impl Backstage {
             child,
             _stdin: stdin,
             url,
+            base_url,
             port,
             static_token,
             started_in,
@@ -244,6 +269,17 @@ impl Backstage {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The URL Backstage believes it is reached at (no trailing slash):
+    /// [`Backstage::url`], or the one given to [`Backstage::start_behind`].
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The `iss` of the user tokens this Backstage signs: `{base_url}/api/auth`.
+    pub fn token_issuer(&self) -> String {
+        format!("{}/api/auth", self.base_url)
     }
 
     /// The sign-in endpoint a browser app calls through the proxy:

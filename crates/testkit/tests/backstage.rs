@@ -196,3 +196,52 @@ fn the_install_stamp_must_match_the_lock_file() {
     .expect("write stamp");
     backstage::install_current(dir.path()).expect("a current stamp");
 }
+
+/// The claims of a JWT, unverified (the test only reads what Backstage put in).
+fn claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a base64url JWT payload");
+    serde_json::from_slice(&bytes).expect("JSON JWT claims")
+}
+
+/// Behind a proxy, Backstage names the proxy's URL in what it signs, and its
+/// own catalog still accepts those tokens (it verifies them internally).
+#[tokio::test]
+async fn behind_a_proxy_url_backstage_signs_tokens_for_that_url() {
+    let public = "http://portal.latchkey.test:8443";
+    let Ok(bs) = Backstage::start_behind(&format!("{public}/")).await else {
+        return;
+    };
+    eprintln!(
+        "Backstage (behind {public}) started in {:?}",
+        bs.started_in()
+    );
+    assert_eq!(bs.base_url(), public);
+    assert_ne!(bs.url(), public);
+    let http = http();
+
+    let (status, answer) = get(http.get(bs.refresh_url()).header(FORWARDED_USER, "mallory")).await;
+    assert_eq!(status, StatusCode::OK, "sign-in as mallory: {answer}");
+    let id = BackstageIdentity::from_refresh(&answer).expect("mallory's identity");
+    assert_eq!(id.user_entity_ref, "user:default/mallory");
+    let c = claims(&id.token);
+    assert_eq!(c["iss"], bs.token_issuer().as_str());
+    assert_eq!(c["sub"], "user:default/mallory");
+
+    let (status, entity) = get(http
+        .get(format!(
+            "{}/api/catalog/entities/by-name/group/default/engineering",
+            bs.url()
+        ))
+        .bearer_auth(&id.token))
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "catalog with mallory's token: {entity}"
+    );
+    assert_eq!(entity["kind"], "Group");
+}
