@@ -194,4 +194,14 @@ fn cgit_runs_as_a_plain_cgi_without_a_web_server() {
         head.contains("Status: 404"),
         "an unknown repository:\n{head}"
     );
+
+    // `enable-http-clone=0`: cgit serves no dumb-HTTP clone, so cloning
+    // goes only through Latchkey's Git route (and is audited as a clone).
+    for dumb in ["/demo/info/refs", "/demo/HEAD", "/demo/objects/info/packs"] {
+        let (head, _) = run_cgi(&rc, dumb, "");
+        assert!(
+            head.contains("Status: 404"),
+            "`{dumb}` is not served:\n{head}"
+        );
+    }
 }
