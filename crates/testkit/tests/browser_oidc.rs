@@ -98,10 +98,8 @@ async fn a_native_client_takes_a_loopback_redirect_on_any_port() {
         .await;
     rp.use_client(RpClient::public(&id), &rp.url("/callback"));
 
-    let mut steps = vec![Step::goto(&rp.url("/login"))];
-    steps.extend(browser::sign_in_steps("alice"));
+    let mut steps = browser::sign_in_at(&rp.url("/login"), "alice", &rp.url("/callback"));
     steps.extend([
-        Step::wait_for_url(&rp.url("/callback")),
         Step::expect_text("claim sub: alice"),
         Step::expect_text("claim groups: developers"),
         Step::expect_text("refresh token: no"),
