@@ -93,8 +93,17 @@ function argSeconds(name, fallback) {
 const ID_TOKEN_TTL = argSeconds('--id-token-ttl', 3600);
 
 function privateJwk(type, options, extra = {}) {
-  const { privateKey } = crypto.generateKeyPairSync(type, options);
-  const jwk = privateKey.export({ format: 'jwk' });
+  // The key leaves the generator as DER and is imported anew before the JWK
+  // export: Node 20 can deadlock exporting the generator's own key object
+  // (a garbage collection during the export runs the generator job's
+  // destructor, which waits for the lock the export holds), which hung
+  // about one start in thirty on a loaded machine.
+  const { privateKey: der } = crypto.generateKeyPairSync(type, {
+    ...options,
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+  });
+  const jwk = crypto.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' });
   const pub = { ...jwk };
   for (const k of ['d', 'p', 'q', 'dp', 'dq', 'qi']) delete pub[k];
   return { ...jwk, ...extra, kid: thumbprint(pub), use: 'sig' };

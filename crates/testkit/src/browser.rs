@@ -173,6 +173,18 @@ pub fn sign_in_steps(user: &str) -> Vec<Step> {
     ]
 }
 
+/// Signing in in one go: open `start_url` (an app, or Latchkey's `/login`,
+/// that redirects to the test provider), sign in as `user`, consent if
+/// asked, and wait until the browser is back at a URL starting with
+/// `landing_prefix`. Add checks after it, e.g.
+/// `browser.run(&[sign_in_at(&app, "maria", &app), vec![Step::expect_text("maria")]].concat())`.
+pub fn sign_in_at(start_url: &str, user: &str, landing_prefix: &str) -> Vec<Step> {
+    let mut steps = vec![Step::goto(start_url).label("start sign-in")];
+    steps.extend(sign_in_steps(user));
+    steps.push(Step::wait_for_url(landing_prefix).label("back at the app"));
+    steps
+}
+
 /// Accepts the provider's consent page if it shows.
 pub fn consent_step() -> Step {
     Step::click_if_present(selectors::CONSENT_PROBE, selectors::SUBMIT).label("consent")

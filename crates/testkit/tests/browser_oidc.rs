@@ -98,10 +98,8 @@ async fn a_native_client_takes_a_loopback_redirect_on_any_port() {
         .await;
     rp.use_client(RpClient::public(&id), &rp.url("/callback"));
 
-    let mut steps = vec![Step::goto(&rp.url("/login"))];
-    steps.extend(browser::sign_in_steps("alice"));
+    let mut steps = browser::sign_in_at(&rp.url("/login"), "alice", &rp.url("/callback"));
     steps.extend([
-        Step::wait_for_url(&rp.url("/callback")),
         Step::expect_text("claim sub: alice"),
         Step::expect_text("claim groups: developers"),
         Step::expect_text("refresh token: no"),
@@ -309,4 +307,95 @@ async fn discovery_lists_every_endpoint_a_login_needs() {
             "scope {scope}"
         );
     }
+}
+
+/// `Browser::trust_cert` accepts a test server by its certificate's public
+/// key (the server here is `openssl s_server`, sending its leaf only); a
+/// browser without it refuses the same server.
+#[tokio::test]
+async fn chromium_trusts_a_test_certificate_only_when_told() {
+    let Some(browser) = Browser::available() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("latchkey-browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let certs = latchkey_testkit::tls::TestCerts::create(&dir).expect("test certificates");
+    let port = latchkey_testkit::free_port();
+    let _server = tokio::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&certs.cert)
+        .arg("-key")
+        .arg(&certs.key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server");
+    let url = format!("https://127.0.0.1:{port}/");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let refused = browser
+        .try_run(&[Step::goto(&url)])
+        .await
+        .expect_err("an untrusted certificate must be refused");
+    assert!(
+        refused.reason.contains("ERR_CERT_AUTHORITY_INVALID"),
+        "{refused}"
+    );
+    browser
+        .clone()
+        .trust_cert(&certs.cert)
+        .run(&[Step::goto(&url), Step::expect_text("s_server")])
+        .await;
+    browser
+        .clone()
+        .ignore_https_errors()
+        .run(&[Step::goto(&url), Step::expect_status(200)])
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Cookies persist from step to step of one script (one browser context),
+/// and Chromium keeps `Secure` and `__Host-` cookies on plain
+/// http://127.0.0.1 (a potentially trustworthy origin), which the gateway's
+/// loopback tests rely on.
+#[tokio::test]
+async fn cookies_persist_across_steps_and_secure_ones_live_on_loopback() {
+    let Some(browser) = Browser::available() else {
+        return;
+    };
+    let provider = OidcProvider::start().await;
+    let page = format!("{}/.well-known/openid-configuration", provider.issuer());
+    let results = browser
+        .run(&[
+            Step::goto(&page),
+            Step::evaluate(
+                "document.cookie = '__Host-probe=1; Secure; Path=/'; \
+                 document.cookie = 'plain=2; Path=/'; document.cookie",
+            ),
+            Step::goto(&format!("{}/jwks", provider.issuer())),
+            Step::cookies_for(provider.issuer()),
+            Step::clear_cookies(),
+            Step::cookies(),
+        ])
+        .await;
+    assert_eq!(results[1].value, Some(json!("__Host-probe=1; plain=2")));
+    let kept = &results[3];
+    assert!(
+        kept.cookie("__Host-probe").is_some_and(|c| c.secure) && kept.cookie("plain").is_some(),
+        "{:?}",
+        kept.cookies
+    );
+    assert!(results[5].cookies.is_empty(), "clearCookies forgets them");
 }
