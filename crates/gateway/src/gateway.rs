@@ -199,6 +199,8 @@ pub struct Gateway {
     pub(crate) tokens: Arc<TokenService>,
     pub(crate) admin: Arc<AdminState>,
     pub(crate) webhooks: Arc<Webhooks>,
+    /// `[[apps]]`: web apps behind Latchkey.
+    pub(crate) apps: Arc<crate::targets::apps::Apps>,
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -475,8 +477,29 @@ impl Gateway {
             settings: config.webhooks.clone(),
             rules: config.rules.clone(),
         });
+        // The apps' identity assertions are Latchkey tokens for each app's
+        // audience, signed with the same keys (verifiable with the JWKS).
+        let assertion_issuer = TokenIssuer::new(
+            public_url.clone(),
+            keyring.clone(),
+            revocations.clone(),
+            clock.clone(),
+            Lifetimes {
+                default: config.tokens.default_lifetime,
+                max: config.tokens.max_lifetime,
+            },
+        );
+        let apps = Arc::new(crate::targets::apps::Apps::new(
+            &config,
+            pipe.clone(),
+            assertion_issuer,
+            Arc::new(crate::targets::apps::Sessions::shim(
+                config.server.tls.is_some(),
+            )),
+        )?);
         let gw = Arc::new(Self {
             keys_seen: tokio::sync::Mutex::new(None),
+            apps,
             config,
             clock,
             store,
