@@ -296,9 +296,8 @@ pub(crate) fn validate(
     git_upstreams: &BTreeMap<String, super::GitUpstreamConfig>,
 ) -> Result<Vec<String>, ConfigError> {
     let mut audiences = Vec::new();
-    for i in 0..apps.len() {
+    for (i, app) in apps.iter_mut().enumerate() {
         let key = format!("apps[{i}]");
-        let app = &mut apps[i];
         if !valid_name(&app.name) {
             return Err(invalid(
                 format!("{key}.name"),

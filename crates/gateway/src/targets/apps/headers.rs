@@ -240,7 +240,7 @@ impl LocationRewrite {
             return path;
         }
         match path.strip_prefix(self.upstream_base.as_str()) {
-            Some(r) if r.is_empty() => "/",
+            Some("") => "/",
             Some(r) if r.starts_with(['/', '?', '#']) => r,
             _ => path,
         }
