@@ -388,9 +388,29 @@ impl Gateway {
                         }),
                         _ => None,
                     };
+                    let tls = if url.starts_with("https://") {
+                        let limits = latchkey_git::GitLimits {
+                            connect_timeout: config
+                                .server
+                                .upstream_timeout
+                                .min(std::time::Duration::from_secs(10)),
+                            ..latchkey_git::GitLimits::default()
+                        };
+                        Some(
+                            latchkey_git::GitTls::new(up.ca_file.as_deref(), &limits).map_err(
+                                |e| crate::config::ConfigError::Invalid {
+                                    key: format!("git.upstreams.{name}.ca_file"),
+                                    message: e.to_string(),
+                                },
+                            )?,
+                        )
+                    } else {
+                        None
+                    };
                     latchkey_git::Upstream::Http {
                         base_url: url.trim_end_matches('/').to_owned(),
                         credential,
+                        tls,
                     }
                 }
                 (None, Some(root)) => latchkey_git::Upstream::Local { root: root.clone() },

@@ -775,3 +775,115 @@ async fn an_app_that_is_down_is_a_clear_502() {
     assert!(msg.contains("app `down` did not answer"), "{msg}");
     assert!(!msg.contains("127.0.0.1"), "internal detail leaked: {msg}");
 }
+
+/// The real `git` client, with no config of this machine and the token as
+/// a bearer header.
+async fn git(home: &std::path::Path, token: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("git")
+        .arg("-c")
+        .arg(format!("http.extraHeader=Authorization: Bearer {token}"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// An `https://` Git upstream, verified with its CA: the outer gateway's
+/// upstream is a second gateway serving `git http-backend` over TLS with a
+/// test CA; the real `git` client pushes and lists through both.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_git_upstream_is_verified_with_its_ca() {
+    let op = OidcProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = latchkey_testkit::tls::TestCerts::create(dir.path()).unwrap();
+    let inner = TestGateway::start(
+        &op,
+        Opts {
+            tls: Some((certs.cert.clone(), certs.key.clone())),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let port = inner.base.rsplit_once(':').unwrap().1.to_owned();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let id = op
+        .mint(
+            "RS256",
+            "bot",
+            None,
+            json!({"groups": ["maintainers"]}),
+            300,
+        )
+        .await;
+    let resp = https
+        .post(format!("https://localhost:{port}/oauth2/token"))
+        .form(&[
+            ("grant_type", common::GRANT),
+            ("subject_token", id.as_str()),
+            ("subject_token_type", common::TT_ID),
+            ("audience", "git"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let inner_token = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upstream = |ca: &str| {
+        format!(
+            "[git.upstreams.secure]\nurl = \"https://localhost:{port}/git/local\"\n\
+             username = \"latchkey\"\npassword = {{ value = \"{inner_token}\" }}\n{ca}\n"
+        )
+    };
+    let outer = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: upstream(&format!("ca_file = \"{}\"", certs.ca.display())),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = outer.token_for(&op, "alice", &["developers"], "git").await;
+    let home = tempfile::tempdir().unwrap();
+    let out = git(
+        home.path(),
+        &token,
+        &["ls-remote", &outer.url("/git/secure/acme/app.git")],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+
+    // Without the CA the system roots do not know the test CA: the
+    // request fails as an upstream error, not as a success.
+    let untrusting = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: upstream(""),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = untrusting
+        .token_for(&op, "alice", &["developers"], "git")
+        .await;
+    let out = git(
+        home.path(),
+        &token,
+        &["ls-remote", &untrusting.url("/git/secure/acme/app.git")],
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+}

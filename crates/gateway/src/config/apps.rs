@@ -498,6 +498,164 @@ pub(crate) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    const GIT: &str = "[git.upstreams.forge]\nurl = \"http://127.0.0.1:3000\"\n";
+
+    fn err(apps: &str) -> String {
+        Config::parse(&format!(
+            "[server]\npublic_url = \"https://gw.example.com\"\n{GIT}{apps}"
+        ))
+        .unwrap_err()
+        .to_string()
+    }
+
+    fn ok(apps: &str) -> Config {
+        Config::parse(&format!(
+            "[server]\npublic_url = \"https://gw.example.com\"\n{GIT}{apps}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_gogs_app_loads_with_its_defaults() {
+        let c = ok(r#"
+[[apps]]
+name = "gogs"
+host = "Gogs.Example.com"
+upstream = "http://127.0.0.1:3000"
+preset = "gogs"
+git_upstream = "forge"
+
+[[apps]]
+name = "portal"
+path_prefix = "/apps/portal"
+upstream = "https://backstage.internal"
+preset = "backstage"
+"#);
+        assert_eq!(c.apps[0].host.as_deref(), Some("gogs.example.com"));
+        assert_eq!(c.apps[0].audience(), "app:gogs");
+        assert!(c.tokens.audiences.contains(&"app:gogs".to_owned()));
+        assert!(c.tokens.audiences.contains(&"app:portal".to_owned()));
+        assert_eq!(
+            c.app_cookies(),
+            vec![AppCookie {
+                app: "gogs".into(),
+                name: "i_like_gogs".into(),
+                path: "/".into(),
+                host: Some("gogs.example.com".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_apps_are_refused_at_load_with_what_to_fix() {
+        let app = |extra: &str| {
+            format!("[[apps]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\n{extra}\n")
+        };
+        for (toml, needle) in [
+            (
+                app(""),
+                "set `host` (the app's own host name) or `path_prefix`",
+            ),
+            (
+                app("host = \"a.example.com\"\npath_prefix = \"/a\""),
+                "either `host` or `path_prefix`, not both",
+            ),
+            (
+                app("path_prefix = \"/git\""),
+                "overlaps the gateway's own route `/git`",
+            ),
+            (
+                app("path_prefix = \"/login/x\""),
+                "overlaps the gateway's own route `/login`",
+            ),
+            (
+                app("path_prefix = \"/Admin\""),
+                "overlaps the gateway's own route `/admin`",
+            ),
+            (app("path_prefix = \"/apps/\""), "is not a path prefix"),
+            (app("path_prefix = \"/\""), "is not a path prefix"),
+            (
+                app("host = \"gw.example.com\""),
+                "is the host of `server.public_url`",
+            ),
+            (app("host = \"a.example.com:443\""), "is not a host name"),
+            (
+                app("host = \"a.example.com\"\npreset = \"gogs\""),
+                "names the `[git.upstreams]` entry",
+            ),
+            (
+                app("host = \"a.example.com\"\npreset = \"gitea\"\ngit_upstream = \"nope\""),
+                "no `[git.upstreams.nope]` is configured (known: forge)",
+            ),
+            (
+                app(
+                    "host = \"a.example.com\"\npreset = \"gogs\"\ngit_upstream = \"forge\"\nheaders = { \"X-User\" = \"user\" }",
+                ),
+                "`headers` is for `preset = \"generic\"`",
+            ),
+            (
+                app("host = \"a.example.com\"\nheaders = { \"X_Forwarded_User\" = \"user\" }"),
+                "cannot carry identity",
+            ),
+            (
+                app("host = \"a.example.com\"\nheaders = { \"Cookie\" = \"user\" }"),
+                "cannot carry identity",
+            ),
+            (
+                app("host = \"a.example.com\"\napp_cookies = [\"latchkey\"]"),
+                "is not a cookie name the app can own",
+            ),
+            (
+                app("host = \"a.example.com\"\nca_file = \"ca.pem\""),
+                "only an `https://` upstream",
+            ),
+            (
+                "[[apps]]\nname = \"Gogs\"\nhost = \"a.example.com\"\nupstream = \"http://x\"\n"
+                    .to_owned(),
+                "is not an app name",
+            ),
+            (
+                "[[apps]]\nname = \"a\"\nhost = \"a.example.com\"\nupstream = \"ftp://x\"\n"
+                    .to_owned(),
+                "must be an `http://` or `https://` URL",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    app("path_prefix = \"/apps/a\""),
+                    "[[apps]]\nname = \"b\"\nupstream = \"http://x\"\npath_prefix = \"/apps/a/b\"\n"
+                ),
+                "overlaps the prefix `/apps/a` of app `a`",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    app("host = \"a.example.com\""),
+                    "[[apps]]\nname = \"b\"\nupstream = \"http://x\"\nhost = \"A.example.com\"\n"
+                ),
+                "app `a` has the same host",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    app("host = \"a.example.com\""),
+                    "[[apps]]\nname = \"a\"\nupstream = \"http://x\"\nhost = \"b.example.com\"\n"
+                ),
+                "two apps have this name",
+            ),
+        ] {
+            let e = err(&toml);
+            assert!(e.contains(needle), "{toml}\n=> {e}");
+        }
+        // `/apps/gogsx` does not collide with `/apps/gogs`.
+        let both = format!(
+            "{}[[apps]]\nname = \"b\"\nupstream = \"http://x\"\npath_prefix = \"/apps/ax\"\n",
+            app("path_prefix = \"/apps/a\"")
+        );
+        assert_eq!(ok(&both).apps.len(), 2);
+    }
 
     #[test]
     fn overlap_is_by_segment() {
