@@ -100,7 +100,8 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBod
 /// CA file. Built once per upstream, at start-up.
 #[derive(Clone)]
 pub struct GitTls {
-    client: HttpsClient,
+    // Boxed: the pooled client is large, and `Upstream` is cloned per request.
+    client: std::sync::Arc<HttpsClient>,
 }
 
 impl std::fmt::Debug for GitTls {
@@ -165,11 +166,13 @@ impl GitTls {
             .enable_http2()
             .wrap_connector(http);
         Ok(Self {
-            client: Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector),
+            client: std::sync::Arc::new(
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(connector),
+            ),
         })
     }
 }
