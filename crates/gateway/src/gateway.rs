@@ -279,8 +279,11 @@ impl Gateway {
 
         let dev_issuer = if config.dev_issuer.enabled {
             let issuer_url = format!("{public_url}/dev-idp");
-            let dev =
+            let mut dev =
                 DevIssuer::load_or_create(&data.join("dev-issuer-key.pk8"), issuer_url.clone())?;
+            if let Some(lifetime) = config.dev_issuer.id_token_lifetime {
+                dev = dev.with_id_token_lifetime(lifetime);
+            }
             if !config.issuers.iter().any(|i| i.issuer == issuer_url) {
                 config.issuers.push(dev_issuer_config(&issuer_url));
             }
@@ -643,10 +646,13 @@ impl Gateway {
     }
 }
 
-/// The issuer config for the built-in dev identity provider.
+/// The issuer config for the built-in dev identity provider: its audiences
+/// are `latchkey` (`latchkey dev token`) and the client ids of its sign-in
+/// page (`latchkey-cli` for `latchkey login`, `latchkey-web` for the
+/// browser), since an ID token's `aud` is the client it was issued to.
 fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
     let text = format!(
-        "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\"]\n\
+        "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\", \"latchkey-cli\", \"latchkey-web\"]\n\
          groups_claim = \"groups\"\ndev = true\n"
     );
     // The text above is fixed; a parse failure is a bug caught by tests.
