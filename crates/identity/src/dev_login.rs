@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::DevIssuer;
+use crate::oauth::pkce_challenge;
 use crate::jwt::b64;
 
 /// The client id of `latchkey login` (public; any loopback redirect).
@@ -262,11 +263,6 @@ pub fn is_loopback_redirect(uri: &str) -> bool {
         && url.password().is_none()
         && url.fragment().is_none()
         && url.as_str() == uri
-}
-
-/// The S256 challenge of a PKCE verifier (RFC 7636 §4.2).
-pub fn pkce_challenge(verifier: &str) -> String {
-    b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
 }
 
 /// A verifier as RFC 7636 §4.1 allows: 43 to 128 unreserved characters.

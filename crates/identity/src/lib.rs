@@ -12,10 +12,12 @@
 //! that would let another organisation's jobs in.
 //!
 //! It deliberately does not mint Latchkey tokens (`latchkey-tokens` does),
-//! decide access (`latchkey-policy`), run a relying party's login flows, or accept
-//! symmetric (`HS*`) or unsigned tokens. [`DevIssuer`] is a development-only
-//! issuer for `latchkey dev`,
-//! with a DEV ONLY sign-in page flow (authorization code with PKCE).
+//! decide access (`latchkey-policy`), keep sessions, or accept
+//! symmetric (`HS*`) or unsigned tokens. [`oauth`] is the client side of
+//! sign-in (discovery, PKCE, the token endpoint) for browser sign-in and
+//! `latchkey login`. [`DevIssuer`] is a development-only
+//! issuer for `latchkey dev`, with a DEV ONLY sign-in page (the code flow
+//! with PKCE).
 
 mod claims;
 mod config;
@@ -25,6 +27,7 @@ mod error;
 mod fetch;
 mod jwt;
 mod keys;
+pub mod oauth;
 mod preset;
 mod verify;
 
@@ -34,7 +37,7 @@ pub use dev::DevIssuer;
 pub use dev_login::{
     AuthorizeError, AuthorizeParams, CODE_LIFETIME_SECS, DEFAULT_ID_TOKEN_LIFETIME, DEV_CLI_CLIENT,
     DEV_WEB_CLIENT, DevOAuthError, FORM_LIFETIME_SECS, REFRESH_LIFETIME_SECS, SignInError,
-    SignInForm, TokenParams, is_loopback_redirect, pkce_challenge,
+    SignInForm, TokenParams, is_loopback_redirect,
 };
 pub use error::{ConfigError, IdentityError};
 pub use fetch::{
