@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::DevIssuer;
-use crate::oauth::pkce_challenge;
 use crate::jwt::b64;
+use crate::oauth::pkce_challenge;
 
 /// The client id of `latchkey login` (public; any loopback redirect).
 pub const DEV_CLI_CLIENT: &str = "latchkey-cli";
@@ -678,7 +678,7 @@ impl DevIssuer {
         let refresh_token = match refresh {
             Some(r) => r.to_owned(),
             None => {
-                let r = random_token().ok_or_else(|| server())?;
+                let r = random_token().ok_or_else(server)?;
                 let mut flows = self.flows();
                 if !make_room(&mut flows.refresh, MAX_REFRESH, now, |r| r.expires_at) {
                     return Err(oauth_err(
@@ -700,7 +700,7 @@ impl DevIssuer {
         };
         // The access token is opaque and accepted nowhere: the ID token is
         // what Latchkey exchanges.
-        let access_token = random_token().ok_or_else(|| server())?;
+        let access_token = random_token().ok_or_else(server)?;
         Ok(json!({
             "access_token": access_token,
             "token_type": "Bearer",
@@ -774,5 +774,254 @@ mod tests {
         assert!(!valid_email("a"));
         assert!(!valid_email("a@b@c"));
         assert!(!valid_email("a @b"));
+    }
+
+    fn issuer() -> (tempfile::TempDir, DevIssuer) {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = DevIssuer::load_or_create(
+            &dir.path().join("k.pk8"),
+            "http://127.0.0.1:8080/dev-idp".into(),
+        )
+        .unwrap();
+        (dir, dev)
+    }
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mA3oePQ57-O1QWtoKCwk-m7NJqtBzk";
+    const REDIRECT: &str = "http://127.0.0.1:5555/callback";
+    const NOW: UnixTime = 1_700_000_000;
+
+    fn request(client: &str, redirect: &str) -> AuthorizeParams {
+        AuthorizeParams {
+            response_type: Some("code".into()),
+            client_id: Some(client.into()),
+            redirect_uri: Some(redirect.into()),
+            scope: Some("openid profile email offline_access".into()),
+            state: Some("st".into()),
+            nonce: Some("nn".into()),
+            code_challenge: Some(pkce_challenge(VERIFIER)),
+            code_challenge_method: Some("S256".into()),
+            prompt: None,
+        }
+    }
+
+    /// Signs in through the form; returns the code.
+    fn code_for(dev: &DevIssuer, client: &str, redirect: &str) -> String {
+        let form = dev.authorize(&request(client, redirect), NOW).unwrap();
+        let back = dev
+            .sign_in(&form.form_token, "alice", "developers, ops", "", NOW)
+            .unwrap();
+        let url = url::Url::parse(&back).unwrap();
+        let q: HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["state"], "st");
+        assert_eq!(q["iss"], dev.issuer());
+        assert!(back.starts_with(redirect), "{back}");
+        q["code"].clone()
+    }
+
+    fn redeem(
+        dev: &DevIssuer,
+        code: &str,
+        verifier: &str,
+        now: UnixTime,
+    ) -> Result<Value, DevOAuthError> {
+        dev.token(
+            &TokenParams {
+                grant_type: Some("authorization_code".into()),
+                code: Some(code.into()),
+                redirect_uri: Some(REDIRECT.into()),
+                code_verifier: Some(verifier.into()),
+                client_id: Some(DEV_CLI_CLIENT.into()),
+                ..Default::default()
+            },
+            now,
+        )
+    }
+
+    fn claims(jwt: &str) -> Value {
+        let part = jwt.split('.').nth(1).unwrap();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_code_flow_issues_an_id_token_for_the_client_with_the_nonce() {
+        let (_d, dev) = issuer();
+        let code = code_for(&dev, DEV_CLI_CLIENT, REDIRECT);
+        let body = redeem(&dev, &code, VERIFIER, NOW + 1).unwrap();
+        let c = claims(body["id_token"].as_str().unwrap());
+        assert_eq!(c["aud"], DEV_CLI_CLIENT);
+        assert_eq!(c["nonce"], "nn");
+        assert_eq!(c["sub"], "alice");
+        assert_eq!(c["preferred_username"], "alice");
+        assert_eq!(c["groups"], json!(["developers", "ops"]));
+        assert!(c.get("email").is_none());
+        // The refresh token renews it, without the nonce.
+        let refreshed = dev
+            .token(
+                &TokenParams {
+                    grant_type: Some("refresh_token".into()),
+                    refresh_token: body["refresh_token"].as_str().map(str::to_owned),
+                    client_id: Some(DEV_CLI_CLIENT.into()),
+                    ..Default::default()
+                },
+                NOW + 100,
+            )
+            .unwrap();
+        let c = claims(refreshed["id_token"].as_str().unwrap());
+        assert_eq!(c["iat"], NOW + 100);
+        assert!(c.get("nonce").is_none());
+        // Revoked, it is refused.
+        dev.revoke(body["refresh_token"].as_str().unwrap(), DEV_CLI_CLIENT);
+        let e = dev
+            .token(
+                &TokenParams {
+                    grant_type: Some("refresh_token".into()),
+                    refresh_token: body["refresh_token"].as_str().map(str::to_owned),
+                    client_id: Some(DEV_CLI_CLIENT.into()),
+                    ..Default::default()
+                },
+                NOW + 101,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_grant");
+    }
+
+    #[test]
+    fn a_wrong_verifier_a_reused_code_and_an_expired_code_are_refused() {
+        let (_d, dev) = issuer();
+        let code = code_for(&dev, DEV_CLI_CLIENT, REDIRECT);
+        let e = redeem(&dev, &code, &"a".repeat(43), NOW).unwrap_err();
+        assert_eq!(e.code, "invalid_grant");
+        assert!(e.description.contains("code_verifier"), "{e}");
+        // The failed attempt used the code up.
+        let e = redeem(&dev, &code, VERIFIER, NOW).unwrap_err();
+        assert!(e.description.contains("already used"), "{e}");
+
+        let code = code_for(&dev, DEV_CLI_CLIENT, REDIRECT);
+        redeem(&dev, &code, VERIFIER, NOW).unwrap();
+        assert_eq!(
+            redeem(&dev, &code, VERIFIER, NOW).unwrap_err().code,
+            "invalid_grant"
+        );
+
+        let code = code_for(&dev, DEV_CLI_CLIENT, REDIRECT);
+        let e = redeem(&dev, &code, VERIFIER, NOW + CODE_LIFETIME_SECS).unwrap_err();
+        assert_eq!(e.code, "invalid_grant");
+    }
+
+    #[test]
+    fn unknown_clients_foreign_redirects_and_missing_pkce_are_refused() {
+        let (_d, dev) = issuer();
+        let e = dev.authorize(&request("evil", REDIRECT), NOW).unwrap_err();
+        assert!(
+            matches!(&e, AuthorizeError::NoRedirect(m) if m.contains("`evil` is not registered")),
+            "{e}"
+        );
+        let e = dev
+            .authorize(&request(DEV_CLI_CLIENT, "https://evil.example/cb"), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, AuthorizeError::NoRedirect(m) if m.contains("not a loopback redirect")),
+            "{e}"
+        );
+        // latchkey-web: only its exact callback.
+        dev.authorize(
+            &request(DEV_WEB_CLIENT, "http://127.0.0.1:8080/callback"),
+            NOW,
+        )
+        .unwrap();
+        let e = dev
+            .authorize(
+                &request(DEV_WEB_CLIENT, "http://127.0.0.1:8080/callback/x"),
+                NOW,
+            )
+            .unwrap_err();
+        assert!(matches!(e, AuthorizeError::NoRedirect(_)));
+        let e = dev
+            .authorize(&request(DEV_WEB_CLIENT, REDIRECT), NOW)
+            .unwrap_err();
+        assert!(matches!(e, AuthorizeError::NoRedirect(_)));
+
+        let mut plain = request(DEV_CLI_CLIENT, REDIRECT);
+        plain.code_challenge_method = Some("plain".into());
+        let e = dev.authorize(&plain, NOW).unwrap_err();
+        let url = e.redirect_url().unwrap();
+        assert!(
+            url.starts_with(REDIRECT)
+                && url.contains("error=invalid_request")
+                && url.contains("state=st"),
+            "{url}"
+        );
+        let mut none = request(DEV_CLI_CLIENT, REDIRECT);
+        none.code_challenge = None;
+        none.code_challenge_method = None;
+        assert!(
+            dev.authorize(&none, NOW)
+                .unwrap_err()
+                .redirect_url()
+                .unwrap()
+                .contains("PKCE")
+        );
+
+        // A code of one client is not another's.
+        let code = code_for(&dev, DEV_CLI_CLIENT, REDIRECT);
+        let e = dev
+            .token(
+                &TokenParams {
+                    grant_type: Some("authorization_code".into()),
+                    code: Some(code),
+                    redirect_uri: Some(REDIRECT.into()),
+                    code_verifier: Some(VERIFIER.into()),
+                    client_id: Some(DEV_WEB_CLIENT.into()),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_grant");
+        let e = dev
+            .token(
+                &TokenParams {
+                    grant_type: Some("authorization_code".into()),
+                    client_id: Some("evil".into()),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_client");
+    }
+
+    #[test]
+    fn a_form_is_used_once_and_a_bad_field_keeps_it() {
+        let (_d, dev) = issuer();
+        let form = dev
+            .authorize(&request(DEV_CLI_CLIENT, REDIRECT), NOW)
+            .unwrap();
+        let e = dev
+            .sign_in(&form.form_token, "<b>", "", "", NOW)
+            .unwrap_err();
+        assert!(matches!(e, SignInError::Field(_)));
+        assert!(dev.form_is_live(&form.form_token, NOW));
+        dev.sign_in(&form.form_token, "bob", "", "bob@example.com", NOW)
+            .unwrap();
+        assert_eq!(
+            dev.sign_in(&form.form_token, "bob", "", "", NOW)
+                .unwrap_err(),
+            SignInError::StaleForm
+        );
+        assert_eq!(
+            dev.sign_in("made-up", "bob", "", "", NOW).unwrap_err(),
+            SignInError::StaleForm
+        );
+        let form = dev
+            .authorize(&request(DEV_CLI_CLIENT, REDIRECT), NOW)
+            .unwrap();
+        assert_eq!(
+            dev.sign_in(&form.form_token, "bob", "", "", NOW + FORM_LIFETIME_SECS)
+                .unwrap_err(),
+            SignInError::StaleForm
+        );
     }
 }
