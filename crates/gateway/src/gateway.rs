@@ -18,12 +18,17 @@ use latchkey_tokens::{
 use crate::config::Config;
 use crate::pipeline::{AuditAction, Pipeline, RefusalLimiter, new_request_id, records};
 use crate::probe::ProbeKind;
+use crate::sessions::providers::{LoginProvider, Providers};
+use crate::sessions::return_to::ReturnOrigins;
+use crate::sessions::{SessionTimes, Sessions};
 use crate::targets::admin::AdminState;
 use crate::targets::documents::{Documents, FirestoreFront};
 use crate::targets::git::GitTarget;
 use crate::targets::readiness::{Probe, Readiness};
+use crate::targets::signin::SignIn;
 use crate::targets::tokens::TokenService;
 use crate::targets::webhooks::Webhooks;
+use latchkey_identity::oauth::ClientCredentials;
 
 /// Why the gateway could not start. Every variant is fatal: Latchkey never
 /// starts half-configured.
@@ -199,6 +204,10 @@ pub struct Gateway {
     pub(crate) tokens: Arc<TokenService>,
     pub(crate) admin: Arc<AdminState>,
     pub(crate) webhooks: Arc<Webhooks>,
+    /// Browser sessions, for the sign-in routes and the app routes.
+    pub(crate) sessions: Arc<Sessions>,
+    /// `/login`, `/callback`, `/logout`.
+    pub(crate) signin: Arc<SignIn>,
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -445,6 +454,56 @@ impl Gateway {
             verifier,
             limiter,
         });
+        let mut login_providers = Vec::new();
+        for issuer in &config.issuers {
+            let Some(login) = &issuer.login else { continue };
+            let client_secret = match &login.client_secret {
+                Some(r) => crate::config::SecretSource::from(r.clone())
+                    .load(&format!("issuers.{}.client_secret", issuer.name))?,
+                None => None,
+            };
+            login_providers.push(LoginProvider::new(
+                issuer.name.clone(),
+                issuer.issuer.clone(),
+                ClientCredentials {
+                    client_id: login.client_id.clone(),
+                    client_secret,
+                },
+                login.cli_client_id.clone(),
+                login.scopes.clone(),
+            ));
+        }
+        let providers = Arc::new(Providers::new(
+            login_providers,
+            issuers.clone(),
+            http.clone(),
+            clock.clone(),
+        ));
+        let sessions = Arc::new(Sessions::new(
+            store.clone(),
+            master.clone(),
+            clock.clone(),
+            revocations.clone(),
+            providers,
+            pipe.clone(),
+            SessionTimes {
+                idle: config.sessions.idle_timeout,
+                absolute: config.sessions.absolute_timeout,
+            },
+            public_url.starts_with("https://"),
+        ));
+        let signin = Arc::new(SignIn {
+            pipe: pipe.clone(),
+            sessions: sessions.clone(),
+            master: master.clone(),
+            clock: clock.clone(),
+            public_url: public_url.clone(),
+            return_origins: ReturnOrigins::new(
+                std::iter::once(origin_of(&public_url).as_str())
+                    .chain(config.sessions.return_origins.iter().map(String::as_str)),
+            ),
+            app_cookies: Vec::new(),
+        });
         let documents = Arc::new(Documents::new(pipe.clone(), firestore));
         let git = Arc::new(GitTarget {
             pipe: pipe.clone(),
@@ -493,6 +552,8 @@ impl Gateway {
             tokens,
             admin,
             webhooks,
+            sessions,
+            signin,
             witnesses: std::sync::Mutex::new(witnesses),
         });
         // Rotations made while no gateway ran (`latchkey keys rotate` on a
@@ -614,6 +675,7 @@ impl Gateway {
         if let Err(e) = self.revocations.refresh().await {
             tracing::error!(error = %e, "revocation refresh failed");
         }
+        self.sessions.prune().await;
     }
 
     /// Rotates the signing key (see [`SigningKeyRing::rotate`] for the two
@@ -646,14 +708,23 @@ impl Gateway {
     }
 }
 
-/// The issuer config for the built-in dev identity provider: its audiences
-/// are `latchkey` (`latchkey dev token`) and the client ids of its sign-in
-/// page (`latchkey-cli` for `latchkey login`, `latchkey-web` for the
-/// browser), since an ID token's `aud` is the client it was issued to.
+/// `scheme://host[:port]` of a URL (the URL itself when it does not parse;
+/// `server.public_url` is validated at load).
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| url.trim_end_matches('/').to_owned(),
+        |u| u.origin().ascii_serialization(),
+    )
+}
+
+/// The issuer config for the built-in dev identity provider. `login = true`
+/// adds its sign-in page's client ids (`latchkey-web`, `latchkey-cli`) to
+/// the audiences, since an ID token's `aud` is the client it was issued to.
 fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
     let text = format!(
-        "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\", \"latchkey-cli\", \"latchkey-web\"]\n\
-         groups_claim = \"groups\"\ndev = true\n"
+        "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\"]\n\
+         groups_claim = \"groups\"\ndev = true\n\
+         login = true\nclient_id = \"latchkey-web\"\ncli_client_id = \"latchkey-cli\"\n"
     );
     // The text above is fixed; a parse failure is a bug caught by tests.
     toml::from_str(&text).unwrap_or_else(|e| panic!("dev issuer config: {e}"))

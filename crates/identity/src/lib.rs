@@ -32,7 +32,9 @@ mod preset;
 mod verify;
 
 pub use claims::{CLOCK_SKEW_SECS, claim_matches};
-pub use config::{CI_CLAIM_FIELDS, ClaimMatch, IssuerConfig};
+pub use config::{
+    CI_CLAIM_FIELDS, ClaimMatch, DEFAULT_LOGIN_SCOPES, IssuerConfig, LoginClient, SecretRef,
+};
 pub use dev::DevIssuer;
 pub use dev_login::{
     AuthorizeError, AuthorizeParams, CODE_LIFETIME_SECS, DEFAULT_ID_TOKEN_LIFETIME, DEV_CLI_CLIENT,

@@ -5,12 +5,16 @@
 //! tokens signed and published exactly as a production OIDC issuer does.
 //! [`firestore`] runs Google's Firestore emulator and official clients;
 //! [`tls`] makes throwaway certificates with the `openssl` command line.
+//! [`backstage`] runs a real Backstage backend from npm (`testing/backstage`);
+//! [`cgit`] runs Debian's cgit behind a throwaway nginx and fcgiwrap.
 //! This crate is never a dependency of shipped code and never published.
 
 // A harness that cannot start, or answers nonsense, fails the test that
 // called it with the expectation's message: that is the error report here.
 #![allow(clippy::expect_used)]
 
+pub mod backstage;
+pub mod cgit;
 pub mod firestore;
 pub mod forge;
 pub mod tls;
@@ -70,6 +74,27 @@ pub fn skip_or_fail(peer: &str, why: &str) {
         if let Err(e) = appended {
             let _ = writeln!(std::io::stderr(), "cannot append to {SKIP_LOG_ENV}: {e}");
         }
+    }
+}
+
+/// A harness could not start because its peer is not on this machine;
+/// [`skip_or_fail`] has already said so (or panicked, when the peer is
+/// required). The test returns early on it: `let Ok(x) = X::start().await
+/// else { return };`. Any other failure to start panics with its cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// The peer name in [`REQUIRE_PEERS_ENV`] that was missing.
+    pub peer: &'static str,
+    /// Why the harness could not start, with what to install.
+    pub why: String,
+}
+
+impl Skip {
+    /// Reports the skip through [`skip_or_fail`] and returns it.
+    pub fn report(peer: &'static str, why: impl Into<String>) -> Skip {
+        let why = why.into();
+        skip_or_fail(peer, &why);
+        Skip { peer, why }
     }
 }
 
