@@ -62,26 +62,20 @@ fn cached(home: &GitHome) -> serde_json::Value {
 /// Runs `latchkey login --loopback --no-browser` and signs in as `user`
 /// through the sign-in page the way a browser would: fetch the printed URL,
 /// post the form, follow the redirect to the loopback listener.
-async fn sign_in(sb: &Sandbox, home: &GitHome, user: &str, groups: &str) -> String {
+///
+/// `explicit` names the provider with `--issuer`/`--client-id`; otherwise
+/// `latchkey login` asks the gateway (`/oauth2/login-providers`).
+async fn sign_in(sb: &Sandbox, home: &GitHome, user: &str, groups: &str, explicit: bool) -> String {
     let issuer = format!("{}/dev-idp", sb.url);
-    let mut child = as_user(
-        home,
-        &[
-            "login",
-            "--gateway",
-            &sb.url,
-            "--issuer",
-            &issuer,
-            "--client-id",
-            "latchkey-cli",
-            "--loopback",
-            "--no-browser",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut args = vec!["login", "--gateway", &sb.url, "--loopback", "--no-browser"];
+    if explicit {
+        args.extend(["--issuer", &issuer, "--client-id", "latchkey-cli"]);
+    }
+    let mut child = as_user(home, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -134,8 +128,8 @@ async fn login_then_token_and_git_without_pasting_renewal_revocation_and_logout(
     // renews with the refresh token.
     let sb = Sandbox::start_with(&["--id-token-lifetime", "30s"]);
     let home = GitHome::new();
-    let said = sign_in(&sb, &home, "alice", "developers").await;
-    assert!(said.contains("as `alice`"), "{said}");
+    let said = sign_in(&sb, &home, "alice", "developers", false).await;
+    assert!(said.contains("as `alice` with `dev`"), "{said}");
     assert!(said.contains("renew it quietly"), "{said}");
 
     // The sign-in is private: directory 0700, file 0600.
@@ -243,6 +237,32 @@ async fn login_then_token_and_git_without_pasting_renewal_revocation_and_logout(
         stdout(&again).contains("not signed in"),
         "{}",
         stdout(&again)
+    );
+
+    // Owned by someone else, a sign-in is refused too (we may be root here;
+    // otherwise chown is not allowed and this part is not checked).
+    std::fs::write(&file, &saved).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
+        let theirs = as_user(&home, &["token", "--url", &sb.url, "--audience", "git"])
+            .output()
+            .unwrap();
+        assert!(!theirs.status.success());
+        assert!(
+            stderr(&theirs).contains("belongs to another user"),
+            "{}",
+            stderr(&theirs)
+        );
+    }
+    std::fs::remove_file(&file).unwrap();
+
+    // `--issuer`/`--client-id` name the provider without asking the gateway.
+    let said = sign_in(&sb, &home, "carol", "", true).await;
+    assert!(said.contains("as `carol`"), "{said}");
+    ok(
+        as_user(&home, &["token", "--url", &sb.url, "--audience", "git"])
+            .output()
+            .unwrap(),
     );
 
     // The audit log has alice's exchanges of the dev provider's ID tokens.
