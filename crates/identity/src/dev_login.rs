@@ -456,13 +456,18 @@ impl DevIssuer {
         })
     }
 
-    /// Whether `form_token` names a form that can still be submitted (so a
+    /// The form `form_token` names while it can still be submitted (so a
     /// page with a wrong field can be shown again with the same token).
-    pub fn form_is_live(&self, form_token: &str, now: UnixTime) -> bool {
+    pub fn pending_form(&self, form_token: &str, now: UnixTime) -> Option<SignInForm> {
         self.flows()
             .forms
             .get(form_token)
-            .is_some_and(|f| f.expires_at > now)
+            .filter(|f| f.expires_at > now)
+            .map(|f| SignInForm {
+                form_token: form_token.to_owned(),
+                client_id: f.client_id.clone(),
+                redirect_uri: f.redirect_uri.clone(),
+            })
     }
 
     /// Takes a submitted sign-in form: checks the fields, uses up the form
@@ -1003,7 +1008,7 @@ mod tests {
             .sign_in(&form.form_token, "<b>", "", "", NOW)
             .unwrap_err();
         assert!(matches!(e, SignInError::Field(_)));
-        assert!(dev.form_is_live(&form.form_token, NOW));
+        assert!(dev.pending_form(&form.form_token, NOW).is_some());
         dev.sign_in(&form.form_token, "bob", "", "bob@example.com", NOW)
             .unwrap();
         assert_eq!(

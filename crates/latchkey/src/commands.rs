@@ -49,7 +49,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Init(args) => crate::init::run(&args.dir),
-        Command::Login(args) => crate::login::login(args, clock()).await,
+        Command::Login(args) => crate::login::login(args).await,
         Command::Logout(args) => crate::login::logout(args).await,
         Command::Token(args) => token(args, clock()).await,
         Command::Audit(cmd) => crate::output::audit(cmd, clock()).await,

@@ -114,21 +114,9 @@ async fn get(args: &GitCredentialArgs, request: &Request, clock: &SharedClock) -
 /// without an identity token of its own (`latchkey ci token
 /// --git-credential-cache`). Returns the gateway origin the entry is for.
 pub(crate) fn cache_token(gateway_url: &str, audience: &str, token: &str) -> Result<String> {
-    let parsed = reqwest::Url::parse(gateway_url)
-        .with_context(|| format!("`{gateway_url}` is not a URL"))?;
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .with_context(|| format!("`{gateway_url}` has no host"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("`{gateway_url}` is not an http or https URL");
-    }
     // Git's credential request names the host with a port only when it is
-    // not the scheme's default; `Url::port` follows the same rule.
-    let url = match parsed.port() {
-        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-        None => format!("{}://{host}", parsed.scheme()),
-    };
+    // not the scheme's default; `gateway_origin` follows the same rule.
+    let url = crate::login::gateway_origin(gateway_url)?;
     if !is_protocol_safe(token) {
         bail!("the gateway's `access_token` is not a single printable line; refusing to cache it");
     }

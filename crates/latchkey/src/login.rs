@@ -361,7 +361,7 @@ async fn resolve_provider(
 }
 
 /// `latchkey login`.
-pub(crate) async fn login(args: LoginArgs, clock: SharedClock) -> Result<ExitCode> {
+pub(crate) async fn login(args: LoginArgs) -> Result<ExitCode> {
     let gateway = crate::config::gateway_url(args.gateway.as_deref(), &args.data)?;
     let origin = gateway_origin(&gateway)?;
     let http = http()?;
@@ -423,7 +423,6 @@ pub(crate) async fn login(args: LoginArgs, clock: SharedClock) -> Result<ExitCod
     } else {
         println!("the provider gave no refresh token: run `latchkey login` again after {until}");
     }
-    let _ = clock;
     Ok(ExitCode::SUCCESS)
 }
 

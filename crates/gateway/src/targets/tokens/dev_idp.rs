@@ -69,9 +69,12 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it a browser sends `Origin: null` on the
+    // form's same-origin POST (Fetch, "serializing a request origin"), and
+    // the cross-site check needs the real origin.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     resp
 }
@@ -252,19 +255,21 @@ pub(crate) async fn authorize_submit(
     let now = ts.pipe.clock.unix();
     match dev.sign_in(token, user, groups, email, now) {
         Ok(url) => redirect(&url),
-        Err(SignInError::Field(msg)) if dev.form_is_live(token, now) => sign_in_page(
-            StatusCode::BAD_REQUEST,
-            token,
-            "",
-            "",
-            &Typed {
-                user,
-                groups,
-                email,
-                error: Some(&msg),
-            },
-        )
-        .into_response(),
+        Err(SignInError::Field(msg)) => match dev.pending_form(token, now) {
+            Some(form) => sign_in_page(
+                StatusCode::BAD_REQUEST,
+                token,
+                &form.client_id,
+                &form.redirect_uri,
+                &Typed {
+                    user,
+                    groups,
+                    email,
+                    error: Some(&msg),
+                },
+            ),
+            None => error_page(StatusCode::BAD_REQUEST, &SignInError::StaleForm.to_string()),
+        },
         Err(e) => error_page(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
