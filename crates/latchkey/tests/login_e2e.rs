@@ -445,3 +445,91 @@ async fn the_dev_sign_in_page_refuses_what_it_must_and_escapes_what_it_echoes() 
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The `name=value` of the cookie `name` a response sets.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|kv| kv.starts_with(&format!("{name}=")) && kv.len() > name.len() + 1)
+        .map(str::to_owned)
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// The gateway's own browser sign-in (`/login`, client `latchkey-web`)
+/// through the sandbox's sign-in page, and its RP-initiated logout through
+/// `/dev-idp/logout` back to the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_sign_in_and_logout_through_the_dev_provider() {
+    let sb = Sandbox::start();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(format!("{}/login", sb.url)).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let to_idp = location(&r);
+    assert!(
+        to_idp.starts_with(&format!("{}/dev-idp/authorize?", sb.url)),
+        "{to_idp}"
+    );
+    assert!(to_idp.contains("client_id=latchkey-web"), "{to_idp}");
+    let signin_cookie = set_cookie(&r, "latchkey-signin").expect("the sign-in cookie");
+
+    let html = http
+        .get(&to_idp)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{}/dev-idp/authorize", sb.url))
+        .header("origin", sb.url.as_str())
+        .form(&[
+            ("form", form_token(&html).as_str()),
+            ("user", "alice"),
+            ("groups", "developers"),
+            ("email", "alice@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = location(&r);
+    assert!(
+        back.starts_with(&format!("{}/callback?code=", sb.url)),
+        "{back}"
+    );
+
+    let r = http
+        .get(&back)
+        .header("cookie", &signin_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{:?}", r.text().await);
+    let session = set_cookie(&r, "latchkey").expect("a session cookie");
+
+    let r = http
+        .get(format!("{}/logout", sb.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let to_logout = location(&r);
+    assert!(
+        to_logout.starts_with(&format!("{}/dev-idp/logout?", sb.url)),
+        "{to_logout}"
+    );
+    let r = http.get(&to_logout).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&sb.url), "{}", location(&r));
+}
