@@ -750,3 +750,70 @@ pub(crate) async fn logout(args: LogoutArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: serde_json::Value) -> String {
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.sig",
+            b(br#"{"alg":"RS256"}"#),
+            b(claims.to_string().as_bytes())
+        )
+    }
+
+    fn meta() -> ProviderMetadata {
+        ProviderMetadata {
+            issuer: "https://idp.example".into(),
+            authorization_endpoint: "https://idp.example/auth".into(),
+            token_endpoint: "https://idp.example/token".into(),
+            end_session_endpoint: None,
+            device_authorization_endpoint: None,
+            revocation_endpoint: None,
+            jwks_uri: None,
+            code_challenge_methods_supported: vec!["S256".into()],
+        }
+    }
+
+    #[test]
+    fn origins_are_what_git_names_the_host() {
+        assert_eq!(
+            gateway_origin("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            gateway_origin("https://gw.example:443/x").unwrap(),
+            "https://gw.example"
+        );
+        assert!(gateway_origin("ftp://gw.example").is_err());
+        assert!(gateway_origin("not a url").is_err());
+    }
+
+    #[test]
+    fn an_id_token_for_another_issuer_client_or_nonce_is_not_kept() {
+        let good = serde_json::json!({
+            "iss": "https://idp.example", "aud": "cli", "nonce": "n1", "exp": 10, "sub": "a"
+        });
+        check_id_token(&jwt(good.clone()), &meta(), "cli", Some("n1")).unwrap();
+        // `aud` may be a list.
+        let mut list = good.clone();
+        list["aud"] = serde_json::json!(["other", "cli"]);
+        check_id_token(&jwt(list), &meta(), "cli", Some("n1")).unwrap();
+        let cases = [
+            ("iss", serde_json::json!("https://evil.example"), "issuer"),
+            ("aud", serde_json::json!("other"), "not for client"),
+            ("nonce", serde_json::json!("n2"), "nonce"),
+            ("exp", serde_json::Value::Null, "no `exp`"),
+        ];
+        for (field, value, says) in cases {
+            let mut c = good.clone();
+            c[field] = value;
+            let e = check_id_token(&jwt(c), &meta(), "cli", Some("n1")).unwrap_err();
+            assert!(e.to_string().contains(says), "{field}: {e}");
+        }
+        let e = check_id_token("opaque", &meta(), "cli", None).unwrap_err();
+        assert!(e.to_string().contains("not a JWT"), "{e}");
+    }
+}
