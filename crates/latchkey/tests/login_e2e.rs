@@ -84,13 +84,18 @@ async fn sign_in(sb: &Sandbox, home: &GitHome, user: &str, groups: &str, explici
             let _ = tx.send(line);
         }
     });
+    let mut seen = Vec::new();
     let url = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("`latchkey login` printed the sign-in URL");
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+            panic!(
+                "`latchkey login` printed no sign-in URL; it printed:\n{}",
+                seen.join("\n")
+            );
+        };
         if let Some(u) = line.trim().strip_prefix("http") {
             break format!("http{u}");
         }
+        seen.push(line);
     };
     assert!(url.starts_with(&format!("{issuer}/authorize?")), "{url}");
     assert!(url.contains("code_challenge_method=S256"), "{url}");

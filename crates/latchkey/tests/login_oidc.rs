@@ -57,13 +57,18 @@ fn start_login(home: &GitHome, issuer: &str, extra: &[&str]) -> (Child, Receiver
 }
 
 fn next_line_with(rx: &Receiver<String>, needle: &str) -> String {
+    let mut seen = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("`latchkey login` printed no line with `{needle}`"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            panic!(
+                "`latchkey login` printed no line with `{needle}`; it printed:\n{}",
+                seen.join("\n")
+            );
+        };
         if line.contains(needle) {
             return line;
         }
+        seen.push(line);
     }
 }
 
