@@ -157,7 +157,13 @@ async fn dev(
     if !repos.join("acme/app.git").exists() {
         create_repo(&repos, "acme/app")?;
     }
-    let mut config = dev_config(&data, listen, firestore_emulator.as_deref())?;
+    let example_app = crate::dev_app::spawn(&format!("http://{listen}")).await?;
+    let mut config = dev_config(
+        &data,
+        listen,
+        firestore_emulator.as_deref(),
+        Some(example_app),
+    )?;
     config.dev_issuer.id_token_lifetime = Some(id_token_lifetime);
     let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
     let url = gw.public_url().to_owned();
@@ -189,7 +195,10 @@ fn dev_banner(url: &str, data: &Path) -> String {
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/main   # denied: protect-main\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/feature # allowed\n\
          \x20 cd ..\n\
-         \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n",
+         \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n\n\
+         In a browser: {url}/apps/whoami/ (sign in as anyone in `developers`), then\n\
+         \x20 {url}/apps/whoami/admin/ is denied by policy `app-admin-pages`; {url}/logout signs out.\n\
+         From a terminal, once a day: latchkey login{data_arg}   (then git and latchkey token need no token pasted)\n",
         data = data.display(),
     )
 }
@@ -405,7 +414,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         }
         let config = match &pl.location.config {
             Some(p) => Config::load(p)?,
-            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None)?,
+            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None, None)?,
         };
         Ok(config.policy_dir())
     };

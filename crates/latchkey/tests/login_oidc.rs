@@ -271,3 +271,44 @@ async fn the_dev_sign_in_page_works_in_chromium() {
             .unwrap(),
     );
 }
+
+/// The quick start's browser part: in `latchkey dev`, the example app asks
+/// for a sign-in, the dev provider's page signs anyone in, the app shows
+/// the identity it received (with a signed assertion that verifies), its
+/// admin page is denied naming the policy, and sign-out asks again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_example_app_signs_in_in_chromium_and_denies_its_admin_page() {
+    let Some(browser) = tokio::task::spawn_blocking(Browser::available)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let sb = Sandbox::start();
+    let app = format!("{}/apps/whoami/", sb.url);
+    let out = browser
+        .run(&[
+            Step::goto(&app),
+            Step::expect_text("DEV ONLY"),
+            Step::fill("input[name=user]", "alice"),
+            Step::fill("input[name=groups]", "developers"),
+            Step::click("button[type=submit]"),
+            Step::wait_for_url(&app),
+            Step::expect_text("Hello from the example app"),
+            Step::expect_text("verified against the gateway's JWKS"),
+            Step::goto(&format!("{}/apps/whoami/admin/", sb.url)),
+            Step::expect_status(403),
+            Step::expect_text("app-admin-pages"),
+            Step::expect_text("alice"),
+            Step::goto(&format!("{}/logout?rd=/apps/whoami/", sb.url)),
+            Step::expect_text("DEV ONLY"),
+        ])
+        .await;
+    let shown = &out[6].text;
+    assert!(
+        shown.contains("x-user") && shown.contains("alice") && shown.contains("developers"),
+        "{shown}"
+    );
+    let audit = stdout(&sb.cli(&["audit", "query", "--action", "session.start"]));
+    assert!(audit.contains("alice"), "{audit}");
+}
