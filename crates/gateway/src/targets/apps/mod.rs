@@ -253,6 +253,10 @@ pub(crate) async fn dispatch(
     if resp.extensions().get::<Rendered>().is_some() || !browser {
         return resp;
     }
+    // A browser whose session cookie names no live session signs in again.
+    if resp.status() == StatusCode::UNAUTHORIZED && safe {
+        return deny::login_redirect(&return_to);
+    }
     // A refusal rendered by the pipeline (JSON): a browser gets a page.
     let status = resp.status();
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
@@ -276,6 +280,37 @@ pub(crate) async fn dispatch(
         return_to: &return_to,
     };
     page.html()
+}
+
+/// Whether a request comes from the gateway's own origin or the app's host
+/// (CSRF, for a browser session's unsafe method): `Sec-Fetch-Site` when
+/// the browser sends it (`same-origin`, or `none` for a typed URL), else
+/// `Origin`. Neither: not proven, refused.
+fn same_origin(
+    headers: &HeaderMap,
+    public_origin: &str,
+    app_host: Option<&str>,
+    public_scheme: &str,
+) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").to_ascii_lowercase();
+        return matches!(site.as_str(), "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    if origin == public_origin.to_ascii_lowercase() {
+        return true;
+    }
+    app_host.is_some_and(|h| {
+        url::Url::parse(&origin).is_ok_and(|u| {
+            u.host_str() == Some(h)
+                && u.scheme() == public_scheme
+                && u.path() == "/"
+                && origin.trim_end_matches('/') == u.origin().ascii_serialization()
+        })
+    })
 }
 
 /// What authenticate found, for classify.
@@ -348,28 +383,14 @@ impl AppTarget {
         }
     }
 
-    /// The origins a session's unsafe request may come from.
+    /// Whether a session's unsafe request comes from this site.
     fn same_origin(&self, headers: &HeaderMap) -> bool {
-        let fetch_site = headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        if let Some(site) = &fetch_site {
-            return matches!(site.as_str(), "same-origin" | "none");
-        }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let origin = origin.to_ascii_lowercase();
-        if origin == self.shared.public_origin.to_ascii_lowercase() {
-            return true;
-        }
-        match &self.config.host {
-            Some(h) => url::Url::parse(&origin).is_ok_and(|u| {
-                u.host_str() == Some(h.as_str()) && u.scheme() == self.shared.public_scheme
-            }),
-            None => false,
-        }
+        same_origin(
+            headers,
+            &self.shared.public_origin,
+            self.config.host.as_deref(),
+            &self.shared.public_scheme,
+        )
     }
 
     fn identity_headers(&self, p: &Principal, user: &str) -> Vec<(&'static str, String)> {
@@ -784,5 +805,55 @@ impl Target for AppTarget {
                 .alongside(&pipe, self.forward(cx, &principal, plan))
                 .await?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn csrf_needs_this_site() {
+        let ok = |p: &[(&'static str, &'static str)], host| {
+            same_origin(&h(p), "https://gw.example.com", host, "https")
+        };
+        assert!(ok(&[("sec-fetch-site", "same-origin")], None));
+        assert!(ok(&[("sec-fetch-site", "none")], None));
+        assert!(!ok(&[("sec-fetch-site", "cross-site")], None));
+        assert!(!ok(&[("sec-fetch-site", "same-site")], None));
+        // Sec-Fetch-Site wins over a matching Origin.
+        assert!(!ok(
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://gw.example.com")
+            ],
+            None
+        ));
+        assert!(ok(&[("origin", "https://gw.example.com")], None));
+        assert!(ok(&[("origin", "HTTPS://GW.example.com")], None));
+        assert!(!ok(
+            &[("origin", "https://gw.example.com.evil.example")],
+            None
+        ));
+        assert!(!ok(&[("origin", "http://gw.example.com")], None));
+        assert!(!ok(&[("origin", "null")], None));
+        assert!(!ok(&[], None));
+        assert!(ok(
+            &[("origin", "https://git.example.com")],
+            Some("git.example.com")
+        ));
+        assert!(!ok(
+            &[("origin", "http://git.example.com")],
+            Some("git.example.com")
+        ));
+        assert!(!ok(&[("origin", "https://git.example.com")], None));
     }
 }
