@@ -502,6 +502,19 @@ async fn a_web_write_needs_git_push_on_the_repository() {
         .find(|s| s.contains("git.push") && s.contains("local/acme/app"))
         .expect("a git.push record");
     assert!(push.contains("developers-web-write"), "{push}");
+    // The app's answer is on record (durably, for a write).
+    assert!(
+        records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap().to_string())
+            .any(|s| s.contains("http.request") && s.contains(r#""status":"200""#)),
+        "no outcome record of the web write: {:?}",
+        records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap().to_string())
+            .filter(|s| s.contains("http.request"))
+            .collect::<Vec<_>>()
+    );
     // A read-scoped token may not write.
     let (status, b) =
         w.tg.token_form(&[

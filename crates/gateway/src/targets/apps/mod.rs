@@ -351,6 +351,7 @@ impl AppTarget {
                         self.config.name
                     ),
                 )
+                .with_status(StatusCode::FORBIDDEN)
             })?,
         };
         if name.is_empty() || HeaderValue::from_str(&name).is_err() {
@@ -456,6 +457,7 @@ impl AppTarget {
                     Code::MintRefused("assertion"),
                     format!("cannot vouch for you to app `{}`: {e}", self.config.name),
                 )
+                .with_status(StatusCode::FORBIDDEN)
             })
     }
 
@@ -797,13 +799,33 @@ impl Target for AppTarget {
     ) -> BoxFuture<'a, Result<Response, Refusal>> {
         Box::pin(async move {
             let pipe = self.shared.pipe.clone();
+            let Authorized {
+                intents, pending, ..
+            } = authorized;
             // An allowed read's records sync while the app answers; its
             // response waits for them (DESIGN 6 holds for writes: their
             // records are durable before this runs).
-            authorized
-                .pending
+            let resp = pending
                 .alongside(&pipe, self.forward(cx, &principal, plan))
-                .await?
+                .await??;
+            // The outcome: the app's status. A write's is durable before
+            // the caller learns of it; a read's is buffered.
+            if let Some(intent) = intents.first() {
+                let event = latchkey_audit::AuditEvent::outcome(
+                    cx.request_id.clone(),
+                    Some(&principal),
+                    intent,
+                    latchkey_audit::Outcome::new(resp.status().as_str()),
+                    pipe.clock.unix_millis(),
+                )
+                .with_caused_by(cx.request_id.clone());
+                if intent.required_scope() == Some(latchkey_core::Scope::Read) {
+                    pipe.record_buffered(vec![event]).await;
+                } else {
+                    pipe.record_all(vec![event]).await?;
+                }
+            }
+            Ok(resp)
         })
     }
 }
