@@ -18,12 +18,17 @@ use latchkey_tokens::{
 use crate::config::Config;
 use crate::pipeline::{AuditAction, Pipeline, RefusalLimiter, new_request_id, records};
 use crate::probe::ProbeKind;
+use crate::sessions::providers::{LoginProvider, Providers};
+use crate::sessions::return_to::ReturnOrigins;
+use crate::sessions::{SessionTimes, Sessions};
 use crate::targets::admin::AdminState;
 use crate::targets::documents::{Documents, FirestoreFront};
 use crate::targets::git::GitTarget;
 use crate::targets::readiness::{Probe, Readiness};
+use crate::targets::signin::SignIn;
 use crate::targets::tokens::TokenService;
 use crate::targets::webhooks::Webhooks;
+use latchkey_identity::oauth::ClientCredentials;
 
 /// Why the gateway could not start. Every variant is fatal: Latchkey never
 /// starts half-configured.
@@ -199,6 +204,10 @@ pub struct Gateway {
     pub(crate) tokens: Arc<TokenService>,
     pub(crate) admin: Arc<AdminState>,
     pub(crate) webhooks: Arc<Webhooks>,
+    /// Browser sessions, for the sign-in routes and the app routes.
+    pub(crate) sessions: Arc<Sessions>,
+    /// `/login`, `/callback`, `/logout`.
+    pub(crate) signin: Arc<SignIn>,
     /// `[[apps]]`: web apps behind Latchkey.
     pub(crate) apps: Arc<crate::targets::apps::Apps>,
     /// The audit witness tasks, given a moment at shutdown to deliver the
@@ -281,8 +290,11 @@ impl Gateway {
 
         let dev_issuer = if config.dev_issuer.enabled {
             let issuer_url = format!("{public_url}/dev-idp");
-            let dev =
+            let mut dev =
                 DevIssuer::load_or_create(&data.join("dev-issuer-key.pk8"), issuer_url.clone())?;
+            if let Some(lifetime) = config.dev_issuer.id_token_lifetime {
+                dev = dev.with_id_token_lifetime(lifetime);
+            }
             if !config.issuers.iter().any(|i| i.issuer == issuer_url) {
                 config.issuers.push(dev_issuer_config(&issuer_url));
             }
@@ -464,6 +476,64 @@ impl Gateway {
             verifier,
             limiter,
         });
+        let mut login_providers = Vec::new();
+        for issuer in &config.issuers {
+            let Some(login) = &issuer.login else { continue };
+            let client_secret = match &login.client_secret {
+                Some(r) => crate::config::SecretSource::from(r.clone())
+                    .load(&format!("issuers.{}.client_secret", issuer.name))?,
+                None => None,
+            };
+            login_providers.push(LoginProvider::new(
+                issuer.name.clone(),
+                issuer.issuer.clone(),
+                ClientCredentials {
+                    client_id: login.client_id.clone(),
+                    client_secret,
+                },
+                login.cli_client_id.clone(),
+                login.scopes.clone(),
+            ));
+        }
+        let providers = Arc::new(Providers::new(
+            login_providers,
+            issuers.clone(),
+            http.clone(),
+            clock.clone(),
+        ));
+        let sessions = Arc::new(Sessions::new(
+            store.clone(),
+            master.clone(),
+            clock.clone(),
+            revocations.clone(),
+            providers,
+            pipe.clone(),
+            SessionTimes {
+                idle: config.sessions.idle_timeout,
+                absolute: config.sessions.absolute_timeout,
+            },
+            public_url.starts_with("https://"),
+        ));
+        let signin = Arc::new(SignIn {
+            pipe: pipe.clone(),
+            sessions: sessions.clone(),
+            master: master.clone(),
+            clock: clock.clone(),
+            public_url: public_url.clone(),
+            return_origins: ReturnOrigins::new(
+                std::iter::once(origin_of(&public_url))
+                    .chain(host_app_origins(&config, &public_url))
+                    .chain(config.sessions.return_origins.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
+            app_cookies: config
+                .app_cookies()
+                .into_iter()
+                .map(|c| (c.name, c.path))
+                .collect(),
+        });
         let documents = Arc::new(Documents::new(pipe.clone(), firestore));
         let git = Arc::new(GitTarget {
             pipe: pipe.clone(),
@@ -513,9 +583,7 @@ impl Gateway {
             &config,
             pipe.clone(),
             assertion_issuer,
-            Arc::new(crate::targets::apps::Sessions::shim(
-                config.server.tls.is_some(),
-            )),
+            sessions.clone(),
         )?);
         let gw = Arc::new(Self {
             keys_seen: tokio::sync::Mutex::new(None),
@@ -533,6 +601,8 @@ impl Gateway {
             tokens,
             admin,
             webhooks,
+            sessions,
+            signin,
             witnesses: std::sync::Mutex::new(witnesses),
         });
         // Rotations made while no gateway ran (`latchkey keys rotate` on a
@@ -654,6 +724,7 @@ impl Gateway {
         if let Err(e) = self.revocations.refresh().await {
             tracing::error!(error = %e, "revocation refresh failed");
         }
+        self.sessions.prune().await;
     }
 
     /// Rotates the signing key (see [`SigningKeyRing::rotate`] for the two
@@ -686,11 +757,39 @@ impl Gateway {
     }
 }
 
-/// The issuer config for the built-in dev identity provider.
+/// `scheme://host[:port]` of a URL (the URL itself when it does not parse;
+/// `server.public_url` is validated at load).
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| url.trim_end_matches('/').to_owned(),
+        |u| u.origin().ascii_serialization(),
+    )
+}
+
+/// The origins of apps served on their own host name: the gateway's scheme
+/// and port with the app's host (a browser may be sent back there after
+/// signing in).
+fn host_app_origins(config: &Config, public_url: &str) -> Vec<String> {
+    let Ok(u) = url::Url::parse(public_url) else {
+        return Vec::new();
+    };
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    config
+        .apps
+        .iter()
+        .filter_map(|a| a.host.as_ref())
+        .map(|h| format!("{}://{}{port}", u.scheme(), h.to_ascii_lowercase()))
+        .collect()
+}
+
+/// The issuer config for the built-in dev identity provider. `login = true`
+/// adds its sign-in page's client ids (`latchkey-web`, `latchkey-cli`) to
+/// the audiences, since an ID token's `aud` is the client it was issued to.
 fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
     let text = format!(
         "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\"]\n\
-         groups_claim = \"groups\"\ndev = true\n"
+         groups_claim = \"groups\"\ndev = true\n\
+         login = true\nclient_id = \"latchkey-web\"\ncli_client_id = \"latchkey-cli\"\n"
     );
     // The text above is fixed; a parse failure is a bug caught by tests.
     toml::from_str(&text).unwrap_or_else(|e| panic!("dev issuer config: {e}"))

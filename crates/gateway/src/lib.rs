@@ -6,8 +6,10 @@
 //! - `config`: the configuration file, secrets apart;
 //! - `pipeline`: the steps every request takes, the one refusal type and its
 //!   rendering per protocol, the audit records and their actions;
+//! - `sessions`: browser sessions, the providers people sign in with, and
+//!   where a browser may be sent back to;
 //! - `targets`: one module per target (Git, documents, tokens, admin,
-//!   webhooks), each a `pipeline::Target`;
+//!   webhooks, apps), each a `pipeline::Target`, and the sign-in routes;
 //! - `gateway`: the running gateway (start-up, upkeep, shutdown);
 //! - `server`: the router, request ids and the listener;
 //! - `check`: `serve --check`, every piece start-up needs, one by one.
@@ -26,6 +28,7 @@ mod gateway;
 mod pipeline;
 mod probe;
 mod server;
+mod sessions;
 mod targets;
 mod witness;
 

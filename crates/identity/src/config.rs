@@ -70,7 +70,48 @@ pub struct IssuerConfig {
     /// Token claims copied into `Principal::attributes` (audit and policy
     /// context).
     pub attribute_claims: Vec<String>,
+    /// Browser sign-in and `latchkey login` with this issuer, when set
+    /// (`login = true`).
+    pub login: Option<LoginClient>,
+    /// Whether `login = true` was written (client settings without it are
+    /// refused by [`IssuerConfig::validate`]).
+    pub login_requested: bool,
 }
+
+/// How Latchkey signs people in with an issuer (`login = true` in its
+/// `[[issuers]]` table): the gateway's own client for the browser flow,
+/// and optionally a public client for `latchkey login`.
+///
+/// Their client ids are accepted as audiences of the issuer's ID tokens
+/// (an ID token's `aud` is the client it was issued to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginClient {
+    /// The gateway's client id (a confidential client when a secret is set).
+    pub client_id: String,
+    /// Where its secret comes from; `None` for a public client with PKCE.
+    pub client_secret: Option<SecretRef>,
+    /// A public client for `latchkey login` (device grant or loopback
+    /// redirect); published at `/oauth2/login-providers`.
+    pub cli_client_id: Option<String>,
+    /// The scopes asked for.
+    pub scopes: Vec<String>,
+}
+
+/// Where a secret comes from: inline (discouraged), an environment
+/// variable, or a file. Read by the gateway at start, not by this crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The value itself.
+    pub value: Option<String>,
+    /// The name of an environment variable holding it.
+    pub env: Option<String>,
+    /// A file holding it.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The scopes browser sign-in asks for unless `scopes` says otherwise.
+pub const DEFAULT_LOGIN_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 
 /// `[[issuers]]` as written, before preset defaults are applied.
 #[derive(Deserialize)]
@@ -104,6 +145,16 @@ struct RawIssuerConfig {
     jwks_uri: Option<String>,
     #[serde(default)]
     dev: bool,
+    #[serde(default)]
+    login: bool,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<SecretRef>,
+    #[serde(default)]
+    cli_client_id: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 impl From<RawIssuerConfig> for IssuerConfig {
@@ -140,6 +191,38 @@ impl From<RawIssuerConfig> for IssuerConfig {
         }
         cfg.jwks_uri = raw.jwks_uri;
         cfg.dev = raw.dev;
+        if raw.login
+            || raw.client_id.is_some()
+            || raw.client_secret.is_some()
+            || raw.cli_client_id.is_some()
+        {
+            // `validate` refuses client settings without `login = true`, and
+            // `login = true` without a client id (an empty one here).
+            let login = LoginClient {
+                client_id: raw.client_id.unwrap_or_default(),
+                client_secret: raw.client_secret,
+                cli_client_id: raw.cli_client_id,
+                scopes: raw.scopes.unwrap_or_else(|| {
+                    DEFAULT_LOGIN_SCOPES
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                }),
+            };
+            for id in std::iter::once(&login.client_id).chain(&login.cli_client_id) {
+                if !id.is_empty() && !cfg.audiences.contains(id) {
+                    cfg.audiences.push(id.clone());
+                }
+            }
+            // What apps and audit want to show of a person who signed in.
+            for claim in ["preferred_username", "name"] {
+                if !cfg.attribute_claims.iter().any(|a| a == claim) {
+                    cfg.attribute_claims.push(claim.to_owned());
+                }
+            }
+            cfg.login_requested = raw.login;
+            cfg.login = Some(login);
+        }
         cfg
     }
 }
@@ -196,6 +279,8 @@ impl IssuerConfig {
             preset: None,
             ci_system: None,
             attribute_claims: Vec::new(),
+            login: None,
+            login_requested: false,
         }
     }
 
@@ -297,6 +382,29 @@ impl IssuerConfig {
         }
         if self.email_claim.as_deref() == Some("") {
             return Err(err("email_claim", "must not be empty".into()));
+        }
+        if let Some(login) = &self.login {
+            if !self.login_requested {
+                return Err(err(
+                    "login",
+                    "`client_id`, `client_secret` and `cli_client_id` are for sign-in; add `login = true` or remove them".into(),
+                ));
+            }
+            if login.client_id.is_empty() {
+                return Err(err(
+                    "client_id",
+                    "`login = true` needs the client id Latchkey was registered with at this provider".into(),
+                ));
+            }
+            if self.kind != PrincipalKind::User {
+                return Err(err(
+                    "login",
+                    "only issuers of people (`kind = \"user\"`) can be used to sign in".into(),
+                ));
+            }
+            if !login.scopes.iter().any(|s| s == "openid") {
+                return Err(err("scopes", "must include `openid`".into()));
+            }
         }
         for (claim, m) in &self.bound_claims {
             if claim.is_empty()

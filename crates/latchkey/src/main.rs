@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod credential;
 mod init;
+mod login;
 mod output;
 mod witness;
 

@@ -1,7 +1,7 @@
 //! Latchkey's state store: what must survive a restart and be shared between
 //! gateway nodes — signing keys (private halves already encrypted by the
-//! caller), revocations and freezes, webhook delivery ids, the audit index and
-//! small metadata blobs.
+//! caller), revocations and freezes, webhook delivery ids, browser sessions, the
+//! audit index and small metadata blobs.
 //!
 //! The [`Store`] trait is the whole interface; callers hold an
 //! `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the embedded default.
@@ -15,7 +15,8 @@ mod types;
 pub use error::StoreError;
 pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};
 pub use types::{
-    AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, StoredSigningKey,
+    AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, StoredSession,
+    StoredSigningKey,
 };
 
 use std::sync::Arc;
@@ -90,6 +91,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes every audit index row, when the log it indexed is archived
     /// and a new log (whose seqs start again at 1) begins.
     async fn clear_audit_index(&self) -> Result<(), StoreError>;
+
+    /// Adds a session. Fails with [`StoreError::Conflict`] if the id exists.
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StoreError>;
+    /// The session with this id hash, if it exists (expired or not: the
+    /// caller decides).
+    async fn get_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError>;
+    /// Replaces a session's principal, secrets, `last_seen_at` and
+    /// `id_token_expires_at` (after a refresh); `false` if it is gone.
+    async fn update_session(&self, session: &StoredSession) -> Result<bool, StoreError>;
+    /// Moves `last_seen_at` forward to `at`; `false` if the session is gone.
+    async fn touch_session(&self, id_hash: &str, at: UnixTime) -> Result<bool, StoreError>;
+    /// Ends one session; returns whether it existed.
+    async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+    /// Ends every session of a subject; returns how many there were.
+    async fn delete_sessions_of(&self, subject: &str) -> Result<u64, StoreError>;
+    /// Removes sessions past `expires_at` or idle since before
+    /// `idle_before`; returns how many.
+    async fn delete_expired_sessions(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+    ) -> Result<u64, StoreError>;
 
     /// Reads a metadata blob.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

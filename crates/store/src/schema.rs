@@ -22,10 +22,11 @@ pub(crate) const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migratio
 
 // INVARIANT: append only. An applied migration is never edited; a change is a
 // new entry with the next version.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: "
 CREATE TABLE signing_keys (
     kid TEXT PRIMARY KEY,
     algorithm TEXT NOT NULL,
@@ -80,7 +81,28 @@ CREATE TABLE meta (
     value BLOB NOT NULL
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "sessions",
+        sql: "
+CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    principal_json TEXT NOT NULL,
+    secrets BLOB NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    id_token_expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_subject ON sessions (subject);
+CREATE INDEX sessions_expires_at ON sessions (expires_at);
+CREATE INDEX sessions_last_seen_at ON sessions (last_seen_at);
+",
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use crate::schema::{BOOKKEEPING, MIGRATIONS};
 use crate::{
     AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, Store, StoreError,
-    StoredSigningKey,
+    StoredSession, StoredSigningKey,
 };
 
 /// How long a connection waits for another writer before failing.
@@ -696,6 +696,120 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, subject, issuer, principal_json, secrets, created_at, \
+             last_seen_at, expires_at, id_token_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.subject)
+        .bind(&session.issuer)
+        .bind(&session.principal_json)
+        .bind(&session.secrets)
+        .bind(to_db("created_at", session.created_at)?)
+        .bind(to_db("last_seen_at", session.last_seen_at)?)
+        .bind(to_db("expires_at", session.expires_at)?)
+        .bind(to_db("id_token_expires_at", session.id_token_expires_at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("adding a session", e))?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        let context = "reading a session";
+        let row = sqlx::query(
+            "SELECT id_hash, subject, issuer, principal_json, secrets, created_at, last_seen_at, \
+             expires_at, id_token_expires_at FROM sessions WHERE id_hash = ?",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(context, e))?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        Ok(Some(StoredSession {
+            id_hash: get(&r, "id_hash", context)?,
+            subject: get(&r, "subject", context)?,
+            issuer: get(&r, "issuer", context)?,
+            principal_json: get(&r, "principal_json", context)?,
+            secrets: get(&r, "secrets", context)?,
+            created_at: from_db("created_at", get(&r, "created_at", context)?)?,
+            last_seen_at: from_db("last_seen_at", get(&r, "last_seen_at", context)?)?,
+            expires_at: from_db("expires_at", get(&r, "expires_at", context)?)?,
+            id_token_expires_at: from_db(
+                "id_token_expires_at",
+                get(&r, "id_token_expires_at", context)?,
+            )?,
+        }))
+    }
+
+    async fn update_session(&self, session: &StoredSession) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET principal_json = ?, secrets = ?, last_seen_at = ?, \
+             id_token_expires_at = ? WHERE id_hash = ?",
+        )
+        .bind(&session.principal_json)
+        .bind(&session.secrets)
+        .bind(to_db("last_seen_at", session.last_seen_at)?)
+        .bind(to_db("id_token_expires_at", session.id_token_expires_at)?)
+        .bind(&session.id_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("updating a session", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_session(&self, id_hash: &str, at: UnixTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?",
+        )
+        .bind(to_db("last_seen_at", at)?)
+        .bind(id_hash)
+        .bind(to_db("last_seen_at", at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("touching a session", e))?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Not moved: either gone or already at `at` or later.
+        Ok(self.get_session(id_hash).await?.is_some())
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("ending a session", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_sessions_of(&self, subject: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE subject = ?")
+            .bind(subject)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("ending a subject's sessions", e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_expired_sessions(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at < ?")
+            .bind(clamp_to_db(now))
+            .bind(clamp_to_db(idle_before))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("removing expired sessions", e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let context = format!("reading metadata `{key}`");
         let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
@@ -724,6 +838,89 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(id: &str, subject: &str, at: u64) -> StoredSession {
+        StoredSession {
+            id_hash: id.into(),
+            subject: subject.into(),
+            issuer: "okta".into(),
+            principal_json: "{}".into(),
+            secrets: vec![1, 2, 3],
+            created_at: at,
+            last_seen_at: at,
+            expires_at: at + 100,
+            id_token_expires_at: at + 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_are_kept_touched_and_ended_by_id_subject_and_age() {
+        let store = SqliteStore::open_in_memory()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_session(&session("a", "alice", 1000))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_session(&session("b", "alice", 1000))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_session(&session("c", "bob", 1000))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.insert_session(&session("a", "x", 1)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let got = store
+            .get_session("a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, Some(session("a", "alice", 1000)));
+        assert!(
+            store
+                .touch_session("c", 1050)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            !store
+                .touch_session("zz", 1050)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_eq!(
+            store
+                .delete_sessions_of("alice")
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            2
+        );
+        assert_eq!(
+            store
+                .get_session("a")
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        // c was seen at 1050: idle cut-off 1040 keeps it, 1060 removes it.
+        assert_eq!(
+            store
+                .delete_expired_sessions(1060, 1040)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            0
+        );
+        assert_eq!(
+            store
+                .delete_expired_sessions(1060, 1060)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            1
+        );
+    }
 
     async fn pragma(store: &SqliteStore, name: &'static str) -> String {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))

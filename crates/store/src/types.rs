@@ -160,3 +160,42 @@ pub struct AuditQuery {
     /// Return the newest `limit` rows (still in ascending order).
     pub newest: bool,
 }
+
+/// A browser session as stored. The cookie holds a random secret; the store
+/// keeps only its SHA-256 (`id_hash`), so a copy of the database opens no
+/// session. The provider's ID and refresh tokens are ciphertext the store
+/// cannot read (encrypted by the gateway with the master key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// Hex SHA-256 of the cookie's secret.
+    pub id_hash: String,
+    /// The principal's id, so revoking a subject ends its sessions.
+    pub subject: String,
+    /// The name of the issuer the user signed in with.
+    pub issuer: String,
+    /// The principal, as JSON.
+    pub principal_json: String,
+    /// The encrypted ID and refresh tokens.
+    pub secrets: Vec<u8>,
+    /// When the session began (seconds).
+    pub created_at: UnixTime,
+    /// The last request it served (seconds), for the idle time-out.
+    pub last_seen_at: UnixTime,
+    /// The absolute end (seconds), whatever the activity.
+    pub expires_at: UnixTime,
+    /// When the provider's ID token expires (seconds): the session is
+    /// refreshed before then.
+    pub id_token_expires_at: UnixTime,
+}
+
+impl std::fmt::Debug for StoredSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSession")
+            .field("subject", &self.subject)
+            .field("issuer", &self.issuer)
+            .field("created_at", &self.created_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}

@@ -174,6 +174,23 @@ impl RevocationSet {
     /// memory. Effective on this node when this returns.
     pub async fn revoke(&self, revocation: Revocation) -> Result<(), TokenError> {
         self.store.insert_revocation(&revocation).await?;
+        if revocation.kind == RevocationKind::Subject {
+            // The subject's browser sessions end with its tokens. Every
+            // request with a session also checks the set, so this is
+            // tidiness, not the guarantee; a failure here is logged.
+            let sub = revocation
+                .value
+                .split_once(':')
+                .filter(|(kind, _)| latchkey_core::PrincipalKind::parse(kind).is_some())
+                .map_or(revocation.value.as_str(), |(_, sub)| sub);
+            match self.store.delete_sessions_of(sub).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(sessions = n, subject = %sub, "sessions ended by a revocation")
+                }
+                Err(e) => tracing::error!(error = %e, "cannot delete a revoked subject's sessions"),
+            }
+        }
         tracing::info!(
             kind = revocation.kind.as_str(),
             mode = revocation.mode.as_str(),
@@ -269,6 +286,19 @@ impl RevocationSet {
                     .and_then(|p| indexes.frozen(RevocationKind::Pipeline, p, now))
             });
         found.map(describe)
+    }
+
+    /// A revocation (or freeze) of `principal`'s subject that kills what
+    /// was issued at `since`: what ends a browser session begun then.
+    pub fn subject_revoked_since(&self, principal: &Principal, since: UnixTime) -> Option<String> {
+        let indexes = read(&self.indexes);
+        if indexes.is_empty() {
+            return None;
+        }
+        let now = self.clock.unix();
+        subject_names(principal.kind.as_str(), &principal.id)
+            .find_map(|v| indexes.dead(RevocationKind::Subject, &v, since, now))
+            .map(describe)
     }
 
     /// Every revocation and freeze in memory.

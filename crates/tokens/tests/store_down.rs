@@ -78,6 +78,30 @@ impl Store for FakeDownStore {
     async fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Err(down())
     }
+    async fn insert_session(&self, _: &latchkey_store::StoredSession) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn get_session(
+        &self,
+        _: &str,
+    ) -> Result<Option<latchkey_store::StoredSession>, StoreError> {
+        Err(down())
+    }
+    async fn update_session(&self, _: &latchkey_store::StoredSession) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn touch_session(&self, _: &str, _: u64) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn delete_session(&self, _: &str) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn delete_sessions_of(&self, _: &str) -> Result<u64, StoreError> {
+        Err(down())
+    }
+    async fn delete_expired_sessions(&self, _: u64, _: u64) -> Result<u64, StoreError> {
+        Err(down())
+    }
     async fn put_meta(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
         Err(down())
     }

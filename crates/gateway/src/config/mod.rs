@@ -103,6 +103,44 @@ pub struct Config {
     /// `[[apps]]`: web apps behind Latchkey, by host or path prefix.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// `[sessions]`: browser sessions (sign-in with `login = true` issuers).
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`: how long browser sessions last, and where a browser may
+/// be sent back to after signing in or out besides this gateway's paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session unused this long ends (default 1h).
+    #[serde(default = "default_session_idle", with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in however busy (default 12h).
+    #[serde(default = "default_session_absolute", with = "duration_str")]
+    pub absolute_timeout: Duration,
+    /// Exact origins (`https://gogs.example.com`) a return address may
+    /// name; the gateway's own origin is always allowed.
+    #[serde(default)]
+    pub return_origins: Vec<String>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: default_session_idle(),
+            absolute_timeout: default_session_absolute(),
+            return_origins: Vec::new(),
+        }
+    }
+}
+
+fn default_session_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_session_absolute() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 /// `[firestore]`: where Firestore calls go and how databases map to
@@ -628,6 +666,10 @@ pub struct DevIssuerConfig {
     /// Explicitly allow the dev issuer in `latchkey serve`.
     #[serde(default)]
     pub allow_in_serve: bool,
+    /// Lifetime of the ID tokens its sign-in page issues (default 1 h); a
+    /// short one shows `latchkey login`'s quiet renewal.
+    #[serde(default, with = "opt_duration_str")]
+    pub id_token_lifetime: Option<Duration>,
 }
 
 impl Config {
@@ -771,6 +813,7 @@ impl Config {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
         self.server.limits.validate()?;
+        self.validate_sessions()?;
         if let Some(fs) = &self.firestore {
             fs.validate()?;
         }
@@ -915,6 +958,42 @@ impl Config {
     /// which would otherwise keep the previous user signed in to the app.
     pub fn app_cookies(&self) -> Vec<AppCookie> {
         self.apps.iter().flat_map(AppConfig::cookies).collect()
+    }
+
+    /// Checks `[sessions]`: time-outs in range, return origins that are
+    /// origins.
+    fn validate_sessions(&self) -> Result<(), ConfigError> {
+        let s = &self.sessions;
+        if s.idle_timeout < Duration::from_secs(60) || s.idle_timeout > s.absolute_timeout {
+            return Err(invalid(
+                "sessions.idle_timeout",
+                "must be at least 1m and at most `sessions.absolute_timeout`",
+            ));
+        }
+        if s.absolute_timeout > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid("sessions.absolute_timeout", "must be at most 7d"));
+        }
+        for (i, origin) in s.return_origins.iter().enumerate() {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.has_host()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            }) && origin.trim_end_matches('/').matches('/').count() == 2;
+            if !ok {
+                return Err(invalid(
+                    format!("sessions.return_origins[{i}]"),
+                    format!(
+                        "`{}` is not an origin; write `https://host` or `https://host:port`, with no path",
+                        latchkey_core::echo(origin)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks `[[trust]]`: each rule names a workload issuer, known

@@ -69,3 +69,13 @@ impl SecretSource {
         Ok(None)
     }
 }
+
+impl From<latchkey_identity::SecretRef> for SecretSource {
+    fn from(r: latchkey_identity::SecretRef) -> Self {
+        Self {
+            value: r.value,
+            env: r.env,
+            file: r.file,
+        }
+    }
+}

@@ -68,6 +68,15 @@ pub(crate) enum AuditAction {
     PolicyReload,
     /// A signing-key rotation.
     KeysRotate,
+    /// A browser session began (sign-in).
+    SessionStart,
+    /// A session's provider tokens were refreshed.
+    SessionRefresh,
+    /// A session ended: logout, expiry, idle, revocation, refresh failure.
+    SessionEnd,
+    /// A sign-in that did not complete (bad state, provider error, a
+    /// token that does not verify, a frozen subject).
+    SigninRefused,
 }
 
 impl AuditAction {
@@ -86,6 +95,10 @@ impl AuditAction {
             Self::AuditRecover => Cow::Borrowed("audit.recover"),
             Self::PolicyReload => Cow::Borrowed("policy.reload"),
             Self::KeysRotate => Cow::Borrowed("keys.rotate"),
+            Self::SessionStart => Cow::Borrowed("session.start"),
+            Self::SessionRefresh => Cow::Borrowed("session.refresh"),
+            Self::SessionEnd => Cow::Borrowed("session.end"),
+            Self::SigninRefused => Cow::Borrowed("signin.refused"),
         }
     }
 }
@@ -210,6 +223,34 @@ pub(crate) fn minted(
     }
     e.outcome = Some(Outcome::new("minted"));
     e.caused_by = Some(request_id);
+    e
+}
+
+/// A session began, was refreshed or ended. `session` is a short,
+/// non-secret handle (a prefix of the id's hash) that ties a session's
+/// records together; `status` says what happened (`signed_in`,
+/// `refreshed`, `logout`, `expired`, `idle`, `revoked`, `refresh_failed`).
+pub(crate) fn session(
+    request_id: String,
+    principal: &Principal,
+    action: AuditAction,
+    session: &str,
+    status: &str,
+    detail: Option<String>,
+    time_ms: u64,
+) -> AuditEvent {
+    let mut e = base(
+        request_id,
+        EventKind::Outcome,
+        Some(principal),
+        action,
+        time_ms,
+    );
+    e.context.insert("session".into(), json!(session));
+    e.context.insert("issuer".into(), json!(principal.issuer));
+    let mut o = Outcome::new(status.to_owned());
+    o.detail = detail;
+    e.outcome = Some(o);
     e
 }
 

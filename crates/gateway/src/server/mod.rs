@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::pipeline::{RequestId, handle, new_request_id};
 use crate::targets::admin::{self, AdminTarget, Endpoint};
 use crate::targets::documents::{DocumentsGrpc, DocumentsRest};
-use crate::targets::{git::GitTarget, tokens, tokens::TokenService, webhooks::Webhooks};
+use crate::targets::{git::GitTarget, signin, tokens, tokens::TokenService, webhooks::Webhooks};
 
 /// Gives every request an id (in its extensions, for the pipeline's
 /// records) and every response its `x-request-id`.
@@ -51,6 +51,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(tokens::dev_metadata),
         )
         .route("/dev-idp/jwks.json", get(tokens::dev_jwks))
+        // The dev identity provider's sign-in (DEV ONLY; 404 unless enabled).
+        .route(
+            "/dev-idp/authorize",
+            get(tokens::dev_idp::authorize_page).post(tokens::dev_idp::authorize_submit),
+        )
+        .route("/dev-idp/token", post(tokens::dev_idp::token))
+        .route("/dev-idp/revoke", post(tokens::dev_idp::revoke))
+        .route("/dev-idp/logout", get(tokens::dev_idp::logout))
         .route("/oauth2/token", post(handle::<TokenService>))
         .with_state(gw.tokens.clone());
     let admin = Router::new()
@@ -79,11 +87,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/admin/keys",
             get(handle::<AdminTarget>).with_state(admin_route(Endpoint::Keys)),
         );
+    let signin = Router::new()
+        .route("/login", get(signin::login))
+        .route("/callback", get(signin::callback))
+        .route("/logout", get(signin::logout).post(signin::logout))
+        .route("/logout/done", get(signin::logout_done))
+        .route("/oauth2/login-providers", get(signin::login_providers))
+        .with_state(gw.signin.clone());
     let documents_grpc = Arc::new(DocumentsGrpc(gw.documents.clone()));
     let documents_rest = Arc::new(DocumentsRest(gw.documents.clone()));
     Router::new()
         .merge(discovery)
         .merge(admin)
+        .merge(signin)
         .route(
             "/git/{*path}",
             any(handle::<GitTarget>).with_state(gw.git.clone()),

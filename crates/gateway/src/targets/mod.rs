@@ -8,5 +8,6 @@ pub(crate) mod documents;
 pub(crate) mod git;
 pub(crate) mod readiness;
 mod revocations;
+pub(crate) mod signin;
 pub(crate) mod tokens;
 pub(crate) mod webhooks;

@@ -21,7 +21,6 @@ pub(crate) mod classify;
 pub(crate) mod deny;
 pub(crate) mod headers;
 pub(crate) mod proxy;
-mod session_shim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +42,7 @@ use crate::pipeline::{
     Target, TargetName,
 };
 
-pub(crate) use session_shim::Sessions;
+pub(crate) use crate::sessions::Sessions;
 
 use headers::{ASSERTION_HEADER, LocationRewrite, StripSet};
 
