@@ -87,7 +87,11 @@ async fn page(State(state): State<AppState>, req: Request) -> Response {
             let claims = jwt
                 .split('.')
                 .nth(1)
-                .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+                .and_then(|c| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(c)
+                        .ok()
+                })
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
                 .unwrap_or_default();
