@@ -89,6 +89,13 @@ async fn start_fake_gogs() -> String {
 }
 
 const POLICIES: &str = r#"
+@id("people-use-the-portal")
+permit (
+  principal in Latchkey::Group::"developers",
+  action == Latchkey::Action::"http.request",
+  resource == Latchkey::App::"portal"
+);
+
 @id("people-use-gogs")
 permit (
   principal,
@@ -124,6 +131,11 @@ struct World {
 /// The provider, a client registered for the gateway's callback, and the
 /// gateway with one app (`/apps/wiki`) and sign-in with that provider.
 async fn world(options: OidcOptions, extra_sessions: &str) -> World {
+    world_with(options, extra_sessions, "").await
+}
+
+/// [`world`] with more `[[apps]]` (TOML).
+async fn world_with(options: OidcOptions, extra_sessions: &str, more_apps: &str) -> World {
     let op = OidcProvider::start_with(options).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -154,7 +166,7 @@ async fn world(options: OidcOptions, extra_sessions: &str) -> World {
                 "[[apps]]\nname = \"wiki\"\npath_prefix = \"/apps/wiki\"\nupstream = \"{app}\"\n\
                  preset = \"generic\"\nheaders = {{ \"X-User\" = \"id\" }}\n\n\
                  [[apps]]\nname = \"gogs\"\npath_prefix = \"/apps/gogs\"\nupstream = \"{gogs}\"\n\
-                 preset = \"gogs\"\ngit_upstream = \"local\"\nuser_claim = \"id\"\n\n[sessions]\n{extra_sessions}\n"
+                 preset = \"gogs\"\ngit_upstream = \"local\"\nuser_claim = \"id\"\n\n{more_apps}\n\n[sessions]\n{extra_sessions}\n"
             ),
             ..Default::default()
         },
@@ -556,4 +568,59 @@ async fn an_apps_own_session_cookie_never_outlives_the_latchkey_session_it_was_s
     let last = out.last().unwrap();
     assert!(last.cookie("i_like_gogs").is_none(), "{last}");
     assert!(last.cookie("latchkey").is_none(), "{last}");
+}
+
+/// A real Backstage backend (npm: backend-defaults, the catalog, the auth
+/// backend with its `oauth2Proxy` provider) behind Latchkey: a browser
+/// signed in through Latchkey gets a Backstage identity for its own user
+/// entity, and the catalog answers that identity, as Backstage's frontend
+/// would ask it (its Backstage token in `Authorization`, beside Latchkey's
+/// session cookie).
+#[tokio::test]
+async fn a_browser_signed_in_through_latchkey_is_its_own_user_in_a_real_backstage() {
+    let Some(b) = browser() else { return };
+    let Ok(backstage) = latchkey_testkit::backstage::Backstage::start().await else {
+        return;
+    };
+    let apps = format!(
+        "[[apps]]\nname = \"portal\"\npath_prefix = \"/apps/portal\"\nupstream = \"{}\"\npreset = \"backstage\"\n",
+        backstage.url()
+    );
+    let w = world_with(OidcOptions::default(), "", &apps).await;
+    let tg = &w.tg;
+    let refresh = tg.url("/apps/portal/api/auth/oauth2Proxy/refresh");
+    let mut steps = vec![Step::goto(&refresh)];
+    steps.extend(sign_in_steps("alice"));
+    steps.push(Step::wait_for_url(&refresh));
+    steps.push(Step::expect_text("user:default/alice"));
+    // What Backstage's frontend does next: the catalog, with its token.
+    steps.push(Step::evaluate(
+        "(async () => {\
+           const id = await (await fetch('/apps/portal/api/auth/oauth2Proxy/refresh')).json();\
+           const r = await fetch('/apps/portal/api/catalog/entities/by-name/user/default/alice',\
+             { headers: { Authorization: 'Bearer ' + id.backstageIdentity.token } });\
+           const body = await r.json();\
+           return { ref: id.backstageIdentity.identity.userEntityRef, status: r.status, name: body.metadata && body.metadata.name };\
+         })()",
+    ));
+    let out = b.run(&steps).await;
+    let v = out.last().unwrap().value.clone().unwrap_or_default();
+    assert_eq!(v["ref"], "user:default/alice", "{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["name"], "alice", "{v}");
+    // Someone outside `developers` is refused the portal by policy, not
+    // handed to Backstage.
+    let mallory = b
+        .run(
+            &[
+                vec![Step::goto(&tg.url(
+                    "/login?rd=/apps/portal/api/auth/oauth2Proxy/refresh&prompt=login",
+                ))],
+                sign_in_steps("mallory"),
+                vec![Step::expect_status(403), Step::expect_text("mallory")],
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(mallory.last().unwrap().ok);
 }

@@ -681,47 +681,62 @@ impl Target for AppTarget {
         req: Request,
     ) -> BoxFuture<'a, Result<(Principal, AppInput), Refusal>> {
         Box::pin(async move {
-            if req.headers().contains_key(header::AUTHORIZATION) {
-                let hint = format!(
-                    "app `{}` takes tokens for audience `{}`",
-                    self.config.name, self.audience
-                );
-                // Bearer or the Basic password: either way the header
-                // carried the token, and the app never sees it.
-                let (_, verified) = self.shared.pipe.authenticate_token(
-                    req.headers(),
-                    &self.audience,
-                    Some(&hint),
-                )?;
-                return Ok((
-                    verified.principal,
-                    AppInput {
-                        req,
-                        by_session: false,
-                        token_in_authorization: true,
-                        session_id: None,
-                    },
-                ));
+            // A browser signed in to Latchkey is its session, and then an
+            // `Authorization` header is the app's own business (Backstage's
+            // frontend sends its Backstage token there): it passes through.
+            // Otherwise `Authorization` carries a Latchkey token (a session
+            // cookie that names no live session does not stand in its way).
+            let session = if has_cookie(req.headers(), self.shared.sessions.cookie_name()) {
+                self.shared.sessions.authenticate(req.headers()).await
+            } else {
+                Ok(None)
+            };
+            match session {
+                Ok(Some(signed_in)) => {
+                    return Ok((
+                        signed_in.principal,
+                        AppInput {
+                            req,
+                            by_session: true,
+                            token_in_authorization: false,
+                            session_id: Some(signed_in.session_id),
+                        },
+                    ));
+                }
+                Err(refusal) if !req.headers().contains_key(header::AUTHORIZATION) => {
+                    return Err(refusal);
+                }
+                _ => {}
             }
-            match self.shared.sessions.authenticate(req.headers()).await? {
-                Some(signed_in) => Ok((
-                    signed_in.principal,
-                    AppInput {
-                        req,
-                        by_session: true,
-                        token_in_authorization: false,
-                        session_id: Some(signed_in.session_id),
-                    },
-                )),
-                None => Err(Refusal::new(
+            if !req.headers().contains_key(header::AUTHORIZATION) {
+                return Err(Refusal::new(
                     Stage::Authenticate,
                     Code::MissingCredential,
                     format!(
                         "authentication required: sign in at `/login`, or present a Latchkey token for audience `{}` as a Bearer token",
                         self.audience
                     ),
-                )),
+                ));
             }
+            let hint = format!(
+                "app `{}` takes tokens for audience `{}`",
+                self.config.name, self.audience
+            );
+            // Bearer or the Basic password: either way the header carried
+            // the token, and the app never sees it.
+            let (_, verified) =
+                self.shared
+                    .pipe
+                    .authenticate_token(req.headers(), &self.audience, Some(&hint))?;
+            Ok((
+                verified.principal,
+                AppInput {
+                    req,
+                    by_session: false,
+                    token_in_authorization: true,
+                    session_id: None,
+                },
+            ))
         })
     }
 
