@@ -44,9 +44,10 @@ pub enum Action {
     /// Introspect a token.
     #[serde(rename = "token.introspect")]
     TokenIntrospect,
-    /// Use a proxied web app.
-    #[serde(rename = "app.access")]
-    AppAccess,
+    /// One HTTP request to a proxied web app (`App::"name"`), with its
+    /// `method` and `path` in the context.
+    #[serde(rename = "http.request")]
+    HttpRequest,
     /// Read admin data (audit, keys, health).
     #[serde(rename = "admin.read")]
     AdminRead,
@@ -70,7 +71,7 @@ impl Action {
         Self::TokenMint,
         Self::TokenRevoke,
         Self::TokenIntrospect,
-        Self::AppAccess,
+        Self::HttpRequest,
         Self::AdminRead,
         Self::AdminWrite,
     ];
@@ -90,7 +91,7 @@ impl Action {
             Self::TokenMint => "token.mint",
             Self::TokenRevoke => "token.revoke",
             Self::TokenIntrospect => "token.introspect",
-            Self::AppAccess => "app.access",
+            Self::HttpRequest => "http.request",
             Self::AdminRead => "admin.read",
             Self::AdminWrite => "admin.write",
         }
@@ -112,7 +113,6 @@ impl Action {
                 | Self::DocumentQuery
                 | Self::DocumentListen
                 | Self::TokenIntrospect
-                | Self::AppAccess
                 | Self::AdminRead
         )
     }
@@ -126,7 +126,8 @@ impl Action {
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Reads: clone and fetch, document reads, queries and listens, admin
-    /// reads (audit, keys), introspection, app access.
+    /// reads (audit, keys), introspection, web-app requests with a safe
+    /// method (GET, HEAD, OPTIONS).
     Read,
     /// Changes: pushes, document writes, revocations, admin writes. Covers
     /// every read too (a push starts with a ref advertisement).
@@ -176,9 +177,11 @@ impl Action {
             | Self::DocumentQuery
             | Self::DocumentListen
             | Self::TokenIntrospect
-            | Self::AppAccess
             | Self::AdminRead => Some(Scope::Read),
-            Self::GitPush
+            // A web request may change anything; the intent's method can
+            // narrow this to `read` (see [`Intent::required_scope`]).
+            Self::HttpRequest
+            | Self::GitPush
             | Self::DocumentCreate
             | Self::DocumentUpdate
             | Self::DocumentDelete
@@ -347,6 +350,23 @@ impl Intent {
         }
     }
 
+    /// The scope a scoped token needs for this intent: the action's
+    /// ([`Action::required_scope`]), except that an `http.request` whose
+    /// context `method` is GET, HEAD or OPTIONS (safe by RFC 9110, and
+    /// what a browser sends cross-site without asking) needs only `read`.
+    /// Anything else, and an `http.request` without a method, needs `write`.
+    pub fn required_scope(&self) -> Option<Scope> {
+        match self.action {
+            Action::HttpRequest => match self.context.get("method") {
+                Some(ContextValue::String(m)) if is_safe_method(m) => Some(Scope::Read),
+                _ => Some(Scope::Write),
+            },
+            // The web UI's repository intents (`git.read`/`git.push` with
+            // a `method`) follow their action.
+            other => other.required_scope(),
+        }
+    }
+
     /// Adds a context entry.
     pub fn with(mut self, key: impl Into<String>, value: impl Into<ContextValue>) -> Self {
         self.context.insert(key.into(), value.into());
@@ -389,4 +409,10 @@ impl Decision {
     pub fn is_allowed(&self) -> bool {
         self.effect == Effect::Allow
     }
+}
+
+/// Whether `method` is safe (RFC 9110 §9.2.1) for scopes and CSRF: GET,
+/// HEAD or OPTIONS, exactly (methods are case-sensitive).
+pub fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
 }

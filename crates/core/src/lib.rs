@@ -17,5 +17,6 @@ pub use echo::{Echo, MAX_ECHO_BYTES, bounded, echo};
 pub use glob::glob_match;
 pub use intent::{
     Action, ContextValue, Decision, Effect, Intent, ResourceKind, ResourceRef, Scope,
+    is_safe_method,
 };
 pub use principal::{Actor, CiClaims, Principal, PrincipalKind};

@@ -160,7 +160,17 @@ impl Principal {
     /// carries no scopes or the action needs none, otherwise when one of its
     /// scopes covers the action's [`crate::Scope`].
     pub fn scopes_allow(&self, action: crate::Action) -> bool {
-        match (&self.scopes, action.required_scope()) {
+        self.scopes_cover(action.required_scope())
+    }
+
+    /// Whether this principal's token lets it do `intent` (whose method can
+    /// narrow what it needs; see [`crate::Intent::required_scope`]).
+    pub fn scopes_allow_intent(&self, intent: &crate::Intent) -> bool {
+        self.scopes_cover(intent.required_scope())
+    }
+
+    fn scopes_cover(&self, needed: Option<crate::Scope>) -> bool {
+        match (&self.scopes, needed) {
             (None, _) | (_, None) => true,
             (Some(granted), Some(needed)) => granted
                 .iter()

@@ -208,6 +208,8 @@ pub struct Gateway {
     pub(crate) sessions: Arc<Sessions>,
     /// `/login`, `/callback`, `/logout`.
     pub(crate) signin: Arc<SignIn>,
+    /// `[[apps]]`: web apps behind Latchkey.
+    pub(crate) apps: Arc<crate::targets::apps::Apps>,
     /// The audit witness tasks, given a moment at shutdown to deliver the
     /// final checkpoint.
     witnesses: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -395,9 +397,29 @@ impl Gateway {
                         }),
                         _ => None,
                     };
+                    let tls = if url.starts_with("https://") {
+                        let limits = latchkey_git::GitLimits {
+                            connect_timeout: config
+                                .server
+                                .upstream_timeout
+                                .min(std::time::Duration::from_secs(10)),
+                            ..latchkey_git::GitLimits::default()
+                        };
+                        Some(
+                            latchkey_git::GitTls::new(up.ca_file.as_deref(), &limits).map_err(
+                                |e| crate::config::ConfigError::Invalid {
+                                    key: format!("git.upstreams.{name}.ca_file"),
+                                    message: e.to_string(),
+                                },
+                            )?,
+                        )
+                    } else {
+                        None
+                    };
                     latchkey_git::Upstream::Http {
                         base_url: url.trim_end_matches('/').to_owned(),
                         credential,
+                        tls,
                     }
                 }
                 (None, Some(root)) => latchkey_git::Upstream::Local { root: root.clone() },
@@ -496,10 +518,18 @@ impl Gateway {
             clock: clock.clone(),
             public_url: public_url.clone(),
             return_origins: ReturnOrigins::new(
-                std::iter::once(origin_of(&public_url).as_str())
-                    .chain(config.sessions.return_origins.iter().map(String::as_str)),
+                std::iter::once(origin_of(&public_url))
+                    .chain(host_app_origins(&config, &public_url))
+                    .chain(config.sessions.return_origins.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
             ),
-            app_cookies: Vec::new(),
+            app_cookies: config
+                .app_cookies()
+                .into_iter()
+                .map(|c| (c.name, c.path))
+                .collect(),
         });
         let documents = Arc::new(Documents::new(pipe.clone(), firestore));
         let git = Arc::new(GitTarget {
@@ -534,8 +564,27 @@ impl Gateway {
             settings: config.webhooks.clone(),
             rules: config.rules.clone(),
         });
+        // The apps' identity assertions are Latchkey tokens for each app's
+        // audience, signed with the same keys (verifiable with the JWKS).
+        let assertion_issuer = TokenIssuer::new(
+            public_url.clone(),
+            keyring.clone(),
+            revocations.clone(),
+            clock.clone(),
+            Lifetimes {
+                default: config.tokens.default_lifetime,
+                max: config.tokens.max_lifetime,
+            },
+        );
+        let apps = Arc::new(crate::targets::apps::Apps::new(
+            &config,
+            pipe.clone(),
+            assertion_issuer,
+            sessions.clone(),
+        )?);
         let gw = Arc::new(Self {
             keys_seen: tokio::sync::Mutex::new(None),
+            apps,
             config,
             clock,
             store,
@@ -712,6 +761,22 @@ fn origin_of(url: &str) -> String {
         |_| url.trim_end_matches('/').to_owned(),
         |u| u.origin().ascii_serialization(),
     )
+}
+
+/// The origins of apps served on their own host name: the gateway's scheme
+/// and port with the app's host (a browser may be sent back there after
+/// signing in).
+fn host_app_origins(config: &Config, public_url: &str) -> Vec<String> {
+    let Ok(u) = url::Url::parse(public_url) else {
+        return Vec::new();
+    };
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    config
+        .apps
+        .iter()
+        .filter_map(|a| a.host.as_ref())
+        .map(|h| format!("{}://{}{port}", u.scheme(), h.to_ascii_lowercase()))
+        .collect()
 }
 
 /// The issuer config for the built-in dev identity provider.

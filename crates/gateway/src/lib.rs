@@ -21,6 +21,8 @@
 
 pub mod check;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod gateway;
 mod pipeline;

@@ -43,4 +43,4 @@ pub use report::{
     rejection_response,
 };
 pub use route::{Endpoint, GitRoute, Service};
-pub use upstream::{BasicCredential, Upstream};
+pub use upstream::{BasicCredential, GitTls, Upstream};

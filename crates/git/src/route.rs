@@ -307,6 +307,7 @@ mod tests {
         let http = crate::Upstream::Http {
             base_url: "http://gogs.internal:3000/".into(),
             credential: None,
+            tls: None,
         };
         let local = crate::Upstream::Local {
             root: std::path::PathBuf::from("/srv/git"),

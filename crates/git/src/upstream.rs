@@ -93,17 +93,104 @@ impl std::fmt::Debug for BasicCredential {
     }
 }
 
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>;
+
+/// How Latchkey reaches an `https://` Git upstream: a pooled client over
+/// rustls (HTTP/1.1 and HTTP/2 by ALPN) trusting the system roots or one
+/// CA file. Built once per upstream, at start-up.
+#[derive(Clone)]
+pub struct GitTls {
+    // Boxed: the pooled client is large, and `Upstream` is cloned per request.
+    client: std::sync::Arc<HttpsClient>,
+}
+
+impl std::fmt::Debug for GitTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitTls").finish_non_exhaustive()
+    }
+}
+
+impl GitTls {
+    /// A client trusting the PEM certificates in `ca_file`, or the system's
+    /// roots when `None`. The error says which file is wrong and why.
+    pub fn new(ca_file: Option<&std::path::Path>, limits: &GitLimits) -> Result<Self, GitError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    GitError::Config(format!("cannot read CA file `{}`: {e}", path.display()))
+                })?;
+                let mut added = 0usize;
+                for cert in <rustls_pki_types::CertificateDer<'static> as rustls_pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| {
+                        GitError::Config(format!("CA file `{}` is not PEM: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        GitError::Config(format!("a certificate in `{}`: {e}", path.display()))
+                    })?;
+                    added += 1;
+                }
+                if added == 0 {
+                    return Err(GitError::Config(format!(
+                        "CA file `{}` holds no certificate",
+                        path.display()
+                    )));
+                }
+            }
+            None => {
+                let loaded = rustls_native_certs::load_native_certs();
+                for e in &loaded.errors {
+                    tracing::warn!(error = %e, "while loading the system's root certificates");
+                }
+                for cert in loaded.certs {
+                    // One unreadable system root does not disable the rest.
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GitError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(limits.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Ok(Self {
+            client: std::sync::Arc::new(
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(connector),
+            ),
+        })
+    }
+}
+
 /// A Git server that allowed requests are forwarded to.
 #[derive(Debug, Clone)]
 pub enum Upstream {
     /// A Git server speaking smart HTTP (Gogs, Gitea, ...), reached at
-    /// `{base_url}/{owner}/{repo}.git/{endpoint}`. Plain `http://` only for now.
+    /// `{base_url}/{owner}/{repo}.git/{endpoint}`, over `http://` or, with
+    /// `tls`, `https://`.
     Http {
         /// e.g. `http://gitea.internal:3000`.
         base_url: String,
         /// Injected as `Authorization: Basic`; the caller's own credentials
         /// are never forwarded.
         credential: Option<BasicCredential>,
+        /// Required for an `https://` base URL ([`GitTls::new`]).
+        tls: Option<GitTls>,
     },
     /// Bare repositories under `root/{owner}/{repo}.git`, served by running
     /// `git http-backend`.
@@ -194,7 +281,8 @@ impl Upstream {
             Self::Http {
                 base_url,
                 credential,
-            } => send_http(base_url, credential.as_ref(), fwd, limits).await,
+                tls,
+            } => send_http(base_url, credential.as_ref(), tls.as_ref(), fwd, limits).await,
             Self::Local { root } => send_local(root, fwd, limits).await,
         }
     }
@@ -220,13 +308,20 @@ fn http_client(limits: &GitLimits) -> &'static HttpClient {
 async fn send_http(
     base_url: &str,
     credential: Option<&BasicCredential>,
+    tls: Option<&GitTls>,
     fwd: Forward,
     limits: &GitLimits,
 ) -> Result<Response<StreamBody>, GitError> {
     let base = base_url.trim_end_matches('/');
-    if !base.starts_with("http://") {
+    let https = base.starts_with("https://");
+    if !https && !base.starts_with("http://") {
         return Err(GitError::Config(format!(
-            "upstream base url `{base}` must start with `http://` (https is not supported yet)"
+            "upstream base url `{base}` must start with `http://` or `https://`"
+        )));
+    }
+    if https && tls.is_none() {
+        return Err(GitError::Config(format!(
+            "upstream `{base}` is https but has no TLS client (build one with `GitTls::new`)"
         )));
     }
     let mut url = format!("{base}{}", fwd.route.upstream_path());
@@ -251,8 +346,11 @@ async fn send_http(
         v.set_sensitive(true);
         req.headers_mut().insert(header::AUTHORIZATION, v);
     }
-    let client = http_client(limits);
-    let resp = tokio::time::timeout(limits.response_head_timeout, client.request(req))
+    let request = match tls {
+        Some(t) if https => t.client.request(req),
+        _ => http_client(limits).request(req),
+    };
+    let resp = tokio::time::timeout(limits.response_head_timeout, request)
         .await
         .map_err(|_| GitError::UpstreamTimeout)?
         .map_err(|e| GitError::Upstream(format!("request to `{base}` failed: {e}")))?;

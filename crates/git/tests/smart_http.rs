@@ -248,6 +248,7 @@ async fn start_with(via_http: bool) -> Env {
                 username: "latchkey".into(),
                 password: "upstream-secret".into(),
             }),
+            tls: None,
         };
         spawn_server(http, server_phases, Arc::new(Mutex::new(Vec::new()))).await
     } else {

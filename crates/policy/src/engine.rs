@@ -667,10 +667,10 @@ impl Loaded {
 /// `None` when they do (or the principal is not narrowed by scope).
 /// Decided before any policy, with no deciding policy id.
 pub(crate) fn scope_denial(principal: &Principal, intent: &Intent) -> Option<Decision> {
-    if principal.scopes_allow(intent.action) {
+    if principal.scopes_allow_intent(intent) {
         return None;
     }
-    let needed = intent.action.required_scope()?;
+    let needed = intent.required_scope()?;
     let granted: Vec<String> = principal
         .scopes
         .iter()

@@ -90,6 +90,9 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
             ("operation", CtxType::String),
             ("old", CtxType::String),
             ("new", CtxType::String),
+            ("method", CtxType::String),
+            ("path", CtxType::String),
+            ("web", CtxType::Bool),
         ],
         Action::TokenMint => &[
             ("request_id", CtxType::String),
@@ -113,6 +116,14 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
         Action::GitRead => &[
             ("request_id", CtxType::String),
             ("command", CtxType::String),
+            ("method", CtxType::String),
+            ("path", CtxType::String),
+            ("web", CtxType::Bool),
+        ],
+        Action::HttpRequest => &[
+            ("request_id", CtxType::String),
+            ("method", CtxType::String),
+            ("path", CtxType::String),
         ],
         // A webhook rule's freeze or revocation says what it revokes.
         Action::TokenRevoke => &[
@@ -122,9 +133,7 @@ pub(crate) fn context_keys(action: Action) -> &'static [(&'static str, CtxType)]
             ("mode", CtxType::String),
             ("rule", CtxType::String),
         ],
-        Action::TokenIntrospect | Action::AppAccess | Action::AdminRead | Action::AdminWrite => {
-            COMMON
-        }
+        Action::TokenIntrospect | Action::AdminRead | Action::AdminWrite => COMMON,
     }
 }
 

@@ -13,7 +13,8 @@ pub const STARTER_TESTS: &str = include_str!("../starter/tests.toml");
 /// and `documents` tokens, workloads `git` tokens; developers may read every
 /// repository and push branches; `protect-main` and `protect-tags` keep main
 /// and tag creation/deletion to maintainers and admins; webhook rules may
-/// freeze and revoke CI pipelines and jobs.
+/// freeze and revoke CI pipelines and jobs; developers may use web apps
+/// and write to repositories through a Git web app.
 pub fn starter_policy_files() -> Vec<(&'static str, &'static str)> {
     vec![
         (
@@ -30,6 +31,7 @@ pub fn starter_policy_files() -> Vec<(&'static str, &'static str)> {
             include_str!("../starter/30-documents.cedar"),
         ),
         ("40-rules.cedar", include_str!("../starter/40-rules.cedar")),
+        ("50-apps.cedar", include_str!("../starter/50-apps.cedar")),
     ]
 }
 

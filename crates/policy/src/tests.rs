@@ -32,7 +32,7 @@ fn resource_for(action: Action) -> ResourceRef {
         Action::TokenRevoke | Action::TokenIntrospect | Action::AdminRead | Action::AdminWrite => {
             ResourceRef::new(ResourceKind::Gateway, "latchkey")
         }
-        Action::AppAccess => ResourceRef::new(ResourceKind::App, "grafana"),
+        Action::HttpRequest => ResourceRef::new(ResourceKind::App, "grafana"),
     }
 }
 

@@ -43,14 +43,14 @@ fn load_err(policies: &[(String, String)], entities: Option<&str>) -> String {
 #[test]
 fn starter_set_loads() {
     let engine = starter();
-    assert_eq!(engine.policy_count(), 13);
+    assert_eq!(engine.policy_count(), 15);
     assert!(engine.policy_ids().contains(&"protect-main".to_owned()));
     assert_eq!(engine.entity_count(), 6);
     assert_eq!(
         engine.policy_file("protect-main").as_deref(),
         Some("20-git.cedar")
     );
-    assert_eq!(starter_policy_files().len(), 5);
+    assert_eq!(starter_policy_files().len(), 6);
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn context_delegation_comes_from_the_principal() {
     );
     let engine = PolicyEngine::from_sources(&policies, None).unwrap();
     let intent = Intent::new(
-        Action::AppAccess,
+        Action::HttpRequest,
         ResourceRef::new(ResourceKind::App, "grafana"),
     )
     .with("delegated", false);
@@ -148,16 +148,24 @@ fn context_delegation_comes_from_the_principal() {
 
 #[test]
 fn failing_forbid_denies() {
-    // `operation` is required by the schema for git.push; the classifier
-    // forgot it, so `protect-tags` cannot be evaluated.
-    let engine = starter();
+    // `method` is required by the schema for http.request; the classifier
+    // forgot it, so the forbid cannot be evaluated: it denies (fail closed)
+    // even an admin whom `admins-all` permits everything.
+    let mut sources = starter_sources();
+    sources.push((
+        "no-deletes.cedar".to_owned(),
+        r#"@id("no-deletes") forbid(principal, action == Latchkey::Action::"http.request", resource)
+           when { context.method == "DELETE" };"#
+            .to_owned(),
+    ));
+    let engine = PolicyEngine::from_sources(&sources, Some(STARTER_ENTITIES)).unwrap();
     let intent = Intent::new(
-        Action::GitPush,
-        ResourceRef::new(ResourceKind::Ref, "local/acme/app:refs/tags/v1"),
+        Action::HttpRequest,
+        ResourceRef::new(ResourceKind::App, "gogs"),
     );
-    let d = engine.authorize(&user("bob", &["maintainers"]), &intent);
+    let d = engine.authorize(&user("root", &["admins"]), &intent);
     assert_eq!(d.effect, Effect::Deny);
-    assert_eq!(d.policy_ids, vec!["protect-tags"]);
+    assert_eq!(d.policy_ids, vec!["no-deletes"]);
     assert!(d.reason.contains("fail closed"), "{}", d.reason);
 }
 
@@ -165,13 +173,13 @@ fn failing_forbid_denies() {
 fn failing_permit_does_not_allow() {
     let policies = src(
         "p.cedar",
-        r#"@id("needs-op") permit(principal, action == Latchkey::Action::"git.push", resource)
-           when { context.operation == "update" };"#,
+        r#"@id("needs-op") permit(principal, action == Latchkey::Action::"http.request", resource)
+           when { context.method == "GET" };"#,
     );
     let engine = PolicyEngine::from_sources(&policies, None).unwrap();
     let intent = Intent::new(
-        Action::GitPush,
-        ResourceRef::new(ResourceKind::Ref, "local/acme/app:refs/heads/x"),
+        Action::HttpRequest,
+        ResourceRef::new(ResourceKind::App, "gogs"),
     );
     let d = engine.authorize(&user("a", &[]), &intent);
     assert_eq!(d.effect, Effect::Deny);
@@ -330,7 +338,7 @@ fn load_and_reload_from_a_directory() {
     files.push(("README.txt", "not a policy"));
     write_dir(dir.path(), &files);
     let engine = PolicyEngine::load(dir.path()).unwrap();
-    assert_eq!(engine.policy_count(), 13);
+    assert_eq!(engine.policy_count(), 15);
     assert!(
         engine
             .policy_file("protect-main")
@@ -351,7 +359,7 @@ fn load_and_reload_from_a_directory() {
     );
     let err = engine.reload(dir.path()).unwrap_err();
     assert!(matches!(err, PolicyError::Syntax { .. }), "{err}");
-    assert_eq!(engine.policy_count(), 13);
+    assert_eq!(engine.policy_count(), 15);
     assert!(
         engine
             .authorize(&alice, &push("refs/heads/f", "update"))
@@ -364,7 +372,7 @@ fn load_and_reload_from_a_directory() {
         engine.reload(dir.path()).unwrap_err(),
         PolicyError::NoPolicyFiles { .. }
     ));
-    assert_eq!(engine.policy_count(), 13);
+    assert_eq!(engine.policy_count(), 15);
 
     // A good set replaces it.
     write_dir(
@@ -378,7 +386,7 @@ fn load_and_reload_from_a_directory() {
     assert_eq!(summary.policies, 2);
     assert_eq!(summary.entities, 0);
     assert_eq!(summary.added, vec!["deny-all"]);
-    assert_eq!(summary.removed.len(), 12);
+    assert_eq!(summary.removed.len(), 14);
     let d = engine.authorize(&alice, &push("refs/heads/f", "update"));
     assert_eq!(d.policy_ids, vec!["deny-all"]);
 }
@@ -490,7 +498,11 @@ fn every_action() -> Vec<Intent> {
                     ResourceRef::new(ResourceKind::Collection, "staging/flags")
                 }
                 Action::TokenMint => ResourceRef::new(ResourceKind::Audience, "git"),
-                Action::AppAccess => ResourceRef::new(ResourceKind::App, "grafana"),
+                Action::HttpRequest => {
+                    return Intent::new(a, ResourceRef::new(ResourceKind::App, "grafana"))
+                        .with("method", "GET")
+                        .with("path", "/");
+                }
                 Action::TokenRevoke
                 | Action::TokenIntrospect
                 | Action::AdminRead
@@ -499,6 +511,32 @@ fn every_action() -> Vec<Intent> {
             Intent::new(a, resource)
         })
         .collect()
+}
+
+/// A web request's method decides its scope: `read` covers GET, HEAD and
+/// OPTIONS, anything else (and a request without a method) needs `write`.
+#[test]
+fn http_request_scope_follows_the_method() {
+    let engine = starter();
+    let root = scoped(user("root", &["admins"]), &["read"]);
+    let app = || ResourceRef::new(ResourceKind::App, "gogs");
+    for (method, effect) in [
+        ("GET", Effect::Allow),
+        ("HEAD", Effect::Allow),
+        ("OPTIONS", Effect::Allow),
+        ("POST", Effect::Deny),
+        ("DELETE", Effect::Deny),
+        ("get", Effect::Deny),
+    ] {
+        let intent = Intent::new(Action::HttpRequest, app())
+            .with("method", method)
+            .with("path", "/");
+        let d = engine.authorize(&root, &intent);
+        assert_eq!(d.effect, effect, "{method}: {}", d.reason);
+        if effect == Effect::Deny {
+            assert!(d.reason.contains("needs scope `write`"), "{}", d.reason);
+        }
+    }
 }
 
 /// The class behind the `scope=read` push: for every action, an admin
@@ -518,7 +556,7 @@ fn scopes_narrow_every_action_whatever_policy_permits() {
 
         let read = engine.authorize(&scoped(root.clone(), &["read"]), &intent);
         let custom = engine.authorize(&scoped(root.clone(), &["deploy"]), &intent);
-        match a.required_scope() {
+        match intent.required_scope() {
             Some(latchkey_core::Scope::Read) => {
                 assert_eq!(read.effect, Effect::Allow, "{a} with read: {}", read.reason);
                 assert_eq!(custom.effect, Effect::Deny, "{a} with deploy");

@@ -4,9 +4,13 @@
 //! `testing/oidc/` (Node.js) on a loopback port, so identity tests verify
 //! tokens signed and published exactly as a production OIDC issuer does.
 //! [`firestore`] runs Google's Firestore emulator and official clients;
-//! [`tls`] makes throwaway certificates with the `openssl` command line.
+//! [`tls`] makes throwaway certificates with the `openssl` command line;
 //! [`backstage`] runs a real Backstage backend from npm (`testing/backstage`);
-//! [`cgit`] runs Debian's cgit behind a throwaway nginx and fcgiwrap.
+//! [`cgit`] runs Debian's cgit behind a throwaway nginx and fcgiwrap;
+//! [`browser`] drives Debian's headless Chromium through a script of steps;
+//! [`rp`] is a minimal relying party of that provider (PKCE, code exchange,
+//! the device flow, refresh, revocation, a loopback callback server), for
+//! tests that exercise the provider's interactive flows without Latchkey.
 //! This crate is never a dependency of shipped code and never published.
 
 // A harness that cannot start, or answers nonsense, fails the test that
@@ -14,9 +18,11 @@
 #![allow(clippy::expect_used)]
 
 pub mod backstage;
+pub mod browser;
 pub mod cgit;
 pub mod firestore;
 pub mod forge;
+pub mod rp;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +35,9 @@ use tokio::process::{Child, ChildStdin, Command};
 
 /// The environment variable naming the peers this machine has, so a test
 /// that needs one fails instead of skipping: comma-separated peer names
-/// (`firestore-emulator`, `dev-full`). `scripts/test` sets it to what it
+/// (`firestore-emulator`, `dev-full`, `chromium` — Debian's browser with
+/// testing/browser installed, `cgit` — cgit and fcgiwrap, `nginx`,
+/// `apache2-openidc` — Apache with mod_auth_openidc, `wrk`). `scripts/test` sets it to what it
 /// found, so CI cannot pass by skipping what the machine can run.
 pub const REQUIRE_PEERS_ENV: &str = "LATCHKEY_REQUIRE_PEERS";
 
@@ -168,9 +176,34 @@ pub fn client_id(alg: &str) -> String {
     format!("latchkey-{}", alg.to_ascii_lowercase())
 }
 
+/// The secret of the harness's static confidential clients
+/// (`latchkey-<alg>`), for the code flow and refresh at its token endpoint.
+pub const STATIC_CLIENT_SECRET: &str = "not-used-by-latchkey-tests-0000000000";
+
+/// The harness's static public client: native, no secret, loopback
+/// redirects on any port, code flow, device flow and refresh (what
+/// `latchkey login` is to a provider).
+pub const CLI_CLIENT_ID: &str = "latchkey-cli";
+
+/// The grant type of the device authorization grant (RFC 8628), as
+/// `grant_types` in a client registration names it.
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// How to start the harness ([`OidcProvider::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct OidcOptions {
+    /// Lifetime of ID tokens and access tokens it issues through its flows
+    /// (`--id-token-ttl`; its default is an hour), so a test can watch a
+    /// session renew. `/test/mint` tokens take their own `expires_in`.
+    pub id_token_ttl: Option<Duration>,
+}
+
 /// A running `testing/oidc/server.mjs`: a real OpenID Connect provider on
 /// 127.0.0.1 with RS256, PS256, ES256, ES384 and EdDSA signing keys and one
-/// client per algorithm. Killed when dropped.
+/// client per algorithm, plus the interactive flows of a real IdP (login
+/// and consent pages, device flow, refresh, RP-initiated logout,
+/// revocation, dynamic registration; see testing/oidc/README.md). Killed
+/// when dropped.
 #[derive(Debug)]
 pub struct OidcProvider {
     child: Option<Child>,
@@ -186,6 +219,11 @@ impl OidcProvider {
     /// waits until it listens. Panics with a clear message when Node.js is
     /// missing or the harness does not start.
     pub async fn start() -> OidcProvider {
+        OidcProvider::start_with(OidcOptions::default()).await
+    }
+
+    /// [`OidcProvider::start`] with options.
+    pub async fn start_with(options: OidcOptions) -> OidcProvider {
         let dir = oidc_harness_dir();
         let install_dir = dir.clone();
         tokio::task::spawn_blocking(move || ensure_installed(&install_dir))
@@ -197,6 +235,12 @@ impl OidcProvider {
             .arg("--port")
             .arg("0")
             .arg("--exit-on-stdin-close")
+            .args(options.id_token_ttl.iter().flat_map(|ttl| {
+                [
+                    "--id-token-ttl".to_owned(),
+                    ttl.as_secs().max(1).to_string(),
+                ]
+            }))
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -315,6 +359,122 @@ impl OidcProvider {
             .expect("JSON from /test/keys")
     }
 
+    /// Registers a client at the provider's registration endpoint (RFC 7591)
+    /// and returns its `(client_id, client_secret)`; it authenticates at the
+    /// token endpoint with HTTP Basic (`client_secret_basic`).
+    ///
+    /// `native: false` makes a web client: redirects must match exactly (a
+    /// test's callback on its own random port). `native: true` makes an
+    /// installed-app client, for which a loopback redirect such as
+    /// `http://127.0.0.1/callback` matches on any port (RFC 8252). The
+    /// `grant_types` are e.g. `authorization_code`, `refresh_token` and
+    /// [`DEVICE_CODE_GRANT`]; `response_types` follow (`code` when the code
+    /// grant is there). The post-logout redirects allowed are the origin
+    /// (`scheme://host:port/`) of each redirect URI.
+    pub async fn register_client(
+        &self,
+        redirect_uris: &[&str],
+        native: bool,
+        grant_types: &[&str],
+    ) -> (String, String) {
+        let v = self
+            .register(registration_metadata(
+                redirect_uris,
+                native,
+                grant_types,
+                false,
+            ))
+            .await;
+        let id = v["client_id"]
+            .as_str()
+            .expect("`client_id` in the registration answer");
+        let secret = v["client_secret"]
+            .as_str()
+            .expect("`client_secret` in the registration answer");
+        (id.to_owned(), secret.to_owned())
+    }
+
+    /// Like [`OidcProvider::register_client`] for a public client (no secret,
+    /// `token_endpoint_auth_method: none`, PKCE only), as a CLI is; returns
+    /// its client id.
+    pub async fn register_public_client(
+        &self,
+        redirect_uris: &[&str],
+        native: bool,
+        grant_types: &[&str],
+    ) -> String {
+        let v = self
+            .register(registration_metadata(
+                redirect_uris,
+                native,
+                grant_types,
+                true,
+            ))
+            .await;
+        v["client_id"]
+            .as_str()
+            .expect("`client_id` in the registration answer")
+            .to_owned()
+    }
+
+    /// Registers a client with any RFC 7591 metadata and returns the
+    /// provider's answer (with `client_id`, `client_secret`,
+    /// `registration_access_token`). Panics when the provider refuses.
+    pub async fn register(&self, metadata: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/reg", self.issuer))
+            .json(&metadata)
+            .send()
+            .await
+            .expect("POST /reg to the OIDC harness");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("JSON from /reg");
+        assert!(
+            status.is_success(),
+            "the OIDC harness refused to register {metadata}: {v}"
+        );
+        v
+    }
+
+    /// Sets the groups of the person who signs in as `sub` for tokens
+    /// issued from now on (the harness's `/test/accounts`). Without this,
+    /// alice is in `developers`, maria in `maintainers` and `developers`,
+    /// mallory in none, and anyone else in `developers`.
+    pub async fn set_groups(&self, sub: &str, groups: &[&str]) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/test/accounts", self.issuer))
+            .json(&json!({ "sub": sub, "groups": groups }))
+            .send()
+            .await
+            .expect("POST /test/accounts to the OIDC harness");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("JSON from /test/accounts");
+        assert!(
+            status.is_success(),
+            "the OIDC harness refused the account: {v}"
+        );
+        v["account"].clone()
+    }
+
+    /// The provider's discovery document.
+    pub async fn discovery(&self) -> Value {
+        self.http
+            .get(format!("{}/.well-known/openid-configuration", self.issuer))
+            .send()
+            .await
+            .expect("GET the OIDC harness's discovery document")
+            .json()
+            .await
+            .expect("JSON discovery document")
+    }
+
+    /// The HTTP client the harness helpers use (no proxy, 10 s time-out).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Kills the provider now (to test fail-closed behaviour), waiting until
     /// it has exited so its port refuses connections.
     pub async fn stop(&mut self) {
@@ -330,6 +490,38 @@ impl Drop for OidcProvider {
             let _ = child.start_kill();
         }
     }
+}
+
+/// RFC 7591 metadata for [`OidcProvider::register_client`].
+fn registration_metadata(
+    redirect_uris: &[&str],
+    native: bool,
+    grant_types: &[&str],
+    public: bool,
+) -> Value {
+    let response_types: &[&str] = if grant_types.contains(&"authorization_code") {
+        &["code"]
+    } else {
+        &[]
+    };
+    let mut post_logout: Vec<String> = redirect_uris
+        .iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .map(|u| format!("{}/", u.origin().ascii_serialization()))
+        .collect();
+    post_logout.dedup();
+    let mut v = json!({
+        "application_type": if native { "native" } else { "web" },
+        "redirect_uris": redirect_uris,
+        "post_logout_redirect_uris": post_logout,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "client_name": "latchkey test client",
+    });
+    if public {
+        v["token_endpoint_auth_method"] = json!("none");
+    }
+    v
 }
 
 fn node_missing(e: &std::io::Error) -> String {

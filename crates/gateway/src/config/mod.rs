@@ -9,7 +9,10 @@ use latchkey_core::PrincipalKind;
 use latchkey_identity::{ClaimMatch, IssuerConfig};
 use serde::Deserialize;
 
+mod apps;
 mod secrets;
+pub(crate) use apps::cgi_form;
+pub use apps::{AppConfig, AppCookie, AppPreset, IdentityField, RESERVED_PREFIXES, UserClaim};
 pub use secrets::SecretSource;
 
 /// A configuration problem, naming the key and what is wrong.
@@ -97,6 +100,9 @@ pub struct Config {
     /// Firestore routes answer that no upstream is configured.
     #[serde(default)]
     pub firestore: Option<FirestoreConfig>,
+    /// `[[apps]]`: web apps behind Latchkey, by host or path prefix.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
     /// `[sessions]`: browser sessions (sign-in with `login = true` issuers).
     #[serde(default)]
     pub sessions: SessionsConfig,
@@ -643,6 +649,9 @@ pub struct GitUpstreamConfig {
     /// The service account's password or access token.
     #[serde(default)]
     pub password: SecretSource,
+    /// PEM file of the CA that signed an `https://` upstream's certificate;
+    /// the system roots when unset.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[dev_issuer]`.
@@ -749,6 +758,16 @@ impl Config {
         );
         for secret in secrets {
             if let Some(f) = &mut secret.file {
+                join(base, f);
+            }
+        }
+        for up in self.git.upstreams.values_mut() {
+            if let Some(f) = &mut up.ca_file {
+                join(base, f);
+            }
+        }
+        for app in &mut self.apps {
+            if let Some(f) = &mut app.ca_file {
                 join(base, f);
             }
         }
@@ -878,10 +897,16 @@ impl Config {
                 (Some(u), None) => {
                     let parsed = url::Url::parse(u)
                         .map_err(|e| invalid(format!("{key}.url"), format!("not a URL: {e}")))?;
-                    if parsed.scheme() != "http" {
+                    if !matches!(parsed.scheme(), "http" | "https") {
                         return Err(invalid(
                             format!("{key}.url"),
-                            "only http:// upstreams are supported in this version",
+                            "must be an `http://` or `https://` URL",
+                        ));
+                    }
+                    if up.ca_file.is_some() && parsed.scheme() != "https" {
+                        return Err(invalid(
+                            format!("{key}.ca_file"),
+                            "only an `https://` upstream uses a CA file",
                         ));
                     }
                 }
@@ -900,12 +925,39 @@ impl Config {
                     "required with `password`",
                 ));
             }
+            if up.local_root.is_some() && up.ca_file.is_some() {
+                return Err(invalid(
+                    format!("{key}.ca_file"),
+                    "a `local_root` upstream takes no `ca_file`",
+                ));
+            }
+        }
+        let public_host = self
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let audiences =
+            apps::validate(&mut self.apps, public_host.as_deref(), &self.git.upstreams)?;
+        // An app's audience is one the token endpoint mints for.
+        for aud in audiences {
+            if !self.tokens.audiences.contains(&aud) {
+                self.tokens.audiences.push(aud);
+            }
         }
         Ok(())
     }
 
-    /// Checks `[[trust]]`: each rule names a workload issuer, known
-    /// audiences and a lifetime within `tokens.max_lifetime`.
+    /// The app cookies to clear when a browser signs out or its user
+    /// changes: each app's own session cookie (Gogs' `i_like_gogs`, ...),
+    /// which would otherwise keep the previous user signed in to the app.
+    pub fn app_cookies(&self) -> Vec<AppCookie> {
+        self.apps.iter().flat_map(AppConfig::cookies).collect()
+    }
+
+    /// Checks `[sessions]`: time-outs in range, return origins that are
+    /// origins.
     fn validate_sessions(&self) -> Result<(), ConfigError> {
         let s = &self.sessions;
         if s.idle_timeout < Duration::from_secs(60) || s.idle_timeout > s.absolute_timeout {
@@ -940,6 +992,8 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[[trust]]`: each rule names a workload issuer, known
+    /// audiences and a lifetime within `tokens.max_lifetime`.
     fn validate_trust(&self) -> Result<(), ConfigError> {
         for (i, rule) in self.trust.iter().enumerate() {
             let key = |k: &str| format!("trust[{i}].{k}");

@@ -24,6 +24,8 @@ pub(crate) enum TargetName {
     Admin,
     /// Webhook receivers.
     Webhook,
+    /// Web apps behind Latchkey (`[[apps]]`).
+    App,
 }
 
 impl TargetName {
@@ -34,6 +36,7 @@ impl TargetName {
             Self::Token => "token",
             Self::Admin => "admin",
             Self::Webhook => "webhook",
+            Self::App => "app",
         }
     }
 }

@@ -113,6 +113,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 )),
         )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        // Web apps (`[[apps]]`): by host, then by prefix, before any route.
+        .layer(axum::middleware::from_fn_with_state(
+            gw.apps.clone(),
+            crate::targets::apps::dispatch,
+        ))
         .layer(axum::middleware::from_fn(request_id))
 }
 

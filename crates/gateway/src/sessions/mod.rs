@@ -67,20 +67,12 @@ pub(crate) struct SessionTokens {
 
 /// A request's live session.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // `session_id` and `handle` are for the app routes (next commit).
 pub(crate) struct SignedIn {
     /// Who signed in.
     pub(crate) principal: Principal,
     /// The session's id hash (the store key; not the cookie secret).
+    #[allow(dead_code)] // read by the app routes' cookie ownership (next)
     pub(crate) session_id: String,
-}
-
-#[allow(dead_code)]
-impl SignedIn {
-    /// The handle audit records use: a prefix of the id hash.
-    pub(crate) fn handle(&self) -> &str {
-        handle(&self.session_id)
-    }
 }
 
 fn handle(id_hash: &str) -> &str {

@@ -3,6 +3,7 @@
 //! authorize, record and refusal rendering are the pipeline's.
 
 pub(crate) mod admin;
+pub(crate) mod apps;
 pub(crate) mod documents;
 pub(crate) mod git;
 pub(crate) mod readiness;

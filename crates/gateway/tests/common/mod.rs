@@ -40,6 +40,9 @@ pub struct Opts {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Extra TOML lines inside the `[keys]` table (e.g. `publish_ahead`).
     pub keys_extra: String,
+    /// Serve on this listener (bound beforehand, so a test can register
+    /// the gateway's URL somewhere before it starts).
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
 /// A running gateway: its data directory, clock and base URL.
@@ -97,7 +100,10 @@ impl TestGateway {
             std::fs::create_dir_all(data.join("audit")).unwrap();
             std::os::unix::fs::symlink("/dev/full", data.join("audit").join("audit.log")).unwrap();
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = match opts.listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let master = STANDARD.encode([7u8; 32]);
