@@ -67,6 +67,9 @@ CONNS=${BENCH_APPS_CONNECTIONS:-16}
 THREADS=${BENCH_APPS_THREADS:-2}
 PAGE_BYTES=${BENCH_APPS_PAGE_BYTES:-1024}
 ONLY=${BENCH_APPS_ONLY:-nginx apache_oidc latchkey_session latchkey_bearer}
+# Breakdown contestants (not in the targets): the bearer path with the
+# audit log on tmpfs, where fsync is free, and Latchkey's bare HTTP server.
+[ "${BENCH_APPS_BREAKDOWN:-1}" = 1 ] && [ -z "${BENCH_APPS_ONLY:-}" ] && ONLY+=" latchkey_bearer_tmpfs latchkey_jwks"
 APP_PATH=/apps/bench/
 
 log() { printf 'apps.sh: %s\n' "$*" >&2; }
@@ -74,16 +77,17 @@ die() { log "error: $*"; exit 1; }
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 is_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
 
-for v in ROUNDS DURATION WARMUP CONNS THREADS PAGE_BYTES; do
-  is_count "${!v}" || die "BENCH_APPS_${v/DURATION/SECONDS} is \`${!v}\`; give a whole number above 0"
+for v in ROUNDS:ROUNDS DURATION:SECONDS WARMUP:WARMUP CONNS:CONNECTIONS THREADS:THREADS PAGE_BYTES:PAGE_BYTES; do
+  val=${v%%:*}; val=${!val}
+  is_count "$val" || die "BENCH_APPS_${v#*:} is \`$val\`; give a whole number above 0"
 done
 (( THREADS <= CONNS )) || die "BENCH_APPS_THREADS ($THREADS) is above BENCH_APPS_CONNECTIONS ($CONNS); wrk needs a connection per thread"
 for c in $ONLY; do
-  case $c in nginx|apache_oidc|latchkey_session|latchkey_bearer) ;;
-    *) die "BENCH_APPS_ONLY names \`$c\`; pick from nginx apache_oidc latchkey_session latchkey_bearer" ;;
+  case $c in nginx|apache_oidc|latchkey_session|latchkey_bearer|latchkey_bearer_tmpfs|latchkey_jwks) ;;
+    *) die "BENCH_APPS_ONLY names \`$c\`; pick from nginx apache_oidc latchkey_session latchkey_bearer latchkey_bearer_tmpfs latchkey_jwks" ;;
   esac
 done
-if wants latchkey_session || wants latchkey_bearer; then
+if [[ "$ONLY" == *latchkey_* ]]; then
   [ -x "$BIN" ] || die "no latchkey binary at $BIN; build it first: cargo build --release -p latchkey (bench/run does)"
 fi
 
@@ -112,13 +116,14 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-bench-apps.XXXXXX")
 # config's files (the key stays root's: only the parent reads it).
 chmod 755 "$TMP"
 PIDS=()
+SHM=""
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${BENCH_APPS_KEEP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+  if [ "${BENCH_APPS_KEEP:-0}" = 1 ]; then log "kept $TMP ${SHM:-}"; else rm -rf "$TMP" ${SHM:+"$SHM"}; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -372,27 +377,25 @@ EOF
 fi
 
 # --- 3c. Latchkey ------------------------------------------------------------------
-LK_PID=""
-if wants latchkey_session || wants latchkey_bearer; then
-  LK_PORT=$(free_port)
-  LK_DATA=$TMP/latchkey
-  LK_URL=http://127.0.0.1:$LK_PORT
-  mkdir -p "$LK_DATA/policies"
-  cp "$ROOT"/crates/policy/starter/*.cedar "$ROOT/crates/policy/starter/entities.json" "$LK_DATA/policies/"
-  # The starter policies mint app tokens only where a policy names the
-  # audience (50-apps.cedar says so); this is that policy for the bench.
-  cat >"$LK_DATA/policies/90-bench.cedar" <<'EOF'
-@id("bench-app-tokens")
+# The starter policies mint app tokens only where a policy names the
+# audience (50-apps.cedar says so); this is that policy for the bench.
+BENCH_POLICY='@id("bench-app-tokens")
 permit (
   principal is Latchkey::User,
   action == Latchkey::Action::"token.mint",
   resource == Latchkey::Audience::"app:bench"
-);
-EOF
-  cat >"$TMP/latchkey.toml" <<EOF
+);'
+declare -A LKURL LKPID LKDATA GW
+start_latchkey() { # name data-dir
+  local name=$1 data=$2 port
+  port=$(free_port)
+  mkdir -p "$data/policies"
+  cp "$ROOT"/crates/policy/starter/*.cedar "$ROOT/crates/policy/starter/entities.json" "$data/policies/"
+  printf '%s\n' "$BENCH_POLICY" > "$data/policies/90-bench.cedar"
+  cat >"$TMP/$name.toml" <<EOF
 [server]
-listen = "127.0.0.1:$LK_PORT"
-data_dir = "$LK_DATA"
+listen = "127.0.0.1:$port"
+data_dir = "$data"
 
 [keys]
 master_key = { value = "$(head -c 32 /dev/urandom | base64)" }
@@ -407,63 +410,80 @@ path_prefix = "${APP_PATH%/}"
 upstream = "$ORIGIN_URL"
 preset = "generic"
 EOF
-  LATCHKEY_LOG=warn setsid "$BIN" serve --config "$TMP/latchkey.toml" >"$TMP/latchkey.log" 2>&1 &
-  LK_PID=$!
-  PIDS+=($LK_PID)
-  wait_http "$LK_URL/admin/health" latchkey
-  LK_APP=$LK_URL$APP_PATH
-  expect "latchkey without a credential" "401|302|303" "$(probe "$LK_APP")"
-fi
-
-# A fresh Latchkey token for the app (untimed).
-lk_token() {
-  local id
-  id=$("$BIN" dev token --data "$LK_DATA" --url "$LK_URL" --user bench --group developers)
-  "$BIN" token --url "$LK_URL" --subject-token "$id" --audience app:bench
+  LATCHKEY_LOG=warn setsid "$BIN" serve --config "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 &
+  LKPID[$name]=$!
+  PIDS+=(${LKPID[$name]})
+  LKURL[$name]=http://127.0.0.1:$port
+  LKDATA[$name]=$data
+  wait_http "${LKURL[$name]}/admin/health" "latchkey ($name)"
+  expect "latchkey ($name) without a credential" "401|302|303" "$(probe "${LKURL[$name]}$APP_PATH")"
 }
-if wants latchkey_bearer; then
-  SID[latchkey_bearer]=$LK_PID
-  URL[latchkey_bearer]=$LK_APP
-  tok=$(lk_token) || die "no Latchkey token for audience app:bench; see $TMP/latchkey.log"
-  id=$("$BIN" dev token --data "$LK_DATA" --url "$LK_URL" --user bench --group developers)
-  git_tok=$("$BIN" token --url "$LK_URL" --subject-token "$id" --audience git)
-  expect "latchkey with a token for audience git" "401|403" "$(probe "$LK_APP" -H "Authorization: Bearer $git_tok")"
-  expect "latchkey with the Bearer token" 200 "$(probe "$LK_APP" -H "Authorization: Bearer $tok")"
-  HDR[latchkey_bearer]="Authorization: Bearer $tok"
+if wants latchkey_session || wants latchkey_bearer || wants latchkey_jwks; then
+  start_latchkey lk "$TMP/latchkey"
+fi
+if wants latchkey_bearer_tmpfs; then
+  [ -d /dev/shm ] && [ -w /dev/shm ] || die "latchkey_bearer_tmpfs needs a writable /dev/shm; leave it out of BENCH_APPS_ONLY"
+  SHM=$(mktemp -d /dev/shm/latchkey-bench-apps.XXXXXX)
+  start_latchkey lk_tmpfs "$SHM"
 fi
 
-# A browser session: /login with the dev identity provider's sign-in form,
-# followed by hand as a browser would (untimed). Prints the Cookie header.
-lk_session() {
-  local jar=$TMP/session.jar loc page form code
+# A fresh Latchkey token for the app from gateway GW (untimed).
+lk_token() { # gw [audience]
+  local id
+  id=$("$BIN" dev token --data "${LKDATA[$1]}" --url "${LKURL[$1]}" --user bench --group developers)
+  "$BIN" token --url "${LKURL[$1]}" --subject-token "$id" --audience "${2:-app:bench}"
+}
+for c in latchkey_bearer latchkey_bearer_tmpfs; do
+  wants $c || continue
+  gw=lk; [ $c = latchkey_bearer_tmpfs ] && gw=lk_tmpfs
+  GW[$c]=$gw; SID[$c]=${LKPID[$gw]}; URL[$c]=${LKURL[$gw]}$APP_PATH
+  tok=$(lk_token $gw) || die "no Latchkey token for audience app:bench; see $TMP/$gw.log"
+  git_tok=$(lk_token $gw git) || die "no Latchkey token for audience git; see $TMP/$gw.log"
+  expect "latchkey ($gw) with a token for audience git" "401|403" "$(probe "${URL[$c]}" -H "Authorization: Bearer $git_tok")"
+  expect "latchkey ($gw) with the Bearer token" 200 "$(probe "${URL[$c]}" -H "Authorization: Bearer $tok")"
+  HDR[$c]="Authorization: Bearer $tok"
+done
+if wants latchkey_jwks; then
+  # Breakdown only: Latchkey's HTTP server answering from memory (its
+  # JWKS: no credential, policy, audit, store or upstream). Not
+  # /admin/health, which asks the store each time.
+  GW[latchkey_jwks]=lk; SID[latchkey_jwks]=${LKPID[lk]}; URL[latchkey_jwks]=${LKURL[lk]}/.well-known/jwks.json
+  HDR[latchkey_jwks]=""
+  expect "latchkey JWKS" 200 "$(curl -sS -o /dev/null -w '%{http_code}' "${URL[latchkey_jwks]}")"
+fi
+
+# A browser session at gateway GW: /login with the dev identity provider's
+# sign-in form, followed by hand as a browser would (untimed). Prints the
+# Cookie header.
+lk_session() { # gw
+  local url=${LKURL[$1]} jar=$TMP/session.jar loc page form code
   rm -f "$jar"
   # /login sends the browser to the provider's authorization endpoint.
-  loc=$(curl -sS -o /dev/null -c "$jar" -b "$jar" -w '%{redirect_url}' "$LK_URL/login?rd=$APP_PATH")
-  [[ "$loc" == "$LK_URL/dev-idp/authorize?"* ]] \
+  loc=$(curl -sS -o /dev/null -c "$jar" -b "$jar" -w '%{redirect_url}' "$url/login?rd=$APP_PATH")
+  [[ "$loc" == "$url/dev-idp/authorize?"* ]] \
     || { log "/login did not send the browser to the dev sign-in page (got \`$loc\`)"; return 1; }
   page=$(curl -sS -c "$jar" -b "$jar" "$loc")
   form=$(printf '%s' "$page" | sed -n 's/.*name="form" value="\([^"]*\)".*/\1/p' | head -1)
   [ -n "$form" ] || { log "the dev sign-in page has no form token"; return 1; }
   loc=$(curl -sS -o /dev/null -c "$jar" -b "$jar" -w '%{redirect_url}' \
-    -H "Origin: $LK_URL" --data-urlencode "form=$form" --data-urlencode user=bench \
-    --data-urlencode groups=developers "$LK_URL/dev-idp/authorize")
-  [[ "$loc" == "$LK_URL/callback?"* ]] \
+    -H "Origin: $url" --data-urlencode "form=$form" --data-urlencode user=bench \
+    --data-urlencode groups=developers "$url/dev-idp/authorize")
+  [[ "$loc" == "$url/callback?"* ]] \
     || { log "the dev sign-in form did not return to /callback (got \`$loc\`)"; return 1; }
   code=$(curl -sS -o /dev/null -c "$jar" -b "$jar" -w '%{http_code}' "$loc")
   [[ "$code" == 30[23] ]] || { log "/callback answered $code, not a redirect"; return 1; }
   awk -F'\t' '$6 ~ /latchkey$/ {printf "Cookie: %s=%s", $6, $7}' "$jar"
 }
 if wants latchkey_session; then
-  if cookie=$(lk_session) && [ -n "$cookie" ]; then
-    SID[latchkey_session]=$LK_PID
-    URL[latchkey_session]=$LK_APP
-    expect "latchkey with the session" 200 "$(probe "$LK_APP" -H "$cookie")"
+  if cookie=$(lk_session lk) && [ -n "$cookie" ]; then
+    GW[latchkey_session]=lk; SID[latchkey_session]=${LKPID[lk]}; URL[latchkey_session]=${LKURL[lk]}$APP_PATH
+    expect "latchkey with the session" 200 "$(probe "${URL[latchkey_session]}" -H "$cookie")"
     expect "latchkey with an unknown session" "401|302|303" \
-      "$(probe "$LK_APP" -H "Cookie: ${cookie#Cookie: }x" -H 'Accept: application/json')"
+      "$(probe "${URL[latchkey_session]}" -H "${cookie}x" -H 'Accept: application/json')"
     HDR[latchkey_session]=$cookie
   else
     # Printed, never silent: the line below says the session was not measured.
-    log "SKIPPED: latchkey_session: no browser session could be made (see above and $TMP/latchkey.log)"
+    log "SKIPPED: latchkey_session: no browser session could be made (see above and $TMP/lk.log)"
     printf '{"bench":"apps_latchkey_session","skipped":"no browser session could be made through /login and the dev sign-in page"}\n'
     ONLY=${ONLY//latchkey_session/}
   fi
@@ -500,10 +520,11 @@ n=${#contestants[@]}
 (( n > 0 )) || die "nothing to measure"
 log "measuring ${contestants[*]}: $ROUNDS rounds of ${WARMUP} s warm-up + ${DURATION} s, $CONNS connections on $THREADS wrk threads, a ${PAGE_BYTES}-byte page"
 for r in $(seq 1 "$ROUNDS"); do
-  if wants latchkey_bearer; then
-    tok=$(lk_token) || die "no Latchkey token for audience app:bench; see $TMP/latchkey.log"
-    HDR[latchkey_bearer]="Authorization: Bearer $tok"
-  fi
+  for c in latchkey_bearer latchkey_bearer_tmpfs; do
+    wants $c || continue
+    tok=$(lk_token "${GW[$c]}") || die "no Latchkey token for audience app:bench; see $TMP/${GW[$c]}.log"
+    HDR[$c]="Authorization: Bearer $tok"
+  done
   summary=()
   for i in $(seq 0 $(( n - 1 ))); do
     c=${contestants[$(( (i + r - 1) % n ))]}
@@ -524,16 +545,17 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # --- 5. report --------------------------------------------------------------------
-if [ -n "$LK_PID" ]; then
-  kill -0 "$LK_PID" 2>/dev/null || die "latchkey exited; see $TMP/latchkey.log"
-  LK_HWM_KB=$(awk '/^VmHWM:/{print $2}' "/proc/$LK_PID/status")
-fi
+declare -A HWM_KB
+for gw in "${!LKPID[@]}"; do
+  kill -0 "${LKPID[$gw]}" 2>/dev/null || die "latchkey ($gw) exited; see $TMP/$gw.log"
+  HWM_KB[$gw]=$(awk '/^VmHWM:/{print $2}' "/proc/${LKPID[$gw]}/status")
+done
 list() { echo "$1" | xargs | tr ' ' ','; }
 declare -A MED_RPS MED_P99
 for c in "${contestants[@]}"; do
   MED_RPS[$c]=$(median ${RPS[$c]}); MED_P99[$c]=$(median ${P99[$c]})
   extra=""
-  [[ $c == latchkey_* ]] && extra=$(printf ',"gateway_peak_rss_mib":%.1f' "$(awk -v kb="$LK_HWM_KB" 'BEGIN{print kb/1024}')")
+  [[ $c == latchkey_* ]] && extra=$(printf ',"gateway_peak_rss_mib":%.1f' "$(awk -v kb="${HWM_KB[${GW[$c]}]}" 'BEGIN{print kb/1024}')")
   printf '{"bench":"apps_%s","rps":%s,"p99_us":%s,"p50_us":%s,"server_cpu_us_per_req":%s,"origin_cpu_us_per_req":%s,"origin_connections_opened":%s,"response_bytes":%d,"runs_rps":[%s],"runs_p99_us":[%s],"runs_server_cpu_us_per_req":[%s],"rounds":%d,"seconds":%d,"connections":%d,"wrk_threads":%d,"page_bytes":%d%s}\n' \
     "$c" "${MED_RPS[$c]}" "${MED_P99[$c]}" "$(median ${P50[$c]})" "$(median ${CPU[$c]})" "$(median ${ORIGIN_CPU[$c]})" "$(median ${CONNS_OPENED[$c]})" \
     "${BYTES[$c]}" "$(list "${RPS[$c]}")" "$(list "${P99[$c]}")" "$(list "${CPU[$c]}")" \
