@@ -290,8 +290,11 @@ impl Gateway {
 
         let dev_issuer = if config.dev_issuer.enabled {
             let issuer_url = format!("{public_url}/dev-idp");
-            let dev =
+            let mut dev =
                 DevIssuer::load_or_create(&data.join("dev-issuer-key.pk8"), issuer_url.clone())?;
+            if let Some(lifetime) = config.dev_issuer.id_token_lifetime {
+                dev = dev.with_id_token_lifetime(lifetime);
+            }
             if !config.issuers.iter().any(|i| i.issuer == issuer_url) {
                 config.issuers.push(dev_issuer_config(&issuer_url));
             }
@@ -779,7 +782,9 @@ fn host_app_origins(config: &Config, public_url: &str) -> Vec<String> {
         .collect()
 }
 
-/// The issuer config for the built-in dev identity provider.
+/// The issuer config for the built-in dev identity provider. `login = true`
+/// adds its sign-in page's client ids (`latchkey-web`, `latchkey-cli`) to
+/// the audiences, since an ID token's `aud` is the client it was issued to.
 fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
     let text = format!(
         "name = \"dev\"\nissuer = \"{issuer_url}\"\naudiences = [\"latchkey\"]\n\

@@ -91,6 +91,9 @@ async fn recording_app(app: RecordingApp, req: Request) -> Response {
         )
             .into_response();
     }
+    if p.ends_with("/ws") {
+        return websocket_echo(req);
+    }
     if p.ends_with("/upload") {
         let mut n = 0usize;
         let mut body = req.into_body().into_data_stream();
@@ -110,6 +113,39 @@ async fn recording_app(app: RecordingApp, req: Request) -> Response {
         "headers": headers,
     }))
     .into_response()
+}
+
+/// The FAKE app's WebSocket echo (tokio-tungstenite on the upgraded
+/// connection): what a real app's live view would be.
+fn websocket_echo(mut req: Request) -> Response {
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return (http::StatusCode::BAD_REQUEST, "not a websocket").into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = on_upgrade.await.unwrap();
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                futures_util::SinkExt::send(&mut ws, msg).await.unwrap();
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    (
+        http::StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (http::header::UPGRADE, "websocket".to_owned()),
+            (http::header::CONNECTION, "upgrade".to_owned()),
+            (http::header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
 }
 
 struct Upstream {
@@ -466,6 +502,19 @@ async fn a_web_write_needs_git_push_on_the_repository() {
         .find(|s| s.contains("git.push") && s.contains("local/acme/app"))
         .expect("a git.push record");
     assert!(push.contains("developers-web-write"), "{push}");
+    // The app's answer is on record (durably, for a write).
+    assert!(
+        records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap().to_string())
+            .any(|s| s.contains("http.request") && s.contains(r#""status":"200""#)),
+        "no outcome record of the web write: {:?}",
+        records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap().to_string())
+            .filter(|s| s.contains("http.request"))
+            .collect::<Vec<_>>()
+    );
     // A read-scoped token may not write.
     let (status, b) =
         w.tg.token_form(&[
@@ -886,4 +935,52 @@ async fn an_https_git_upstream_is_verified_with_its_ca() {
     )
     .await;
     assert!(!out.status.success(), "{out:?}");
+}
+
+/// A WebSocket upgrade is decided like any GET, then tunnelled: messages
+/// echo through the gateway both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_pass_through_once_decided() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = world().await;
+    let token = w.token("alice", &["developers"], "app:gogs").await;
+    let ws_url = format!("{}/apps/gogs/ws", w.tg.base.replacen("http", "ws", 1));
+    let connect = |auth: Option<String>| {
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        if let Some(a) = auth {
+            req.headers_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        let addr = w.tg.base.trim_start_matches("http://").to_owned();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(req, tcp).await
+        }
+    };
+    let (mut ws, resp) = connect(Some(bearer(&token))).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for text in ["hello", "through latchkey"] {
+        futures_util::SinkExt::send(&mut ws, Message::text(text))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+    // Without a credential the upgrade is refused before the app sees it.
+    let refused = connect(None).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("an upgrade without a credential was not refused: {other:?}"),
+    }
+    // Nor with one policy refuses.
+    let carol = w.token("carol", &[], "app:gogs").await;
+    match connect(Some(bearer(&carol))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("a denied upgrade went through: {other:?}"),
+    }
 }

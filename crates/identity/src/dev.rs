@@ -32,6 +32,11 @@ pub struct DevIssuer {
     kid: String,
     n: String,
     e: String,
+    /// Lifetime of the ID tokens the sign-in flows mint.
+    pub(crate) id_token_lifetime: Duration,
+    /// Pending forms, codes and refresh tokens of the sign-in flows
+    /// (`dev_login`), in memory. DEV ONLY.
+    pub(crate) flows: std::sync::Mutex<crate::dev_login::Flows>,
 }
 
 impl std::fmt::Debug for DevIssuer {
@@ -104,7 +109,16 @@ impl DevIssuer {
             kid,
             n,
             e,
+            id_token_lifetime: crate::dev_login::DEFAULT_ID_TOKEN_LIFETIME,
+            flows: Default::default(),
         })
+    }
+
+    /// Sets the lifetime of ID tokens minted by the sign-in flows (a short
+    /// one lets a sandbox show quiet renewal with the refresh token).
+    pub fn with_id_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.id_token_lifetime = lifetime;
+        self
     }
 
     /// The issuer URL (`iss` of minted tokens).
@@ -126,10 +140,22 @@ impl DevIssuer {
             "jwks_uri": format!("{base}/jwks.json"),
             "authorization_endpoint": format!("{base}/authorize"),
             "token_endpoint": format!("{base}/token"),
-            "response_types_supported": ["id_token"],
+            "revocation_endpoint": format!("{base}/revoke"),
+            "end_session_endpoint": format!("{base}/logout"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "authorization_response_iss_parameter_supported": true,
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "email", "groups"],
+            "claims_supported": [
+                "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp",
+                "email", "groups", "preferred_username"
+            ],
         })
     }
 

@@ -16,11 +16,13 @@
 //! symmetric (`HS*`) or unsigned tokens. [`oauth`] is the client side of
 //! sign-in (discovery, PKCE, the token endpoint) for browser sign-in and
 //! `latchkey login`. [`DevIssuer`] is a development-only
-//! issuer for `latchkey dev`.
+//! issuer for `latchkey dev`, with a DEV ONLY sign-in page (the code flow
+//! with PKCE).
 
 mod claims;
 mod config;
 mod dev;
+mod dev_login;
 mod error;
 mod fetch;
 mod jwt;
@@ -34,6 +36,11 @@ pub use config::{
     CI_CLAIM_FIELDS, ClaimMatch, DEFAULT_LOGIN_SCOPES, IssuerConfig, LoginClient, SecretRef,
 };
 pub use dev::DevIssuer;
+pub use dev_login::{
+    AuthorizeError, AuthorizeParams, CODE_LIFETIME_SECS, DEFAULT_ID_TOKEN_LIFETIME, DEV_CLI_CLIENT,
+    DEV_WEB_CLIENT, DevOAuthError, FORM_LIFETIME_SECS, REFRESH_LIFETIME_SECS, SignInError,
+    SignInForm, TokenParams, is_loopback_redirect,
+};
 pub use error::{ConfigError, IdentityError};
 pub use fetch::{
     DEFAULT_CACHE, FETCH_TIMEOUT, MAX_BODY_BYTES, MAX_CACHE, MIN_CACHE, cache_lifetime,

@@ -115,7 +115,24 @@ pub(crate) enum Command {
     /// Refuses to overwrite any file that exists. Then:
     /// `latchkey serve --check --config DIR/latchkey.toml`.
     Init(InitArgs),
+    /// Sign in from a terminal with the gateway's identity provider, so
+    /// `latchkey token` and `latchkey git-credential` need no token pasted.
+    ///
+    /// Uses the device authorization grant (RFC 8628) when the provider
+    /// offers it, else a redirect to a one-off listener on 127.0.0.1 with
+    /// PKCE (RFC 8252; `--loopback` forces it). The ID and refresh tokens are
+    /// kept in `$XDG_CACHE_HOME/latchkey` (or `~/.cache/latchkey`), readable
+    /// only by you; the ID token is renewed quietly before it expires.
+    Login(LoginArgs),
+    /// Sign out of a gateway: revoke the refresh token at the provider (when
+    /// it can revoke), and delete the sign-in and the Git tokens cached for
+    /// the gateway.
+    Logout(LogoutArgs),
     /// Exchange an identity token for a Latchkey token (RFC 8693) and print it.
+    ///
+    /// The identity token is `--subject-token`, else `LATCHKEY_ID_TOKEN`,
+    /// else the sign-in of `latchkey login` for the gateway (renewed quietly
+    /// when it has less than a minute left).
     Token(TokenArgs),
     /// Verify, query and follow the audit log.
     #[command(subcommand)]
@@ -134,7 +151,8 @@ pub(crate) enum Command {
     /// an identity token for a new one. The identity token comes from
     /// `LATCHKEY_ID_TOKEN`, else the file `LATCHKEY_ID_TOKEN_FILE`, else the
     /// standard output of `LATCHKEY_ID_TOKEN_COMMAND` (run with `sh -c`, with
-    /// `LATCHKEY_URL` set to the gateway's URL). Tokens are cached in
+    /// `LATCHKEY_URL` set to the gateway's URL), else the sign-in of
+    /// `latchkey login` for the gateway (renewed quietly). Tokens are cached in
     /// `$XDG_CACHE_HOME/latchkey` (or `~/.cache/latchkey`), readable only by you.
     GitCredential(GitCredentialArgs),
     /// Commands for CI jobs (Buildkite, GitHub Actions).
@@ -221,6 +239,48 @@ pub(crate) struct GitCredentialArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The gateway's URL. Default: the URL a `latchkey dev` sandbox in
+    /// `--data` recorded, else `http://127.0.0.1:8080`.
+    #[arg(long, visible_alias = "url", env = "LATCHKEY_URL")]
+    pub(crate) gateway: Option<String>,
+    /// Data directory of a `latchkey dev` sandbox whose URL to use when
+    /// neither `--gateway` nor `LATCHKEY_URL` is given.
+    #[arg(long, default_value = "latchkey-data")]
+    pub(crate) data: PathBuf,
+    /// Which of the gateway's sign-in providers (`/oauth2/login-providers`)
+    /// to use; needed only when it has several.
+    #[arg(long)]
+    pub(crate) provider: Option<String>,
+    /// Sign in with this OIDC issuer instead of asking the gateway (with
+    /// `--client-id`), e.g. `http://127.0.0.1:8080/dev-idp`.
+    #[arg(long, requires = "client_id")]
+    pub(crate) issuer: Option<String>,
+    /// The public client id registered at `--issuer` for `latchkey login`
+    /// (the sandbox's is `latchkey-cli`).
+    #[arg(long, requires = "issuer")]
+    pub(crate) client_id: Option<String>,
+    /// Use the loopback redirect even when the provider offers the device grant.
+    #[arg(long)]
+    pub(crate) loopback: bool,
+    /// Only print the sign-in URL; do not try to open a browser.
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// The gateway's URL. Default: the URL a `latchkey dev` sandbox in
+    /// `--data` recorded, else `http://127.0.0.1:8080`.
+    #[arg(long, visible_alias = "url", env = "LATCHKEY_URL")]
+    pub(crate) gateway: Option<String>,
+    /// Data directory of a `latchkey dev` sandbox whose URL to use when
+    /// neither `--gateway` nor `LATCHKEY_URL` is given.
+    #[arg(long, default_value = "latchkey-data")]
+    pub(crate) data: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct InitArgs {
     /// Directory to write into (created if missing).
     #[arg(default_value = ".")]
@@ -257,6 +317,11 @@ pub(crate) struct DevArgs {
     /// writes of the starter policies can be tried.
     #[arg(long, value_name = "HOST:PORT", env = "LATCHKEY_FIRESTORE_EMULATOR")]
     pub(crate) firestore_emulator: Option<String>,
+    /// Lifetime of the ID tokens the sign-in page of the development
+    /// identity provider issues (`latchkey login`, browser sign-in), e.g.
+    /// `10m`; a short one shows the quiet renewal with the refresh token.
+    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    pub(crate) id_token_lifetime: Duration,
     #[command(subcommand)]
     pub(crate) command: Option<DevCommand>,
 }
@@ -304,9 +369,10 @@ pub(crate) enum DevRepoCommand {
 #[derive(Debug, Args)]
 pub(crate) struct TokenArgs {
     /// The identity token to exchange (an OIDC ID token or a CI token); `-`
-    /// reads it from standard input.
+    /// reads it from standard input. Default: `LATCHKEY_ID_TOKEN`, else the
+    /// sign-in of `latchkey login`.
     #[arg(long)]
-    pub(crate) subject_token: String,
+    pub(crate) subject_token: Option<String>,
     /// The audience the Latchkey token is for: `git`, `documents`, `latchkey` (admin API).
     #[arg(long)]
     pub(crate) audience: String,

@@ -20,7 +20,15 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => match args.command {
-            None => dev(args.data, args.listen, args.firestore_emulator).await,
+            None => {
+                dev(
+                    args.data,
+                    args.listen,
+                    args.firestore_emulator,
+                    args.id_token_lifetime,
+                )
+                .await
+            }
             Some(DevCommand::Token(t)) => dev_token(&args.data, t, &clock()),
             Some(DevCommand::Repo(DevRepoCommand::Create { name })) => {
                 let path = create_repo(&args.data.join("repos"), &name)?;
@@ -41,7 +49,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Init(args) => crate::init::run(&args.dir),
-        Command::Token(args) => token(args).await,
+        Command::Login(args) => crate::login::login(args).await,
+        Command::Logout(args) => crate::login::logout(args).await,
+        Command::Token(args) => token(args, clock()).await,
         Command::Audit(cmd) => crate::output::audit(cmd, clock()).await,
         Command::Policy(cmd) => policy(cmd),
         Command::Keys(cmd) => keys(cmd).await,
@@ -128,6 +138,7 @@ async fn dev(
     data: PathBuf,
     listen: std::net::SocketAddr,
     firestore_emulator: Option<String>,
+    id_token_lifetime: Duration,
 ) -> Result<ExitCode> {
     // The data directory holds the master key, the store and the audit log:
     // only its owner may enter it, whatever the umask.
@@ -146,7 +157,14 @@ async fn dev(
     if !repos.join("acme/app.git").exists() {
         create_repo(&repos, "acme/app")?;
     }
-    let config = dev_config(&data, listen, firestore_emulator.as_deref())?;
+    let example_app = crate::dev_app::spawn(&format!("http://{listen}")).await?;
+    let mut config = dev_config(
+        &data,
+        listen,
+        firestore_emulator.as_deref(),
+        Some(example_app),
+    )?;
+    config.dev_issuer.id_token_lifetime = Some(id_token_lifetime);
     let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
     let url = gw.public_url().to_owned();
     let banner = dev_banner(&url, &data);
@@ -177,7 +195,10 @@ fn dev_banner(url: &str, data: &Path) -> String {
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/main   # denied: protect-main\n\
          \x20 git -c http.extraHeader=\"Authorization: Bearer $TOKEN\" push origin HEAD:refs/heads/feature # allowed\n\
          \x20 cd ..\n\
-         \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n",
+         \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n\n\
+         In a browser: {url}/apps/whoami/ (sign in as anyone in `developers`), then\n\
+         \x20 {url}/apps/whoami/admin/ is denied by policy `app-admin-pages`; {url}/logout signs out.\n\
+         From a terminal, once a day: latchkey login{data_arg}   (then git and latchkey token need no token pasted)\n",
         data = data.display(),
     )
 }
@@ -333,13 +354,32 @@ pub(crate) fn create_repo(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-async fn token(args: TokenArgs) -> Result<ExitCode> {
-    let subject = if args.subject_token == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s.trim().to_owned()
-    } else {
-        args.subject_token.clone()
+/// `latchkey token`. The subject is `--subject-token`, else
+/// `LATCHKEY_ID_TOKEN`, else the `latchkey login` sign-in for the gateway.
+async fn token(args: TokenArgs, clock: SharedClock) -> Result<ExitCode> {
+    let url = crate::config::gateway_url(args.url.as_deref(), &args.data)?;
+    let env_token = std::env::var("LATCHKEY_ID_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let subject = match (args.subject_token.as_deref(), env_token) {
+        (Some("-"), _) => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim().to_owned()
+        }
+        (Some(t), _) => t.to_owned(),
+        (None, Some(t)) => t,
+        (None, None) => {
+            let origin = crate::login::gateway_origin(&url)?;
+            match crate::login::cached_id_token(&origin, &clock).await? {
+                Some(t) => t,
+                None => bail!(
+                    "no identity token for {origin}: run `latchkey login --gateway {origin}`, or \
+                     pass `--subject-token` (or set `LATCHKEY_ID_TOKEN`)"
+                ),
+            }
+        }
     };
     let mut form = exchange_form(subject, &args.audience);
     if let Some(s) = &args.scope {
@@ -355,7 +395,6 @@ async fn token(args: TokenArgs) -> Result<ExitCode> {
     if let Some(l) = args.lifetime {
         form.push(("lifetime", l.as_secs().to_string()));
     }
-    let url = crate::config::gateway_url(args.url.as_deref(), &args.data)?;
     let body = exchange(&url, &form).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
@@ -375,7 +414,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         }
         let config = match &pl.location.config {
             Some(p) => Config::load(p)?,
-            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None)?,
+            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None, None)?,
         };
         Ok(config.policy_dir())
     };

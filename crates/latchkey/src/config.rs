@@ -13,6 +13,7 @@ pub(crate) fn dev_config(
     data: &Path,
     listen: std::net::SocketAddr,
     firestore_emulator: Option<&str>,
+    example_app: Option<std::net::SocketAddr>,
 ) -> Result<Config> {
     let data_str = data.display().to_string().replace('\\', "/");
     let text = format!(
@@ -38,6 +39,16 @@ local_root = "repos"
         ),
         None => text,
     };
+    // The example app (`crate::dev_app`): a page that shows the identity
+    // it was sent, behind a browser sign-in with the dev provider.
+    let text = match example_app {
+        Some(addr) => format!(
+            "{text}\n[[apps]]\nname = \"whoami\"\npath_prefix = \"/apps/whoami\"\n\
+             upstream = \"http://{addr}\"\npreset = \"generic\"\n\
+             headers = {{ \"X-User\" = \"user\", \"X-Email\" = \"email\", \"X-Groups\" = \"groups\" }}\n"
+        ),
+        None => text,
+    };
     let mut config: Config = Config::parse(&text)?;
     // The master key file may not exist yet; `latchkey dev` generates it.
     if !data.join("master.key").exists() {
@@ -57,7 +68,7 @@ pub(crate) fn locate(loc: &Location) -> Result<Config> {
                     loc.data.display()
                 );
             }
-            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None)
+            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None, None)
         }
     }
 }

@@ -64,10 +64,16 @@ async fn get(args: &GitCredentialArgs, request: &Request, clock: &SharedClock) -
         print_credential(&token);
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(identity) = identity_token(args, &url).await? else {
+    let identity = match identity_token(args, &url).await? {
+        Some(t) => Some(t),
+        // Last: the sign-in of `latchkey login`, renewed quietly when due.
+        None => crate::login::cached_id_token(&url, clock).await?,
+    };
+    let Some(identity) = identity else {
         eprintln!(
-            "latchkey git-credential: no identity token for {url}: set `LATCHKEY_ID_TOKEN`, \
-             `LATCHKEY_ID_TOKEN_FILE` or `LATCHKEY_ID_TOKEN_COMMAND` (a command printing an OIDC ID token)"
+            "latchkey git-credential: no identity token for {url}: run `latchkey login --gateway {url}`, \
+             or set `LATCHKEY_ID_TOKEN`, `LATCHKEY_ID_TOKEN_FILE` or `LATCHKEY_ID_TOKEN_COMMAND` \
+             (a command printing an OIDC ID token)"
         );
         return Ok(ExitCode::SUCCESS);
     };
@@ -108,21 +114,9 @@ async fn get(args: &GitCredentialArgs, request: &Request, clock: &SharedClock) -
 /// without an identity token of its own (`latchkey ci token
 /// --git-credential-cache`). Returns the gateway origin the entry is for.
 pub(crate) fn cache_token(gateway_url: &str, audience: &str, token: &str) -> Result<String> {
-    let parsed = reqwest::Url::parse(gateway_url)
-        .with_context(|| format!("`{gateway_url}` is not a URL"))?;
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .with_context(|| format!("`{gateway_url}` has no host"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("`{gateway_url}` is not an http or https URL");
-    }
     // Git's credential request names the host with a port only when it is
-    // not the scheme's default; `Url::port` follows the same rule.
-    let url = match parsed.port() {
-        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-        None => format!("{}://{host}", parsed.scheme()),
-    };
+    // not the scheme's default; `gateway_origin` follows the same rule.
+    let url = crate::login::gateway_origin(gateway_url)?;
     if !is_protocol_safe(token) {
         bail!("the gateway's `access_token` is not a single printable line; refusing to cache it");
     }
@@ -201,7 +195,7 @@ fn token_exp(token: &str) -> Option<u64> {
 }
 
 /// `$XDG_CACHE_HOME/latchkey`, else `~/.cache/latchkey`.
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let xdg = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
@@ -219,18 +213,44 @@ fn cache_dir() -> Result<PathBuf> {
 /// One cache file per (gateway URL, audience). Letters, digits and `.` are
 /// kept, everything else becomes `_XX`, so distinct URLs never share a file.
 fn cache_file_name(url: &str, audience: &str) -> String {
-    fn escape(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || b == b'.' {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("_{b:02X}"));
-            }
+    format!("{}-{}.json", escape_name(url), escape_name(audience))
+}
+
+/// `s` as part of a file name: letters, digits and `.` kept, every other
+/// byte `_XX`; never a `-`, so names joined with `-` stay distinct.
+pub(crate) fn escape_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
         }
-        out
     }
-    format!("{}-{}.json", escape(url), escape(audience))
+    out
+}
+
+/// Deletes every Latchkey token cached for the gateway `origin` (any
+/// audience); returns how many there were.
+pub(crate) fn forget_gateway(origin: &str) -> Result<usize> {
+    let dir = cache_dir()?;
+    let prefix = format!("{}-", escape_name(origin));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot list `{}`", dir.display())),
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix) && name.ends_with(".json") {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot delete `{}`", entry.path().display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// What a cache file holds.
@@ -252,6 +272,12 @@ fn read_cache(path: &Path, url: &str, audience: &str) -> Option<String> {
 /// Writes the cache file atomically, readable only by its owner, in a
 /// directory only its owner can enter.
 fn write_cache(dir: &Path, path: &Path, entry: &CacheEntry) -> Result<()> {
+    write_private(dir, path, &serde_json::to_string(entry)?)
+}
+
+/// Writes `text` to `path` atomically (a temporary file renamed over it),
+/// mode 0600, in `dir` created mode 0700.
+pub(crate) fn write_private(dir: &Path, path: &Path, text: &str) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -271,7 +297,6 @@ fn write_cache(dir: &Path, path: &Path, entry: &CacheEntry) -> Result<()> {
 
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let text = serde_json::to_string(entry)?;
     let result = (|| -> std::io::Result<()> {
         use std::io::Write;
         let mut opts = std::fs::OpenOptions::new();

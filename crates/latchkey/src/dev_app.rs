@@ -15,8 +15,12 @@ use axum::extract::{Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 
-/// The headers the page shows, in order: every preset's identity headers.
+/// The headers the page shows, in order: the sandbox app's own (`X-User`,
+/// `X-Email`, `X-Groups`) and every preset's identity headers.
 const SHOWN: &[&str] = &[
+    "x-user",
+    "x-email",
+    "x-groups",
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",

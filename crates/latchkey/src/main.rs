@@ -7,7 +7,9 @@ mod client;
 mod commands;
 mod config;
 mod credential;
+mod dev_app;
 mod init;
+mod login;
 mod output;
 mod witness;
 

@@ -246,6 +246,8 @@ fn every_subcommand_has_help() {
         &["dev", "token"],
         &["dev", "repo", "create"],
         &["token"],
+        &["login"],
+        &["logout"],
         &["audit", "verify"],
         &["audit", "query"],
         &["audit", "tail"],

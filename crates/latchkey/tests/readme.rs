@@ -356,6 +356,19 @@ fn git_credential_helper_runs_as_written() {
 }
 
 #[test]
+fn login_section_runs_as_written() {
+    let quick = section("Quick start");
+    let blocks = section("Signing in from a terminal");
+    let mut reader = Reader::new();
+    reader.start_servers(&quick[0]);
+    for b in blocks.iter().filter(|b| b.lang == "sh") {
+        let o = reader.run(b);
+        block_ok(b, &o);
+    }
+    assert!(reader.cwd().join("app-signed-in/.git").exists());
+}
+
+#[test]
 fn firestore_section_runs_as_written() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let Some(emulator) =
@@ -513,6 +526,7 @@ fn every_shell_block_is_run_or_says_why_not() {
     const RUN: &[&str] = &[
         "Quick start",
         "Git credential helper",
+        "Signing in from a terminal",
         "Firestore",
         "Configuration",
     ];

@@ -666,6 +666,10 @@ pub struct DevIssuerConfig {
     /// Explicitly allow the dev issuer in `latchkey serve`.
     #[serde(default)]
     pub allow_in_serve: bool,
+    /// Lifetime of the ID tokens its sign-in page issues (default 1 h); a
+    /// short one shows `latchkey login`'s quiet renewal.
+    #[serde(default, with = "opt_duration_str")]
+    pub id_token_lifetime: Option<Duration>,
 }
 
 impl Config {

@@ -51,6 +51,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(tokens::dev_metadata),
         )
         .route("/dev-idp/jwks.json", get(tokens::dev_jwks))
+        // The dev identity provider's sign-in (DEV ONLY; 404 unless enabled).
+        .route(
+            "/dev-idp/authorize",
+            get(tokens::dev_idp::authorize_page).post(tokens::dev_idp::authorize_submit),
+        )
+        .route("/dev-idp/token", post(tokens::dev_idp::token))
+        .route("/dev-idp/revoke", post(tokens::dev_idp::revoke))
+        .route("/dev-idp/logout", get(tokens::dev_idp::logout))
         .route("/oauth2/token", post(handle::<TokenService>))
         .with_state(gw.tokens.clone());
     let admin = Router::new()

@@ -252,6 +252,10 @@ pub(crate) async fn dispatch(
     if resp.extensions().get::<Rendered>().is_some() || !browser {
         return resp;
     }
+    // A browser whose session cookie names no live session signs in again.
+    if resp.status() == StatusCode::UNAUTHORIZED && safe {
+        return deny::login_redirect(&return_to);
+    }
     // A refusal rendered by the pipeline (JSON): a browser gets a page.
     let status = resp.status();
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
@@ -275,6 +279,37 @@ pub(crate) async fn dispatch(
         return_to: &return_to,
     };
     page.html()
+}
+
+/// Whether a request comes from the gateway's own origin or the app's host
+/// (CSRF, for a browser session's unsafe method): `Sec-Fetch-Site` when
+/// the browser sends it (`same-origin`, or `none` for a typed URL), else
+/// `Origin`. Neither: not proven, refused.
+fn same_origin(
+    headers: &HeaderMap,
+    public_origin: &str,
+    app_host: Option<&str>,
+    public_scheme: &str,
+) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").to_ascii_lowercase();
+        return matches!(site.as_str(), "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    if origin == public_origin.to_ascii_lowercase() {
+        return true;
+    }
+    app_host.is_some_and(|h| {
+        url::Url::parse(&origin).is_ok_and(|u| {
+            u.host_str() == Some(h)
+                && u.scheme() == public_scheme
+                && u.path() == "/"
+                && origin.trim_end_matches('/') == u.origin().ascii_serialization()
+        })
+    })
 }
 
 /// What authenticate found, for classify.
@@ -315,6 +350,7 @@ impl AppTarget {
                         self.config.name
                     ),
                 )
+                .with_status(StatusCode::FORBIDDEN)
             })?,
         };
         if name.is_empty() || HeaderValue::from_str(&name).is_err() {
@@ -347,28 +383,14 @@ impl AppTarget {
         }
     }
 
-    /// The origins a session's unsafe request may come from.
+    /// Whether a session's unsafe request comes from this site.
     fn same_origin(&self, headers: &HeaderMap) -> bool {
-        let fetch_site = headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        if let Some(site) = &fetch_site {
-            return matches!(site.as_str(), "same-origin" | "none");
-        }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let origin = origin.to_ascii_lowercase();
-        if origin == self.shared.public_origin.to_ascii_lowercase() {
-            return true;
-        }
-        match &self.config.host {
-            Some(h) => url::Url::parse(&origin).is_ok_and(|u| {
-                u.host_str() == Some(h.as_str()) && u.scheme() == self.shared.public_scheme
-            }),
-            None => false,
-        }
+        same_origin(
+            headers,
+            &self.shared.public_origin,
+            self.config.host.as_deref(),
+            &self.shared.public_scheme,
+        )
     }
 
     fn identity_headers(&self, p: &Principal, user: &str) -> Vec<(&'static str, String)> {
@@ -434,6 +456,7 @@ impl AppTarget {
                     Code::MintRefused("assertion"),
                     format!("cannot vouch for you to app `{}`: {e}", self.config.name),
                 )
+                .with_status(StatusCode::FORBIDDEN)
             })
     }
 
@@ -775,13 +798,83 @@ impl Target for AppTarget {
     ) -> BoxFuture<'a, Result<Response, Refusal>> {
         Box::pin(async move {
             let pipe = self.shared.pipe.clone();
+            let Authorized {
+                intents, pending, ..
+            } = authorized;
             // An allowed read's records sync while the app answers; its
             // response waits for them (DESIGN 6 holds for writes: their
             // records are durable before this runs).
-            authorized
-                .pending
+            let resp = pending
                 .alongside(&pipe, self.forward(cx, &principal, plan))
-                .await?
+                .await??;
+            // The outcome: the app's status. A write's is durable before
+            // the caller learns of it; a read's is buffered.
+            if let Some(intent) = intents.first() {
+                let event = latchkey_audit::AuditEvent::outcome(
+                    cx.request_id.clone(),
+                    Some(&principal),
+                    intent,
+                    latchkey_audit::Outcome::new(resp.status().as_str()),
+                    pipe.clock.unix_millis(),
+                )
+                .with_caused_by(cx.request_id.clone());
+                if intent.required_scope() == Some(latchkey_core::Scope::Read) {
+                    pipe.record_buffered(vec![event]).await;
+                } else {
+                    pipe.record_all(vec![event]).await?;
+                }
+            }
+            Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn csrf_needs_this_site() {
+        let ok = |p: &[(&'static str, &'static str)], host| {
+            same_origin(&h(p), "https://gw.example.com", host, "https")
+        };
+        assert!(ok(&[("sec-fetch-site", "same-origin")], None));
+        assert!(ok(&[("sec-fetch-site", "none")], None));
+        assert!(!ok(&[("sec-fetch-site", "cross-site")], None));
+        assert!(!ok(&[("sec-fetch-site", "same-site")], None));
+        // Sec-Fetch-Site wins over a matching Origin.
+        assert!(!ok(
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://gw.example.com")
+            ],
+            None
+        ));
+        assert!(ok(&[("origin", "https://gw.example.com")], None));
+        assert!(ok(&[("origin", "HTTPS://GW.example.com")], None));
+        assert!(!ok(
+            &[("origin", "https://gw.example.com.evil.example")],
+            None
+        ));
+        assert!(!ok(&[("origin", "http://gw.example.com")], None));
+        assert!(!ok(&[("origin", "null")], None));
+        assert!(!ok(&[], None));
+        assert!(ok(
+            &[("origin", "https://git.example.com")],
+            Some("git.example.com")
+        ));
+        assert!(!ok(
+            &[("origin", "http://git.example.com")],
+            Some("git.example.com")
+        ));
+        assert!(!ok(&[("origin", "https://git.example.com")], None));
     }
 }

@@ -4,6 +4,7 @@
 //! `token.mint` on the audience; act: mint, recorded before the token is
 //! returned).
 
+pub(crate) mod dev_idp;
 mod trust;
 
 use std::sync::Arc;
