@@ -1,6 +1,9 @@
-//! Property checks for the cargo-fuzz target `fuzz/fuzz_targets/app_path.rs`
-//! and the stable test that replays its corpus: the web-app path reading
-//! (`targets::apps::classify`), Gogs/Gitea's and cgit's. Panics only if an invariant breaks.
+//! Property checks for the cargo-fuzz targets `fuzz/fuzz_targets/app_path.rs`
+//! (the web-app path reading, `targets::apps::classify`: Gogs/Gitea's and
+//! cgit's) and
+//! `fuzz/fuzz_targets/return_to.rs` (where a browser may be sent after
+//! signing in, `sessions::return_to`), and the stable tests that replay
+//! their corpora. Panics only if an invariant breaks.
 
 use crate::targets::apps::classify::{CGIT_STATIC, canonical_path, cgit_repository, repository};
 
@@ -99,8 +102,52 @@ fn cgit(path: &str, raw: &str) {
     );
 }
 
+/// Arbitrary bytes as a return address: whatever is accepted, a browser
+/// (the WHATWG URL parser, which drops tabs and newlines and reads `\` as
+/// `/`) resolves to the gateway's origin or an allowed one.
+pub fn return_to(data: &[u8]) {
+    use crate::sessions::return_to::ReturnOrigins;
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let origins = ReturnOrigins::new(["https://gw.example.com", "https://gogs.example.com:8443"]);
+    let Ok(accepted) = origins.check(raw) else {
+        return;
+    };
+    assert_eq!(accepted, raw, "the address was changed");
+    let Ok(base) = url::Url::parse("https://gw.example.com/apps/x/page") else {
+        return;
+    };
+    // An address the URL parser cannot read goes nowhere.
+    let Ok(resolved) = base.join(accepted) else {
+        return;
+    };
+    let origin = resolved.origin().ascii_serialization();
+    assert!(
+        origin == "https://gw.example.com" || origin == "https://gogs.example.com:8443",
+        "{raw:?} leads to {resolved}"
+    );
+    assert!(
+        resolved.username().is_empty() && resolved.password().is_none(),
+        "{raw:?} carries credentials: {resolved}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
+    /// Replays the return-address corpus on stable.
+    #[test]
+    fn return_to_corpus_holds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/return_to");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            super::return_to(&bytes);
+            n += 1;
+        }
+        assert!(n > 10, "the corpus is missing");
+    }
+
     /// Replays the fuzz corpus on stable.
     #[test]
     fn corpus_holds() {

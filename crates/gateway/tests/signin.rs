@@ -48,7 +48,61 @@ async fn start_app() -> String {
     format!("http://{addr}")
 }
 
+/// A FAKE standing in for Gogs (which cannot be installed here): like Gogs,
+/// it keeps its own session in the cookie `i_like_gogs` once it has seen
+/// `X-WEBAUTH-USER`, and from then on believes the cookie over the header.
+async fn start_fake_gogs() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|req: Request| async move {
+        let header_user = req
+            .headers()
+            .get("x-webauth-user")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let cookie_user = req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|p| p.trim().strip_prefix("i_like_gogs=").map(str::to_owned));
+        let user = cookie_user.clone().unwrap_or_else(|| header_user.clone());
+        let mut resp = axum::response::Html(format!(
+            "<title>gogs</title><p>gogs user {user}</p><p>from cookie {}</p>",
+            cookie_user.is_some()
+        ))
+        .into_response();
+        if cookie_user.is_none() {
+            resp.headers_mut().insert(
+                "set-cookie",
+                format!("i_like_gogs={user}; Path=/; HttpOnly")
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        resp
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 const POLICIES: &str = r#"
+@id("people-use-the-portal")
+permit (
+  principal in Latchkey::Group::"developers",
+  action == Latchkey::Action::"http.request",
+  resource == Latchkey::App::"portal"
+);
+
+@id("people-use-gogs")
+permit (
+  principal,
+  action == Latchkey::Action::"http.request",
+  resource == Latchkey::App::"gogs"
+);
+
 @id("people-use-the-app")
 permit (
   principal in Latchkey::Group::"developers",
@@ -77,6 +131,11 @@ struct World {
 /// The provider, a client registered for the gateway's callback, and the
 /// gateway with one app (`/apps/wiki`) and sign-in with that provider.
 async fn world(options: OidcOptions, extra_sessions: &str) -> World {
+    world_with(options, extra_sessions, "").await
+}
+
+/// [`world`] with more `[[apps]]` (TOML).
+async fn world_with(options: OidcOptions, extra_sessions: &str, more_apps: &str) -> World {
     let op = OidcProvider::start_with(options).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -93,6 +152,7 @@ async fn world(options: OidcOptions, extra_sessions: &str) -> World {
     let client_id = client["client_id"].as_str().unwrap().to_owned();
     let secret = client["client_secret"].as_str().unwrap().to_owned();
     let app = start_app().await;
+    let gogs = start_fake_gogs().await;
     let tg = TestGateway::start(
         &op,
         Opts {
@@ -104,7 +164,9 @@ async fn world(options: OidcOptions, extra_sessions: &str) -> World {
             policies: Some(vec![("wiki.cedar".into(), POLICIES.into())]),
             extra_toml: format!(
                 "[[apps]]\nname = \"wiki\"\npath_prefix = \"/apps/wiki\"\nupstream = \"{app}\"\n\
-                 preset = \"generic\"\nheaders = {{ \"X-User\" = \"id\" }}\n\n[sessions]\n{extra_sessions}\n"
+                 preset = \"generic\"\nheaders = {{ \"X-User\" = \"id\" }}\n\n\
+                 [[apps]]\nname = \"gogs\"\npath_prefix = \"/apps/gogs\"\nupstream = \"{gogs}\"\n\
+                 preset = \"gogs\"\ngit_upstream = \"local\"\nuser_claim = \"id\"\n\n{more_apps}\n\n[sessions]\n{extra_sessions}\n"
             ),
             ..Default::default()
         },
@@ -469,4 +531,96 @@ async fn a_forged_state_a_missing_flow_and_a_down_provider_fail_closed_with_a_cl
     let resp = client.get(tg.url("/login?rd=/")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("cannot be reached"));
+}
+
+/// Gogs believes its own session cookie over the header: when the browser's
+/// Latchkey user changes (a new sign-in, no sign-out), the previous user's
+/// Gogs cookie must not reach Gogs, and sign-out clears it.
+#[tokio::test]
+async fn an_apps_own_session_cookie_never_outlives_the_latchkey_session_it_was_set_in() {
+    let Some(b) = browser() else { return };
+    let w = world(OidcOptions::default(), "").await;
+    let tg = &w.tg;
+    let gogs = tg.url("/apps/gogs/explore");
+    let mut steps = vec![Step::goto(&gogs)];
+    steps.extend(sign_in_steps("alice"));
+    steps.push(Step::wait_for_url(&gogs));
+    steps.push(Step::expect_text("gogs user alice"));
+    steps.push(Step::goto(&gogs).label("again: now from Gogs' own cookie"));
+    steps.push(Step::expect_text("from cookie true"));
+    // Someone else signs in on the same browser, without signing out.
+    steps.push(Step::goto(
+        &tg.url("/login?rd=/apps/gogs/explore&prompt=login"),
+    ));
+    steps.extend(sign_in_steps("bob"));
+    steps.push(Step::wait_for_url(&gogs));
+    steps.push(Step::expect_text("gogs user bob").label("not alice's Gogs session"));
+    steps.push(Step::expect_text("from cookie false"));
+    steps.push(Step::goto(&gogs));
+    steps.push(Step::expect_text("gogs user bob"));
+    steps.push(Step::expect_text("from cookie true"));
+    // Sign-out clears Gogs' cookie with Latchkey's.
+    steps.push(Step::goto(&tg.url("/logout?rd=/.well-known/jwks.json")));
+    steps.extend(logout_steps());
+    steps.push(Step::wait_for_url(&tg.url("/.well-known/jwks.json")));
+    steps.push(Step::cookies_for(&tg.base));
+    let out = b.run(&steps).await;
+    let last = out.last().unwrap();
+    assert!(last.cookie("i_like_gogs").is_none(), "{last}");
+    assert!(last.cookie("latchkey").is_none(), "{last}");
+}
+
+/// A real Backstage backend (npm: backend-defaults, the catalog, the auth
+/// backend with its `oauth2Proxy` provider) behind Latchkey: a browser
+/// signed in through Latchkey gets a Backstage identity for its own user
+/// entity, and the catalog answers that identity, as Backstage's frontend
+/// would ask it (its Backstage token in `Authorization`, beside Latchkey's
+/// session cookie).
+#[tokio::test]
+async fn a_browser_signed_in_through_latchkey_is_its_own_user_in_a_real_backstage() {
+    let Some(b) = browser() else { return };
+    let Ok(backstage) = latchkey_testkit::backstage::Backstage::start().await else {
+        return;
+    };
+    let apps = format!(
+        "[[apps]]\nname = \"portal\"\npath_prefix = \"/apps/portal\"\nupstream = \"{}\"\npreset = \"backstage\"\n",
+        backstage.url()
+    );
+    let w = world_with(OidcOptions::default(), "", &apps).await;
+    let tg = &w.tg;
+    let refresh = tg.url("/apps/portal/api/auth/oauth2Proxy/refresh");
+    let mut steps = vec![Step::goto(&refresh)];
+    steps.extend(sign_in_steps("alice"));
+    steps.push(Step::wait_for_url(&refresh));
+    steps.push(Step::expect_text("user:default/alice"));
+    // What Backstage's frontend does next: the catalog, with its token.
+    steps.push(Step::evaluate(
+        "(async () => {\
+           const id = await (await fetch('/apps/portal/api/auth/oauth2Proxy/refresh')).json();\
+           const r = await fetch('/apps/portal/api/catalog/entities/by-name/user/default/alice',\
+             { headers: { Authorization: 'Bearer ' + id.backstageIdentity.token } });\
+           const body = await r.json();\
+           return { ref: id.backstageIdentity.identity.userEntityRef, status: r.status, name: body.metadata && body.metadata.name };\
+         })()",
+    ));
+    let out = b.run(&steps).await;
+    let v = out.last().unwrap().value.clone().unwrap_or_default();
+    assert_eq!(v["ref"], "user:default/alice", "{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["name"], "alice", "{v}");
+    // Someone outside `developers` is refused the portal by policy, not
+    // handed to Backstage.
+    let mallory = b
+        .run(
+            &[
+                vec![Step::goto(&tg.url(
+                    "/login?rd=/apps/portal/api/auth/oauth2Proxy/refresh&prompt=login",
+                ))],
+                sign_in_steps("mallory"),
+                vec![Step::expect_status(403), Step::expect_text("mallory")],
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(mallory.last().unwrap().ok);
 }

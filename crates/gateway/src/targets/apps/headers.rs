@@ -116,6 +116,22 @@ fn without_cookies(value: &str, drop: &[String]) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("; "))
 }
 
+/// Removes cookies named `names` from the `Cookie` headers of `headers`
+/// (a header left empty goes).
+pub(crate) fn drop_cookies(headers: &mut HeaderMap, names: &[String]) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| without_cookies(v, names))
+        .filter_map(|v| HeaderValue::from_str(&v).ok())
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
+    }
+}
+
 /// The caller's headers as the app may see them: hop-by-hop headers,
 /// `Host`, every identity spelling, Latchkey's session cookie and (when
 /// it carried the Latchkey token) `Authorization` removed. `keep_upgrade`

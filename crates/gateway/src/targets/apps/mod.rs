@@ -21,6 +21,7 @@
 pub(crate) mod classify;
 pub(crate) mod deny;
 pub(crate) mod headers;
+mod owner;
 pub(crate) mod proxy;
 
 use std::sync::Arc;
@@ -320,6 +321,8 @@ pub(crate) struct AppInput {
     by_session: bool,
     /// The `Authorization` header carried the Latchkey token.
     token_in_authorization: bool,
+    /// The session's id hash, when a session authenticated the request.
+    session_id: Option<String>,
 }
 
 /// What classify hands to act (or deny).
@@ -331,6 +334,8 @@ pub(crate) struct AppPlan {
     return_to: String,
     /// The path and query the app sees.
     app_path_and_query: String,
+    /// The session's id hash, when a session authenticated the request.
+    session_id: Option<String>,
 }
 
 impl AppTarget {
@@ -495,6 +500,7 @@ impl AppTarget {
             token_in_authorization,
             user,
             app_path_and_query,
+            session_id,
             ..
         } = plan;
         let upgrade = req.headers().contains_key(header::UPGRADE)
@@ -512,6 +518,21 @@ impl AppTarget {
             token_in_authorization,
             upgrade,
         );
+        // The app's own session cookies count only in the Latchkey session
+        // they were set in (see `owner`).
+        let app_cookies = self.config.cookie_names();
+        let owner_tag = session_id
+            .as_deref()
+            .filter(|_| !app_cookies.is_empty())
+            .map(|sid| owner::tag(&self.config.name, sid));
+        let stale = owner_tag
+            .as_deref()
+            .is_some_and(|t| owner::stale(req.headers(), &self.config.name, &app_cookies, t));
+        let mut dropped = vec![owner::owner_cookie(&self.config.name)];
+        if stale {
+            dropped.extend(app_cookies.iter().cloned());
+        }
+        headers::drop_cookies(&mut out, &dropped);
         let build = |e: String| self.upstream_error(&proxy::ProxyError::Build(e));
         for (name, value) in self.identity_headers(principal, &user) {
             out.insert(
@@ -592,8 +613,34 @@ impl AppTarget {
                 _ => String::new(),
             },
         };
-        let out_headers =
+        let mut out_headers =
             headers::response_headers(resp.headers(), &self.shared.strip, &rewrite, switching);
+        if let Some(t) = &owner_tag {
+            let path = self
+                .config
+                .cookies()
+                .first()
+                .map_or_else(|| "/".to_owned(), |c| c.path.clone());
+            let secure = self.shared.public_scheme == "https";
+            let sets = owner::sets_app_cookie(&out_headers, &app_cookies);
+            if stale {
+                // Cleared before the app's own Set-Cookie, which may set a
+                // fresh one for the user signed in now.
+                let mut fresh = HeaderMap::with_capacity(out_headers.len() + 2);
+                for v in owner::clearing(&app_cookies, &path, secure) {
+                    fresh.append(header::SET_COOKIE, v);
+                }
+                for (name, value) in &out_headers {
+                    fresh.append(name.clone(), value.clone());
+                }
+                out_headers = fresh;
+            }
+            if (stale || sets)
+                && let Some(v) = owner::companion(&self.config.name, t, &path, secure)
+            {
+                out_headers.append(header::SET_COOKIE, v);
+            }
+        }
         if switching {
             match caller_upgrade {
                 Some(caller) => proxy::tunnel(caller, hyper::upgrade::on(&mut resp)),
@@ -636,45 +683,62 @@ impl Target for AppTarget {
         req: Request,
     ) -> BoxFuture<'a, Result<(Principal, AppInput), Refusal>> {
         Box::pin(async move {
-            if req.headers().contains_key(header::AUTHORIZATION) {
-                let hint = format!(
-                    "app `{}` takes tokens for audience `{}`",
-                    self.config.name, self.audience
-                );
-                // Bearer or the Basic password: either way the header
-                // carried the token, and the app never sees it.
-                let (_, verified) = self.shared.pipe.authenticate_token(
-                    req.headers(),
-                    &self.audience,
-                    Some(&hint),
-                )?;
-                return Ok((
-                    verified.principal,
-                    AppInput {
-                        req,
-                        by_session: false,
-                        token_in_authorization: true,
-                    },
-                ));
+            // A browser signed in to Latchkey is its session, and then an
+            // `Authorization` header is the app's own business (Backstage's
+            // frontend sends its Backstage token there): it passes through.
+            // Otherwise `Authorization` carries a Latchkey token (a session
+            // cookie that names no live session does not stand in its way).
+            let session = if has_cookie(req.headers(), self.shared.sessions.cookie_name()) {
+                self.shared.sessions.authenticate(req.headers()).await
+            } else {
+                Ok(None)
+            };
+            match session {
+                Ok(Some(signed_in)) => {
+                    return Ok((
+                        signed_in.principal,
+                        AppInput {
+                            req,
+                            by_session: true,
+                            token_in_authorization: false,
+                            session_id: Some(signed_in.session_id),
+                        },
+                    ));
+                }
+                Err(refusal) if !req.headers().contains_key(header::AUTHORIZATION) => {
+                    return Err(refusal);
+                }
+                _ => {}
             }
-            match self.shared.sessions.authenticate(req.headers()).await? {
-                Some(signed_in) => Ok((
-                    signed_in.principal,
-                    AppInput {
-                        req,
-                        by_session: true,
-                        token_in_authorization: false,
-                    },
-                )),
-                None => Err(Refusal::new(
+            if !req.headers().contains_key(header::AUTHORIZATION) {
+                return Err(Refusal::new(
                     Stage::Authenticate,
                     Code::MissingCredential,
                     format!(
                         "authentication required: sign in at `/login`, or present a Latchkey token for audience `{}` as a Bearer token",
                         self.audience
                     ),
-                )),
+                ));
             }
+            let hint = format!(
+                "app `{}` takes tokens for audience `{}`",
+                self.config.name, self.audience
+            );
+            // Bearer or the Basic password: either way the header carried
+            // the token, and the app never sees it.
+            let (_, verified) =
+                self.shared
+                    .pipe
+                    .authenticate_token(req.headers(), &self.audience, Some(&hint))?;
+            Ok((
+                verified.principal,
+                AppInput {
+                    req,
+                    by_session: false,
+                    token_in_authorization: true,
+                    session_id: None,
+                },
+            ))
         })
     }
 
@@ -689,6 +753,7 @@ impl Target for AppTarget {
                 req,
                 by_session,
                 token_in_authorization,
+                session_id,
             } = input;
             let method = req.method().as_str().to_owned();
             let safe = is_safe_method(&method);
@@ -771,6 +836,7 @@ impl Target for AppTarget {
                     user,
                     return_to,
                     app_path_and_query: app_pq,
+                    session_id,
                 },
             );
             if safe {
