@@ -1,10 +1,11 @@
 //! Property checks for the cargo-fuzz targets `fuzz/fuzz_targets/app_path.rs`
-//! (the web-app path reading, `targets::apps::classify`) and
+//! (the web-app path reading, `targets::apps::classify`: Gogs/Gitea's and
+//! cgit's) and
 //! `fuzz/fuzz_targets/return_to.rs` (where a browser may be sent after
 //! signing in, `sessions::return_to`), and the stable tests that replay
 //! their corpora. Panics only if an invariant breaks.
 
-use crate::targets::apps::classify::{canonical_path, repository};
+use crate::targets::apps::classify::{CGIT_STATIC, canonical_path, cgit_repository, repository};
 
 /// Arbitrary bytes as a request path: a canonical path is a fixed point
 /// (reading it again gives it back), has no `.`, `..` or empty segment, and
@@ -33,6 +34,7 @@ pub fn app_path(data: &[u8]) {
             "segment {seg:?} in {path:?}"
         );
     }
+    cgit(&path, raw);
     let Ok(Some(repo)) = repository(&path) else {
         return;
     };
@@ -48,6 +50,56 @@ pub fn app_path(data: &[u8]) {
     if let Ok(Some(again)) = repository(&upper) {
         assert_eq!(again, repo, "case changed the repository of {path:?}");
     }
+}
+
+/// The cgit reading of a canonical path (`raw` also serves as a query):
+/// a repository it names has a valid owner and name without `.git`, the
+/// path it came from holds nothing cgit would read as a query (`&`, `=`,
+/// `+`), its first two segments are that owner and repository, and a
+/// query that passes names no other repository (`r`, `url`).
+fn cgit(path: &str, raw: &str) {
+    let query = raw.split_once('?').map(|(_, q)| q);
+    let Ok(found) = cgit_repository(path, query) else {
+        return;
+    };
+    assert!(
+        !path.contains(['&', '=', '+']),
+        "cgit would read a query in {path:?}"
+    );
+    if let Some(q) = query {
+        for pair in q.split('&') {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            assert!(!name.contains('%'), "encoded name {name:?} passed");
+            assert!(
+                !matches!(name.to_ascii_lowercase().as_str(), "r" | "url"),
+                "`{name}` passed"
+            );
+        }
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let Some(repo) = found else {
+        assert!(
+            path == "/" || segs.first() == Some(&CGIT_STATIC),
+            "{path:?} named no repository"
+        );
+        return;
+    };
+    for s in [&repo.owner, &repo.name] {
+        assert!(
+            !s.is_empty()
+                && !s.ends_with(".git")
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+            "{repo:?}"
+        );
+    }
+    assert_eq!(segs.first().copied(), Some(repo.owner.as_str()), "{path:?}");
+    let second = segs.get(1).copied().unwrap_or_default();
+    assert_eq!(
+        second.strip_suffix(".git").unwrap_or(second),
+        repo.name,
+        "{path:?}"
+    );
 }
 
 /// Arbitrary bytes as a return address: whatever is accepted, a browser

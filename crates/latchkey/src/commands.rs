@@ -158,16 +158,22 @@ async fn dev(
         create_repo(&repos, "acme/app")?;
     }
     let example_app = crate::dev_app::spawn(&format!("http://{listen}")).await?;
+    let cgit_app = if crate::dev_cgit::installed() {
+        Some(crate::dev_cgit::spawn(&data, &repos).await?)
+    } else {
+        None
+    };
     let mut config = dev_config(
         &data,
         listen,
         firestore_emulator.as_deref(),
         Some(example_app),
+        cgit_app,
     )?;
     config.dev_issuer.id_token_lifetime = Some(id_token_lifetime);
     let gw = Gateway::start(config, StartOptions { dev: true }, clock()).await?;
     let url = gw.public_url().to_owned();
-    let banner = dev_banner(&url, &data);
+    let banner = dev_banner(&url, &data, cgit_app.is_some());
     let url_file = data.join(crate::config::URL_FILE);
     run_server(gw, listen, None, Some((banner, url_file))).await
 }
@@ -176,12 +182,23 @@ async fn dev(
 /// in another terminal, whatever `--listen` and `--data` were. They find the
 /// sandbox's URL in `DATA/url`; a non-default data directory is named
 /// (absolute, quoted for `sh`) so they work from any directory.
-fn dev_banner(url: &str, data: &Path) -> String {
+fn dev_banner(url: &str, data: &Path, cgit: bool) -> String {
     let data_arg = if data == Path::new("latchkey-data") {
         String::new()
     } else {
         let abs = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
         format!(" --data {}", sh_word(&abs.display().to_string()))
+    };
+    let cgit_line = if cgit {
+        format!(
+            "\x20 {url}{}/ is cgit, the Git web UI, over the same repositories: a page is `git.read` of its repository.\n",
+            crate::dev_cgit::PREFIX
+        )
+    } else {
+        format!(
+            "\x20 (install cgit, `apt-get install cgit`, for the Git web UI at {url}{}/)\n",
+            crate::dev_cgit::PREFIX
+        )
     };
     format!(
         "\nLatchkey dev sandbox on {url}\n\
@@ -198,6 +215,7 @@ fn dev_banner(url: &str, data: &Path) -> String {
          \x20 latchkey audit tail{data_arg} --no-follow   # without --no-follow it keeps following\n\n\
          In a browser: {url}/apps/whoami/ (sign in as anyone in `developers`), then\n\
          \x20 {url}/apps/whoami/admin/ is denied by policy `app-admin-pages`; {url}/logout signs out.\n\
+         {cgit_line}\
          From a terminal, once a day: latchkey login{data_arg}   (then git and latchkey token need no token pasted)\n",
         data = data.display(),
     )
@@ -414,7 +432,13 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         }
         let config = match &pl.location.config {
             Some(p) => Config::load(p)?,
-            None => dev_config(&pl.location.data, "127.0.0.1:8080".parse()?, None, None)?,
+            None => dev_config(
+                &pl.location.data,
+                "127.0.0.1:8080".parse()?,
+                None,
+                None,
+                None,
+            )?,
         };
         Ok(config.policy_dir())
     };

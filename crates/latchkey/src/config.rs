@@ -14,6 +14,7 @@ pub(crate) fn dev_config(
     listen: std::net::SocketAddr,
     firestore_emulator: Option<&str>,
     example_app: Option<std::net::SocketAddr>,
+    cgit_app: Option<std::net::SocketAddr>,
 ) -> Result<Config> {
     let data_str = data.display().to_string().replace('\\', "/");
     let text = format!(
@@ -49,6 +50,16 @@ local_root = "repos"
         ),
         None => text,
     };
+    // cgit over the same repositories as the Git route (`crate::dev_cgit`),
+    // when installed: one policy decides a clone and its pages.
+    let text = match cgit_app {
+        Some(addr) => format!(
+            "{text}\n[[apps]]\nname = \"cgit\"\npath_prefix = \"{prefix}\"\n\
+             upstream = \"http://{addr}\"\npreset = \"cgit\"\ngit_upstream = \"local\"\n",
+            prefix = crate::dev_cgit::PREFIX
+        ),
+        None => text,
+    };
     let mut config: Config = Config::parse(&text)?;
     // The master key file may not exist yet; `latchkey dev` generates it.
     if !data.join("master.key").exists() {
@@ -68,7 +79,7 @@ pub(crate) fn locate(loc: &Location) -> Result<Config> {
                     loc.data.display()
                 );
             }
-            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None, None)
+            dev_config(&loc.data, "127.0.0.1:8080".parse()?, None, None, None)
         }
     }
 }

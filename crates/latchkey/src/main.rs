@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod credential;
 mod dev_app;
+mod dev_cgit;
 mod init;
 mod login;
 mod output;

@@ -38,7 +38,7 @@ pub struct AppConfig {
     /// Which identity headers the app reads.
     #[serde(default)]
     pub preset: AppPreset,
-    /// For `gogs`/`gitea`: the `[git.upstreams]` entry that serves the same
+    /// For `gogs`/`gitea`/`cgit`: the `[git.upstreams]` entry that serves the same
     /// repositories, so a repository page is decided on the same
     /// `Repository::"<git_upstream>/<owner>/<repo>"` as a clone.
     pub git_upstream: Option<String>,
@@ -71,6 +71,11 @@ pub enum AppPreset {
     /// Backstage's `oauth2Proxy` provider: `X-Forwarded-User`,
     /// `X-Forwarded-Email`, `X-Forwarded-Preferred-Username`.
     Backstage,
+    /// cgit, the Git web UI (Debian's `cgit`): read-only pages of the
+    /// repositories a local `[git.upstreams]` entry serves. No identity
+    /// header (cgit has no users); every `/{owner}/{repo}/...` page is
+    /// also decided as `git.read` of that repository.
+    Cgit,
     /// The `headers` map, and the assertion.
     #[default]
     Generic,
@@ -83,6 +88,7 @@ impl AppPreset {
             Self::Gogs => "gogs",
             Self::Gitea => "gitea",
             Self::Backstage => "backstage",
+            Self::Cgit => "cgit",
             Self::Generic => "generic",
         }
     }
@@ -92,13 +98,19 @@ impl AppPreset {
         matches!(self, Self::Gogs | Self::Gitea)
     }
 
+    /// Whether the app's pages are repositories of a `git_upstream`, so
+    /// it must name one: the Git forges and cgit.
+    pub fn serves_repositories(self) -> bool {
+        self.is_git_forge() || self == Self::Cgit
+    }
+
     /// The app's own session cookies when `app_cookies` is unset: Gogs'
     /// and Gitea's `[session] COOKIE_NAME` defaults.
     pub fn default_cookies(self) -> &'static [&'static str] {
         match self {
             Self::Gogs => &["i_like_gogs"],
             Self::Gitea => &["i_like_gitea"],
-            Self::Backstage | Self::Generic => &[],
+            Self::Backstage | Self::Cgit | Self::Generic => &[],
         }
     }
 }
@@ -389,7 +401,7 @@ pub(crate) fn validate(
                 "only an `https://` upstream uses a CA file",
             ));
         }
-        if app.preset.is_git_forge() {
+        if app.preset.serves_repositories() {
             match &app.git_upstream {
                 None => {
                     return Err(invalid(
@@ -415,12 +427,23 @@ pub(crate) fn validate(
                         ),
                     ));
                 }
+                Some(g)
+                    if app.preset == AppPreset::Cgit
+                        && git_upstreams.get(g).is_some_and(|u| u.local_root.is_none()) =>
+                {
+                    return Err(invalid(
+                        format!("{key}.git_upstream"),
+                        format!(
+                            "`[git.upstreams.{g}]` is an HTTP upstream; cgit reads repositories from a folder, so name an upstream with `local_root` (the folder cgit's `scan-path` lists)"
+                        ),
+                    ));
+                }
                 Some(_) => {}
             }
         } else if app.git_upstream.is_some() {
             return Err(invalid(
                 format!("{key}.git_upstream"),
-                "only a `gogs` or `gitea` app serves repositories",
+                "only a `gogs`, `gitea` or `cgit` app serves repositories",
             ));
         }
         if app.preset != AppPreset::Generic && !app.headers.is_empty() {
@@ -604,6 +627,14 @@ preset = "backstage"
                 "cannot carry identity",
             ),
             (
+                app("host = \"a.example.com\"\npreset = \"cgit\""),
+                "names the `[git.upstreams]` entry",
+            ),
+            (
+                app("host = \"a.example.com\"\npreset = \"cgit\"\ngit_upstream = \"forge\""),
+                "cgit reads repositories from a folder",
+            ),
+            (
                 app("host = \"a.example.com\"\napp_cookies = [\"latchkey\"]"),
                 "is not a cookie name the app can own",
             ),
@@ -655,6 +686,30 @@ preset = "backstage"
             app("path_prefix = \"/apps/a\"")
         );
         assert_eq!(ok(&both).apps.len(), 2);
+    }
+
+    #[test]
+    fn a_cgit_app_names_a_local_git_upstream() {
+        let c = Config::parse(
+            r#"
+[server]
+public_url = "https://gw.example.com"
+
+[git.upstreams.local]
+local_root = "repos"
+
+[[apps]]
+name = "cgit"
+path_prefix = "/apps/cgit"
+upstream = "http://127.0.0.1:8080"
+preset = "cgit"
+git_upstream = "local"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.apps[0].preset, AppPreset::Cgit);
+        assert!(c.apps[0].cookies().is_empty());
+        assert!(c.tokens.audiences.contains(&"app:cgit".to_owned()));
     }
 
     #[test]

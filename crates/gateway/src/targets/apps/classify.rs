@@ -10,6 +10,10 @@
 //! (and a wiki's `.wiki`) suffix; the repository id decided here does the
 //! same, so no spelling reaches a repository under another id.
 //!
+//! cgit ([`cgit_repository`]) is read its own way: case-sensitive names
+//! (like a local Git route), one `.git` stripped, and the query parameters
+//! that would pick another repository refused.
+//!
 //! No I/O; fuzzed by `fuzz/fuzz_targets/app_path.rs`.
 
 /// Why a path was refused.
@@ -33,9 +37,24 @@ pub(crate) enum PathError {
     DotOrEmpty(&'static str),
     /// A repository path whose owner or name no Git web app accepts.
     #[error(
-        "`{0}` is not a repository name Gogs or Gitea accepts (letters, digits, `-`, `_` and `.`)"
+        "`{0}` is not a repository name a Git web app accepts (letters, digits, `-`, `_` and `.`)"
     )]
     BadName(String),
+    /// A cgit query parameter that would choose another repository.
+    #[error(
+        "the query parameter `{0}` would make cgit show another repository than the path names; open the repository by its path (`/<owner>/<repo>/`)"
+    )]
+    CgitQuery(String),
+    /// A character cgit reads as a query separator inside the path.
+    #[error(
+        "the path holds `{0}`, which cgit would read as part of its query; leave it out of the path"
+    )]
+    CgitPath(char),
+    /// A cgit path of one segment other than the index and stylesheets.
+    #[error(
+        "`{0}` is not a cgit page Latchkey serves; open `/` for the index or `/<owner>/<repo>/` for a repository"
+    )]
+    CgitLayout(String),
     /// Git smart HTTP through the web app's route.
     #[error(
         "clone and push through Latchkey's Git route (`/git/<upstream>/<owner>/<repo>.git`), not through the web app"
@@ -258,6 +277,91 @@ pub(crate) fn repository(canonical: &str) -> Result<Option<RepoName>, PathError>
     Ok(found)
 }
 
+/// The first path segment cgit's pages never use for a repository: the
+/// stylesheet and logo folder the web server (or Latchkey's dev runner)
+/// serves itself, `{virtual-root}cgit-css/` as Debian's `cgitrc` names it.
+pub(crate) const CGIT_STATIC: &str = "cgit-css";
+
+/// Query parameters cgit reads as the repository to show (`r=`) or as a
+/// whole page URL (`url=`), which would override the repository the path
+/// names.
+const CGIT_REPO_PARAMS: &[&str] = &["r", "url"];
+
+/// Refuses a query cgit could read as another repository than the path
+/// names. cgit (1.2.3, `http_parse_querystring` in `html.c`) splits the
+/// query on a literal `&`, takes a name up to its first `=`, decodes `+`
+/// and `%xx` in place, silently drops an invalid escape and stops a name
+/// at a decoded NUL: so `u%zzrl=` is `url=`. Rather than mirror that, a
+/// parameter name with any `%` is refused, and `r`/`url` are refused
+/// outright (a repository is chosen by the path, nothing else).
+fn cgit_query(query: &str) -> Result<(), PathError> {
+    for pair in query.split('&') {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        if name.contains('%') {
+            return Err(PathError::CgitQuery(latchkey_core::echo(name).to_string()));
+        }
+        let name = name.replace('+', " ");
+        if CGIT_REPO_PARAMS
+            .iter()
+            .any(|p| name.eq_ignore_ascii_case(p))
+        {
+            return Err(PathError::CgitQuery(latchkey_core::echo(&name).to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The repository a cgit page names, from the canonical path
+/// ([`canonical_path`]) and the raw query: `/{owner}/{repo}` and
+/// everything below it, read as cgit reads it over the repositories of a
+/// Git route's `local_root` (`<owner>/<name>.git`, listed by `scan-path`).
+///
+/// cgit looks a repository up by exact, case-sensitive name (so does a
+/// local Git route), with `remove-suffix=1` listing `app.git` as `app`:
+/// the id keeps the case and strips one `.git`, the Git route's reading
+/// of `/git/<upstream>/<owner>/<repo>.git`. cgit builds its query as
+/// `url=<PATH_INFO>&<QUERY_STRING>`, so a decoded `&`, `=` or `+` in the
+/// path could smuggle `r=` or a second `url=` in: refused, as are the
+/// query's own `r`/`url` ([`cgit_query`]). The index `/` and the
+/// stylesheet folder ([`CGIT_STATIC`]) name no repository; any other
+/// single segment is refused, since cgit would read it as a repository
+/// outside the `<owner>/<name>` layout.
+pub(crate) fn cgit_repository(
+    canonical: &str,
+    query: Option<&str>,
+) -> Result<Option<RepoName>, PathError> {
+    if let Some(q) = query {
+        cgit_query(q)?;
+    }
+    if let Some(c) = canonical.chars().find(|c| matches!(c, '&' | '=' | '+')) {
+        return Err(PathError::CgitPath(c));
+    }
+    let inner = canonical.trim_start_matches('/');
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner.is_empty() {
+        return Ok(None);
+    }
+    let segs: Vec<&str> = inner.split('/').collect();
+    if segs.first() == Some(&CGIT_STATIC) {
+        return Ok(None);
+    }
+    let (Some(owner), Some(repo)) = (segs.first(), segs.get(1)) else {
+        return Err(PathError::CgitLayout(
+            latchkey_core::echo(inner).to_string(),
+        ));
+    };
+    let name = repo.strip_suffix(".git").unwrap_or(repo);
+    for s in [*owner, name] {
+        if !valid_name(s) || s.starts_with('.') || s.ends_with(".git") {
+            return Err(PathError::BadName(latchkey_core::echo(s).to_string()));
+        }
+    }
+    Ok(Some(RepoName {
+        owner: (*owner).to_owned(),
+        name: name.to_owned(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +471,94 @@ mod tests {
         ] {
             let c = canonical_path(p).unwrap();
             assert_eq!(repository(&c), Err(PathError::GitProtocol), "{p}");
+        }
+    }
+
+    fn cgit(p: &str, q: Option<&str>) -> Result<Option<(String, String)>, PathError> {
+        cgit_repository(&canonical_path(p)?, q).map(|r| r.map(|r| (r.owner, r.name)))
+    }
+
+    #[test]
+    fn cgit_pages_name_the_repository_as_cgit_and_the_git_route_do() {
+        for p in [
+            "/acme/app",
+            "/acme/app/",
+            "/acme/app.git/",
+            "/acme/app/tree/",
+            "/acme/app/tree/src/main.rs",
+            "/acme/app/commit/",
+            "/acme/app/log/",
+            "/acme/app/snapshot/app-main.tar.gz",
+            "/acme/app/objects/info/packs",
+            "/%61cme/%61pp/summary",
+        ] {
+            assert_eq!(cgit(p, None), Ok(pair("acme", "app")), "{p}");
+        }
+        assert_eq!(
+            cgit("/acme/app/commit/", Some("id=abc&h=main&ofs=50")),
+            Ok(pair("acme", "app"))
+        );
+        // Case is kept: cgit and a local Git route both look names up exactly.
+        assert_eq!(cgit("/ACME/App/", None), Ok(pair("ACME", "App")));
+        for p in ["/", "/cgit-css/cgit.css", "/cgit-css/cgit.png"] {
+            assert_eq!(cgit(p, Some("q=x")), Ok(None), "{p}");
+        }
+    }
+
+    #[test]
+    fn cgit_spellings_that_could_pick_another_repository_are_refused() {
+        for q in [
+            "r=acme/secret",
+            "url=acme/secret/tree",
+            "id=1&r=acme/secret",
+            "R=acme/secret",
+            "%72=acme/secret",
+            "u%zzrl=acme/secret",
+            "r%00x=acme/secret",
+            "url",
+        ] {
+            assert!(
+                matches!(cgit("/acme/app/", Some(q)), Err(PathError::CgitQuery(_))),
+                "{q}"
+            );
+            assert!(
+                matches!(cgit("/", Some(q)), Err(PathError::CgitQuery(_))),
+                "{q}"
+            );
+        }
+        for p in [
+            "/acme/app/tree/x&r=acme/secret",
+            "/acme/app/tree/x%26r=acme/secret",
+            "/acme/app/tree/x=acme/secret/tree",
+            "/acme/app/tree/a+b",
+        ] {
+            assert!(matches!(cgit(p, None), Err(PathError::CgitPath(_))), "{p}");
+        }
+        for p in ["/acme", "/acme/", "/favicon.ico"] {
+            assert!(
+                matches!(cgit(p, None), Err(PathError::CgitLayout(_))),
+                "{p}"
+            );
+        }
+        for p in [
+            "/acme/app.git.git/",
+            "/acme/.git/",
+            "/ac%20me/app/",
+            "/.x/app/",
+        ] {
+            assert!(
+                matches!(cgit(p, None), Err(PathError::BadName(_))),
+                "{p}: {:?}",
+                cgit(p, None)
+            );
+        }
+        for p in [
+            "//acme/app",
+            "/acme//app",
+            "/acme/%2e%2e/x",
+            "/acme%2fapp/x",
+        ] {
+            assert!(cgit(p, None).is_err(), "{p}");
         }
     }
 }

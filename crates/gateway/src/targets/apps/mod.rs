@@ -8,7 +8,8 @@
 //!   (canonical, [`classify::canonical_path`]); on a Gogs or Gitea page
 //!   that names a repository also `git.read` (safe methods) or `git.push`
 //!   on `Repository::"<git_upstream>/<owner>/<repo>"`, so the web UI is
-//!   decided like a clone or a push. A session's unsafe request must come
+//!   decided like a clone or a push; on a cgit page every method is
+//!   `git.read` of the repository ([`classify::cgit_repository`]). A session's unsafe request must come
 //!   from the app's or the gateway's own origin (CSRF).
 //! - act: the request streams to the app with Latchkey's identity headers
 //!   and assertion and nothing the caller said about identity
@@ -413,7 +414,8 @@ impl AppTarget {
                 ("x-forwarded-email", email),
                 ("x-forwarded-preferred-username", user.to_owned()),
             ],
-            AppPreset::Generic => Vec::new(),
+            // cgit has no users: the assertion alone tells it who asked.
+            AppPreset::Cgit | AppPreset::Generic => Vec::new(),
         };
         out.retain(|(_, v)| !v.is_empty());
         out
@@ -799,6 +801,26 @@ impl Target for AppTarget {
                         .with("web", true)
                         .into(),
                 );
+            }
+            // cgit only reads: every method on a repository page is
+            // `git.read`, on the id a clone through the Git route gets.
+            if self.config.preset == AppPreset::Cgit
+                && let Some(upstream) = &self.config.git_upstream
+            {
+                let query = app_pq.split_once('?').map(|(_, q)| q);
+                if let Some(repo) = classify::cgit_repository(&path, query).map_err(bad)? {
+                    let id = format!("{upstream}/{}/{}", repo.owner, repo.name);
+                    asks.push(
+                        Intent::new(
+                            Action::GitRead,
+                            ResourceRef::new(ResourceKind::Repository, id),
+                        )
+                        .with("method", method.clone())
+                        .with("path", path.clone())
+                        .with("web", true)
+                        .into(),
+                    );
+                }
             }
             let browser = is_browser(req.headers());
             let return_to = req
