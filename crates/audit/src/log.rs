@@ -988,7 +988,7 @@ impl Writer {
         }
     }
 
-    /// Makes every written record durable, then answers, publishes and
+    /// Makes every written record durable, then publishes, answers and
     /// indexes them.
     fn sync(&mut self) {
         if self.unsynced.is_empty() {
@@ -1009,23 +1009,24 @@ impl Writer {
         });
         for w in self.unsynced.drain(..) {
             let Pending { event, json, reply } = w.pending;
+            // Published before it is answered: whoever learns that a
+            // record is durable can already find it on the live tail.
+            if live || self.index_tx.is_some() {
+                let record = Arc::new(AuditRecord {
+                    seq: w.seq,
+                    prev: to_hex(&w.prev),
+                    hash: to_hex(&w.hash),
+                    event,
+                });
+                if live {
+                    let _ = self.live.send(record.clone());
+                }
+                if self.index_tx.is_some() {
+                    items.push(IndexItem { record, json });
+                }
+            }
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(w.seq));
-            }
-            if !live && self.index_tx.is_none() {
-                continue;
-            }
-            let record = Arc::new(AuditRecord {
-                seq: w.seq,
-                prev: to_hex(&w.prev),
-                hash: to_hex(&w.hash),
-                event,
-            });
-            if live {
-                let _ = self.live.send(record.clone());
-            }
-            if self.index_tx.is_some() {
-                items.push(IndexItem { record, json });
             }
         }
         if let Some(tx) = &self.index_tx
