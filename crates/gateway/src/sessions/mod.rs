@@ -71,7 +71,6 @@ pub(crate) struct SignedIn {
     /// Who signed in.
     pub(crate) principal: Principal,
     /// The session's id hash (the store key; not the cookie secret).
-    #[allow(dead_code)] // read by the app routes' cookie ownership (next)
     pub(crate) session_id: String,
 }
 

@@ -159,12 +159,6 @@ impl Apps {
         Ok(apps)
     }
 
-    /// Whether any app is configured.
-    #[allow(dead_code)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_host.is_empty() && self.by_prefix.is_empty()
-    }
-
     /// The app `req` is for: by its host (except the gateway's sign-in
     /// routes, which every app host serves), else by path prefix.
     fn route(&self, req: &Request) -> Option<&Arc<AppTarget>> {
