@@ -25,6 +25,7 @@ pub mod config;
 pub mod fuzzing;
 
 mod gateway;
+mod html;
 mod pipeline;
 mod probe;
 mod server;

@@ -585,16 +585,16 @@ fn page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str
         .map(|(href, text)| {
             format!(
                 "<p><a href=\"{}\">{}</a></p>",
-                html_escape(href),
-                html_escape(text)
+                crate::html::escape(href),
+                crate::html::escape(text)
             )
         })
         .unwrap_or_default();
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} · Latchkey</title></head>\
          <body><h1>{t}</h1><p>{m}</p>{link}</body></html>",
-        t = html_escape(title),
-        m = html_escape(message),
+        t = crate::html::escape(title),
+        m = crate::html::escape(message),
     );
     (
         status,
@@ -605,20 +605,4 @@ fn page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str
         body,
     )
         .into_response()
-}
-
-/// Escapes text for HTML element content and quoted attributes.
-pub(crate) fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -7,22 +7,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-/// Escapes text for HTML element content and quoted attributes.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Percent-encodes `s` for a query value (everything but unreserved).
 pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -79,12 +63,15 @@ impl Denial<'_> {
         } else {
             self.policies
                 .iter()
-                .map(|p| format!("<code>{}</code>", escape(p)))
+                .map(|p| format!("<code>{}</code>", crate::html::escape(p)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let user = match self.user {
-            Some(u) => format!("<p>Signed in as <strong>{}</strong>.</p>", escape(u)),
+            Some(u) => format!(
+                "<p>Signed in as <strong>{}</strong>.</p>",
+                crate::html::escape(u)
+            ),
             None => String::new(),
         };
         let relogin = format!(
@@ -99,10 +86,10 @@ impl Denial<'_> {
              <p>Request id: <code>{rid}</code> (give it to your administrator; it names the \
              audit record).</p>\
              <p><a href=\"{relogin}\">Sign in as someone else</a></p></body></html>\n",
-            title = escape(self.title),
-            reason = escape(self.reason),
-            rid = escape(self.request_id),
-            relogin = escape(&relogin),
+            title = crate::html::escape(self.title),
+            reason = crate::html::escape(self.reason),
+            rid = crate::html::escape(self.request_id),
+            relogin = crate::html::escape(&relogin),
         );
         let mut resp = (
             self.status,
@@ -148,7 +135,7 @@ mod tests {
     #[test]
     fn escapes_and_encodes() {
         assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
+            crate::html::escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
         assert_eq!(

@@ -24,22 +24,6 @@ use serde_json::json;
 
 use super::TokenService;
 
-/// `s` safe inside HTML text and double-quoted attributes.
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36em;margin:2em auto;padding:0 1em}\
 .dev{font-size:4em;color:#fff;background:#c00;text-align:center;margin:0 0 .3em;padding:.1em}\
 label{display:block;margin:.8em 0}input{display:block;width:100%;font-size:1.1em;padding:.3em}\
@@ -53,7 +37,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} - DEV ONLY - Latchkey</title><style>{STYLE}</style></head>\
          <body><h1 class=\"dev\">DEV ONLY</h1>{body}</body></html>\n",
-        html_escape(title)
+        crate::html::escape(title)
     );
     let mut resp = (status, html).into_response();
     let h = resp.headers_mut();
@@ -85,7 +69,7 @@ fn error_page(status: StatusCode, message: &str) -> Response {
         "sign-in refused",
         &format!(
             "<h2>Sign-in refused</h2><p class=\"error\">{}</p>",
-            html_escape(message)
+            crate::html::escape(message)
         ),
     )
 }
@@ -132,7 +116,7 @@ fn sign_in_page(
 ) -> Response {
     let error = typed
         .error
-        .map(|e| format!("<p class=\"error\">{}</p>", html_escape(e)))
+        .map(|e| format!("<p class=\"error\">{}</p>", crate::html::escape(e)))
         .unwrap_or_default();
     let body = format!(
         "<p>This is the built-in identity provider of a <code>latchkey dev</code> sandbox. \
@@ -146,12 +130,12 @@ fn sign_in_page(
          <label>Groups (comma-separated) <input name=\"groups\" autocomplete=\"off\" value=\"{groups}\"></label>\
          <label>E-mail (optional) <input name=\"email\" autocomplete=\"off\" value=\"{email}\"></label>\
          <button type=\"submit\">Sign in</button></form>",
-        client = html_escape(client_id),
-        redirect = html_escape(redirect_uri),
-        token = html_escape(form_token),
-        user = html_escape(typed.user),
-        groups = html_escape(typed.groups),
-        email = html_escape(typed.email),
+        client = crate::html::escape(client_id),
+        redirect = crate::html::escape(redirect_uri),
+        token = crate::html::escape(form_token),
+        user = crate::html::escape(typed.user),
+        groups = crate::html::escape(typed.groups),
+        email = crate::html::escape(typed.email),
     );
     page(status, "sign in", &body)
 }
@@ -436,7 +420,7 @@ mod tests {
     #[test]
     fn escapes_everything_that_ends_text_or_an_attribute() {
         assert_eq!(
-            html_escape(r#"<a href="x" onclick='y'>&"#),
+            crate::html::escape(r#"<a href="x" onclick='y'>&"#),
             "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;"
         );
     }
