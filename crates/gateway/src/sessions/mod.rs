@@ -558,24 +558,30 @@ pub(crate) enum CookieLookup<'a> {
     Ambiguous,
 }
 
-/// Finds the cookie `name` in every `Cookie` header (RFC 6265 §5.4: pairs
-/// separated by `; `). Names are compared exactly, as browsers set them.
+/// Every `name=value` pair of every `Cookie` header (RFC 6265 §5.4: pairs
+/// separated by `;`), trimmed, in order. Headers that are not text are
+/// skipped. The one reading of cookies the gateway's routes share.
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+}
+
+/// Finds the cookie `name` in every `Cookie` header. Names are compared
+/// exactly, as browsers set them.
 pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> CookieLookup<'a> {
     let mut found: Option<&str> = None;
-    for value in headers.get_all(http::header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((k, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if k.trim() != name {
-                continue;
-            }
-            let v = v.trim();
-            match found {
-                Some(prev) if prev != v => return CookieLookup::Ambiguous,
-                _ => found = Some(v),
-            }
+    for (k, v) in cookie_pairs(headers) {
+        if k != name {
+            continue;
+        }
+        match found {
+            Some(prev) if prev != v => return CookieLookup::Ambiguous,
+            _ => found = Some(v),
         }
     }
     match found {

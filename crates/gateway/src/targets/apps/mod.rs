@@ -214,12 +214,7 @@ fn is_browser(headers: &HeaderMap) -> bool {
 }
 
 fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|pair| pair.trim().split_once('=').map(|(n, _)| n.trim()) == Some(name))
+    crate::sessions::cookie_pairs(headers).any(|(n, _)| n == name)
 }
 
 /// The router's first stop: a request for an app is served here (its

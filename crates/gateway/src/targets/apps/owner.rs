@@ -32,14 +32,9 @@ pub(crate) fn tag(app: &str, session_id: &str) -> String {
 
 /// The value of cookie `name` in the request, if present (first one).
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| n.trim() == name)
-        .map(|(_, v)| v.trim())
+    crate::sessions::cookie_pairs(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// Whether the request's app cookies belong to another session (or to
