@@ -23,6 +23,8 @@
 pub mod encoding;
 pub mod engine;
 pub mod order;
+#[cfg(test)]
+mod proptests;
 pub mod query;
 mod status;
 #[cfg(test)]
