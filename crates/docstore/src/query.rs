@@ -48,5 +48,7 @@ pub fn aggregate(
     candidates: Vec<Document>,
 ) -> Result<AggregationResult, Status> {
     let _ = (query, candidates);
-    Err(Status::unimplemented("aggregations are not implemented yet"))
+    Err(Status::unimplemented(
+        "aggregations are not implemented yet",
+    ))
 }
