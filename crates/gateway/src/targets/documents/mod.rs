@@ -199,7 +199,7 @@ impl Documents {
                 Stage::Classify,
                 Code::UnknownDatabase,
                 format!(
-                    "database `{}` is not served by this Latchkey; map it to an environment in [firestore.databases]",
+                    "database `{}` is not served by this Latchkey; map it to an environment in `documents.databases`",
                     latchkey_core::echo(&db.database)
                 ),
             ));
@@ -361,7 +361,7 @@ impl Documents {
             Refusal::new(
                 Stage::Classify,
                 Code::NotConfigured,
-                "set `firestore.project` so rules know where to write",
+                "set `documents.project` so rules know where to write",
             )
             .with_grpc(GrpcCode::FailedPrecondition)
         })?;
