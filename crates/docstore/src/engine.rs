@@ -26,12 +26,13 @@ use bytes::Bytes;
 use latchkey_core::SharedClock;
 use latchkey_documents::{DatabaseName, DocPath, GrpcCode};
 use latchkey_store::{
-    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite,
-    prefix_end,
+    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite, prefix_end,
 };
 use tokio::sync::broadcast;
 
-use self::convert::{Mask, Stored, from_row, key, store_status, subtree, timestamp, to_proto, to_row};
+use self::convert::{
+    Mask, Stored, from_row, key, store_status, subtree, timestamp, to_proto, to_row,
+};
 use self::transactions::Transactions;
 use crate::Status;
 use crate::proto::{self, Document, TransactionOptions, WriteResult};
@@ -203,7 +204,7 @@ impl DocumentStore {
 
     /// Records the versions a read saw in its transaction, and refuses a
     /// `read_time` read that saw a document changed after it.
-    fn finish_read<'a>(
+    fn finish_read(
         &self,
         database: &DatabaseName,
         ctx: &ReadCtx,
@@ -217,12 +218,9 @@ impl DocumentStore {
             self.check_read_time(t)?;
         }
         if let Some(id) = &ctx.transaction {
-            self.inner.transactions.record_reads(
-                id,
-                &database.to_string(),
-                self.now_ms(),
-                seen,
-            )?;
+            self.inner
+                .transactions
+                .record_reads(id, &database.to_string(), self.now_ms(), seen)?;
         }
         Ok(())
     }
@@ -281,8 +279,8 @@ impl DocumentStore {
         &self,
         req: proto::BatchGetDocumentsRequest,
     ) -> Result<Vec<proto::BatchGetDocumentsResponse>, Status> {
-        use proto::batch_get_documents_response::Result as R;
         use proto::batch_get_documents_request::ConsistencySelector as C;
+        use proto::batch_get_documents_response::Result as R;
         let database = convert::database(&req.database)?;
         let mask = Mask::parse(req.mask.as_ref())?;
         let paths: Vec<DocPath> = req
@@ -384,10 +382,7 @@ impl DocumentStore {
             .iter()
             .map(|d| (key(&d.path), Some(d.update_time)))
             .collect();
-        let docs = stored
-            .iter()
-            .map(|d| to_proto(database, d, None))
-            .collect();
+        let docs = stored.iter().map(|d| to_proto(database, d, None)).collect();
         Ok((query::run(q, docs)?, versions))
     }
 
@@ -469,9 +464,7 @@ impl DocumentStore {
         self.finish_read(
             &database,
             &ctx,
-            stored
-                .iter()
-                .map(|d| (key(&d.path), Some(d.update_time))),
+            stored.iter().map(|d| (key(&d.path), Some(d.update_time))),
         )?;
         let docs = stored
             .iter()
@@ -571,7 +564,9 @@ impl DocumentStore {
     ) -> Result<proto::ListDocumentsResponse, Status> {
         use proto::list_documents_request::ConsistencySelector as C;
         let (database, parent) = convert::parent_path(&req.parent)?;
-        if !(req.order_by.is_empty() || req.order_by == "__name__" || req.order_by == "__name__ asc")
+        if !(req.order_by.is_empty()
+            || req.order_by == "__name__"
+            || req.order_by == "__name__ asc")
         {
             return Err(Status::unimplemented(
                 "Latchkey's embedded document store lists documents only by name (`order_by` \
@@ -850,8 +845,9 @@ impl DocumentStore {
             }
             Some(finished)
         };
-        let (commit_time, write_results) =
-            self.commit_writes(&database, &req.writes, tx.as_ref()).await?;
+        let (commit_time, write_results) = self
+            .commit_writes(&database, &req.writes, tx.as_ref())
+            .await?;
         Ok(proto::CommitResponse {
             write_results,
             commit_time: Some(timestamp(commit_time)),
@@ -969,7 +965,9 @@ impl DocumentStore {
         {
             Some(d) => Ok(to_proto(database, &d, mask)),
             // Deleted again before it could be read back.
-            None => Err(Status::aborted("the document changed while it was written; try again")),
+            None => Err(Status::aborted(
+                "the document changed while it was written; try again",
+            )),
         }
     }
 
@@ -987,7 +985,11 @@ impl DocumentStore {
 
     // ---- transactions ---------------------------------------------------
 
-    fn begin(&self, database: &DatabaseName, options: &TransactionOptions) -> Result<Bytes, Status> {
+    fn begin(
+        &self,
+        database: &DatabaseName,
+        options: &TransactionOptions,
+    ) -> Result<Bytes, Status> {
         use proto::transaction_options::Mode;
         let read_only = match &options.mode {
             Some(Mode::ReadOnly(ro)) => {
@@ -1110,7 +1112,8 @@ fn rpc_status(
 fn auto_id() -> Result<String, Status> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 20];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Status::internal("could not make a document id"))?;
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| Status::internal("could not make a document id"))?;
     // 248 = 4 * 62: values at or above it are dropped to keep the choice uniform.
     let mut id = String::with_capacity(20);
     while id.len() < 20 {

@@ -307,7 +307,11 @@ mod tests {
         set_field(&mut f, &ab, int(1));
         assert_eq!(get_field(&f, &ab), Some(&int(1)));
         // A scalar on the way is replaced by a map.
-        set_field(&mut f, &["a".to_owned(), "b".to_owned(), "c".to_owned()], int(2));
+        set_field(
+            &mut f,
+            &["a".to_owned(), "b".to_owned(), "c".to_owned()],
+            int(2),
+        );
         assert!(matches!(
             get_field(&f, &ab).and_then(|v| v.value_type.as_ref()),
             Some(ValueType::MapValue(_))

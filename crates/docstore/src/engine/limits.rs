@@ -102,7 +102,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -139,8 +139,8 @@ pub(crate) fn check_value(database: &DatabaseName, v: &Value, depth: usize) -> R
             Ok(())
         }
         Some(ValueType::ReferenceValue(r)) => {
-            let (db, path) =
-                ResourceName::parse(r).map_err(|e| Status::invalid(format!("a reference value: {e}")))?;
+            let (db, path) = ResourceName::parse(r)
+                .map_err(|e| Status::invalid(format!("a reference value: {e}")))?;
             if &db != database || !path.is_document() {
                 return Err(Status::invalid(format!(
                     "the reference value `{}` must name a document in `{database}`",

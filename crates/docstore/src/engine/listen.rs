@@ -37,7 +37,7 @@ enum Watch {
     Documents(Vec<DocPath>),
     Query {
         parent: DocPath,
-        query: StructuredQuery,
+        query: Box<StructuredQuery>,
         scan: Scan,
     },
 }
@@ -186,7 +186,7 @@ impl Session {
                 let scan = query::plan(&parent, query)?;
                 Ok(Watch::Query {
                     parent,
-                    query: query.clone(),
+                    query: Box::new(query.clone()),
                     scan,
                 })
             }
@@ -227,7 +227,10 @@ impl Session {
     async fn add(&mut self, database: &DatabaseName, t: Target) -> Result<(), Step> {
         let id = if t.target_id == 0 {
             // Firestore assigns an id when the client leaves it 0.
-            self.targets.keys().next_back().map_or(1, |k| k.saturating_add(1))
+            self.targets
+                .keys()
+                .next_back()
+                .map_or(1, |k| k.saturating_add(1))
         } else {
             t.target_id
         };
@@ -245,8 +248,11 @@ impl Session {
             Err(s) => return self.refuse(id, s).await,
         };
         let read_time = self.store.read_time();
-        self.send(ResponseType::TargetChange(change(TargetChangeType::Add, vec![id])))
-            .await?;
+        self.send(ResponseType::TargetChange(change(
+            TargetChangeType::Add,
+            vec![id],
+        )))
+        .await?;
         if t.resume_type.is_some() {
             // No history to replay: the full state again, after a RESET.
             self.send(ResponseType::TargetChange(change(
@@ -414,7 +420,11 @@ impl Session {
         if !gone.is_empty() {
             let paths: Vec<DocPath> = gone
                 .iter()
-                .filter_map(|n| latchkey_documents::ResourceName::parse(n).ok().map(|(_, p)| p))
+                .filter_map(|n| {
+                    latchkey_documents::ResourceName::parse(n)
+                        .ok()
+                        .map(|(_, p)| p)
+                })
                 .collect();
             let exists = self
                 .store

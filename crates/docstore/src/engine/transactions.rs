@@ -110,12 +110,15 @@ impl Transactions {
     }
 
     /// Ends transaction `id` for a commit.
-    pub(crate) fn finish(&self, id: &[u8], database: &str, now_ms: u64) -> Result<Finished, Status> {
+    pub(crate) fn finish(
+        &self,
+        id: &[u8],
+        database: &str,
+        now_ms: u64,
+    ) -> Result<Finished, Status> {
         let mut open = self.lock();
         live(&mut open, id, database, now_ms)?;
-        let t = open
-            .remove(id)
-            .ok_or_else(|| Status::invalid(EXPIRED))?;
+        let t = open.remove(id).ok_or_else(|| Status::invalid(EXPIRED))?;
         Ok(Finished {
             read_only: t.read_only,
             reads: t.reads,

@@ -284,6 +284,9 @@ mod tests {
         assert!(matches!(nan.value_type, Some(ValueType::DoubleValue(d)) if d.is_nan()));
         // Exact between large integers and doubles.
         assert_eq!(max(int(i64::MAX), Number::Double(9.2e18)), int(i64::MAX));
-        assert_eq!(min(int(1 << 53 | 1), Number::Double((1u64 << 53) as f64)), dbl((1u64 << 53) as f64));
+        assert_eq!(
+            min(int(1 << 53 | 1), Number::Double((1u64 << 53) as f64)),
+            dbl((1u64 << 53) as f64)
+        );
     }
 }

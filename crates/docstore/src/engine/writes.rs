@@ -9,7 +9,9 @@ use super::convert::{self, Stored, delete_field, get_field, set_field, timestamp
 use super::limits::{self, MAX_DEPTH};
 use super::transforms::Transform;
 use crate::Status;
-use crate::proto::{Value, Write, WriteResult, precondition::ConditionType, value::ValueType, write};
+use crate::proto::{
+    Value, Write, WriteResult, precondition::ConditionType, value::ValueType, write,
+};
 
 /// What a write does to its document.
 #[derive(Debug, Clone)]
@@ -119,7 +121,10 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
     let mut checked = Vec::with_capacity(transforms.len());
     for t in &transforms {
         let segments = checked_field_path(&t.field_path)?;
-        if checked.iter().any(|(p, _): &(Vec<String>, Transform)| *p == segments) {
+        if checked
+            .iter()
+            .any(|(p, _): &(Vec<String>, Transform)| *p == segments)
+        {
             return Err(Status::invalid(format!(
                 "field `{}` is transformed more than once in one write",
                 t.field_path
@@ -164,9 +169,10 @@ pub(crate) fn check_precondition(
             Op::Delete => format!("No document to delete: {}", name()),
             _ => format!("No document to update: {}", name()),
         })),
-        (Pre::Exists(false), Some(_)) => {
-            Err(Status::already_exists(format!("Document already exists: {}", name())))
-        }
+        (Pre::Exists(false), Some(_)) => Err(Status::already_exists(format!(
+            "Document already exists: {}",
+            name()
+        ))),
         (Pre::UpdateTime(want), Some(doc)) if doc.update_time == want => Ok(()),
         (Pre::UpdateTime(want), found) => Err(Status::failed_precondition(format!(
             "the document `{}` {}; the write required update time {}",
