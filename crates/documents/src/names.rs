@@ -303,10 +303,11 @@ fn check_common(id: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Whether `id` matches `__.*__` (`__` and `___` do not: the two
-/// underscore pairs may not overlap).
+/// Whether `id` matches `__.+__`: Google's emulator serves `__`, `___`
+/// and `____` (the pairs may not overlap, and something must lie between
+/// them) and refuses `_____`.
 fn is_reserved(id: &str) -> bool {
-    id.len() >= 4 && id.starts_with("__") && id.ends_with("__")
+    id.len() >= 5 && id.starts_with("__") && id.ends_with("__")
 }
 
 /// Whether `id` is `__id{n}__` with `{n}` a nonzero `i64` in canonical
@@ -607,7 +608,7 @@ mod tests {
             "projects/p/databases/d/documents/a/./b",
             "projects/p/databases/d/documents/a/..",
             "projects/p/databases/d/documents/__a__",
-            "projects/p/databases/d/documents/c/____",
+            "projects/p/databases/d/documents/c/_____",
             "projects/p/databases/d/documentsX/a",
             "projects/p/databases/d/docs/a",
             "projects/p/databases/d",
@@ -616,8 +617,9 @@ mod tests {
         ] {
             assert!(ResourceName::parse(bad).is_err(), "{bad}");
         }
-        // `__` alone and `___` do not match `__.*__`.
+        // `__`, `___` and `____` are not reserved.
         assert!(ResourceName::parse("projects/p/databases/d/documents/__/___").is_ok());
+        assert!(ResourceName::parse("projects/p/databases/d/documents/____/____").is_ok());
         // Numeric document ids, at any depth; never as collection ids.
         for ok in [
             "c/__id7__",
@@ -682,7 +684,8 @@ mod tests {
             "__id-9223372036854775809__",
             "__id99999999999999999999__",
             "__a__",
-            "____",
+            "_____",
+            "__.__",
         ] {
             assert!(!is_numeric_id(bad), "{bad}");
             assert_eq!(
@@ -692,7 +695,9 @@ mod tests {
             );
         }
         // Not reserved at all, so not special.
-        for plain in ["__", "___", "__id1__x", "x__id1__", "_id1__"] {
+        for plain in [
+            "__", "___", "____", "__._", "__id1__x", "x__id1__", "_id1__",
+        ] {
             assert!(!is_numeric_id(plain), "{plain}");
             assert_eq!(check_collection_id(plain), Ok(()), "{plain}");
             assert_eq!(check_document_id(plain), Ok(()), "{plain}");
