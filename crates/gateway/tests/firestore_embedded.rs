@@ -148,7 +148,10 @@ async fn node_client_over_grpc_and_rest_on_the_embedded_store() {
         "document.list",
         "document.listen",
     ] {
-        assert!(actions.contains(action), "no {action} decision in {actions:?}");
+        assert!(
+            actions.contains(action),
+            "no {action} decision in {actions:?}"
+        );
     }
     for r in &decisions {
         let e = &r.event;
@@ -201,7 +204,13 @@ async fn python_and_node_clients_over_tls_on_the_embedded_store() {
         .build()
         .unwrap();
     let id = op
-        .mint("RS256", "alice", None, json!({"groups": ["developers"]}), 300)
+        .mint(
+            "RS256",
+            "alice",
+            None,
+            json!({"groups": ["developers"]}),
+            300,
+        )
         .await;
     let resp = https
         .post(format!("https://{tls_target}/oauth2/token"))
@@ -222,11 +231,16 @@ async fn python_and_node_clients_over_tls_on_the_embedded_store() {
             .token(&token)
             .ca_file(&certs.ca)
     };
+    let (py, node, node_rest) = (
+        tls(ScenarioClient::Python, "latchkey-grpc-tls"),
+        tls(ScenarioClient::Node, "latchkey-grpc-tls"),
+        tls(ScenarioClient::Node, "latchkey-rest-tls"),
+    );
     let (reference, py, node, node_rest) = tokio::join!(
         emulator_reference(ScenarioClient::Python),
-        tls(ScenarioClient::Python, "latchkey-grpc-tls").run(),
-        tls(ScenarioClient::Node, "latchkey-grpc-tls").run(),
-        tls(ScenarioClient::Node, "latchkey-rest-tls").run(),
+        py.run(),
+        node.run(),
+        node_rest.run(),
     );
     let (py, node, node_rest) = (run_ok(py), run_ok(node), run_ok(node_rest));
     assert_same_steps(&node, &node_rest);
@@ -257,7 +271,9 @@ async fn denied_writes_change_nothing_in_the_embedded_store() {
         },
     )
     .await;
-    let dev = tg.token_for(&op, "alice", &["developers"], "documents").await;
+    let dev = tg
+        .token_for(&op, "alice", &["developers"], "documents")
+        .await;
     let reader = tg.token_for(&op, "rita", &["readers"], "documents").await;
     let doc = |db: &str| format!("/v1/projects/{PROJECT}/databases/{db}/documents/flags/checkout");
     let patch = |token: &str, db: &str, on: bool| {
@@ -283,7 +299,11 @@ async fn denied_writes_change_nothing_in_the_embedded_store() {
             .send()
     };
     let body: Value = get("(default)").await.unwrap().json().await.unwrap();
-    assert_eq!(body["fields"]["enabled"], json!({"booleanValue": true}), "{body}");
+    assert_eq!(
+        body["fields"]["enabled"],
+        json!({"booleanValue": true}),
+        "{body}"
+    );
     assert_eq!(get("prod").await.unwrap().status(), 404);
     // A commit of two writes with one denied applies neither.
     let commit = json!({"writes": [

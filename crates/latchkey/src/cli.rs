@@ -545,9 +545,10 @@ pub(crate) enum DocumentsCommand {
     /// document each (its full name, its fields in Firestore's REST JSON
     /// form, its create and update times), to standard output or `--out`.
     ///
-    /// Reads the state store directly: run it beside a running gateway (it
-    /// sees a consistent snapshot per database) or a stopped one. Not
-    /// audited: whoever can read the data directory can read the documents.
+    /// Reads the state store directly: run it beside a running gateway or a
+    /// stopped one (beside a running one, writes made during the export may
+    /// or may not be in it). Not audited: whoever can read the data
+    /// directory can read the documents.
     Export(DocumentsExportArgs),
     /// Load JSON lines written by `export` (or converted from a Google
     /// Firestore export) into the embedded store, keeping each document's

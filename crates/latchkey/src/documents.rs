@@ -55,7 +55,9 @@ async fn export(args: DocumentsExportArgs) -> Result<std::process::ExitCode> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut documents = store.export(args.database.as_deref());
+    let mut documents = store
+        .export(args.database.as_deref())
+        .map_err(|s| anyhow::anyhow!("cannot export: {}", s.message))?;
     let mut n = 0u64;
     while let Some(doc) = documents.next().await {
         let doc = doc.map_err(|s| anyhow::anyhow!("export failed: {}", s.message))?;
@@ -85,7 +87,9 @@ async fn import(args: DocumentsImportArgs) -> Result<std::process::ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        let doc = proto_json::document_from_json(line.as_bytes())
+        let json: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("line {}: not JSON: {e}", i + 1))?;
+        let doc = proto_json::document_from_json(&json)
             .map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1))?;
         documents.push(doc);
     }

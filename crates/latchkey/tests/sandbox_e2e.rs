@@ -642,9 +642,7 @@ fn the_sandbox_maps_prod_so_the_documented_denial_happens() {
     let (status, body) = write("prod");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("protect-prod-documents"), "{body}");
-    let prod = rt
-        .block_on(emu.documents("demo", "prod"))
-        .unwrap();
+    let prod = rt.block_on(emu.documents("demo", "prod")).unwrap();
     assert!(prod.is_empty(), "{prod:?}");
     drop(sb);
     rt.block_on(emu.stop());
@@ -663,7 +661,9 @@ fn the_sandbox_serves_documents_from_its_embedded_store() {
     let token = sb.token(&id, "documents");
     let call = |method: reqwest::Method, url: &str, body: Option<serde_json::Value>| {
         rt.block_on(async {
-            let mut req = reqwest::Client::new().request(method, url).bearer_auth(&token);
+            let mut req = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(&token);
             if let Some(b) = body {
                 req = req.json(&b);
             }
@@ -678,8 +678,13 @@ fn the_sandbox_serves_documents_from_its_embedded_store() {
             sb.url
         )
     };
-    let body = serde_json::json!({"fields": {"text": {"stringValue": "hi"}, "n": {"integerValue": "7"}}});
-    let (status, text) = call(reqwest::Method::PATCH, &doc("(default)"), Some(body.clone()));
+    let body =
+        serde_json::json!({"fields": {"text": {"stringValue": "hi"}, "n": {"integerValue": "7"}}});
+    let (status, text) = call(
+        reqwest::Method::PATCH,
+        &doc("(default)"),
+        Some(body.clone()),
+    );
     assert_eq!(status, 200, "{text}");
     let (status, text) = call(reqwest::Method::PATCH, &doc("prod"), Some(body));
     assert_eq!(status, 403, "{text}");
@@ -703,7 +708,10 @@ fn the_sandbox_serves_documents_from_its_embedded_store() {
         lines[0]["name"],
         "projects/demo/databases/(default)/documents/notes/hello"
     );
-    assert_eq!(lines[0]["fields"]["n"], serde_json::json!({"integerValue": "7"}));
+    assert_eq!(
+        lines[0]["fields"]["n"],
+        serde_json::json!({"integerValue": "7"})
+    );
     assert!(lines[0]["createTime"].is_string() && lines[0]["updateTime"].is_string());
     sb.stop();
 

@@ -533,7 +533,8 @@ fn stream_call(
         let path = parts.uri.path().to_owned();
         let headers = parts.headers.clone();
         tokio::spawn(async move {
-            let Ok(front) = call.docs.front() else {
+            let docs = call.docs.clone();
+            let Ok(front) = docs.front() else {
                 return;
             };
             let upstream = match &front.backend {
