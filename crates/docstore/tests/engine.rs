@@ -153,9 +153,10 @@ async fn a_committed_document_reads_back_with_its_times() {
     assert!(micros(&r2.commit_time) > micros(&r.commit_time));
     let missing = get(&s, "flags/none").await.unwrap_err();
     assert_eq!(missing.code, GrpcCode::NotFound);
+    // The emulator's wording (confirmed there).
     assert_eq!(
         missing.message,
-        format!("Document \"{}\" not found.", name("flags/none"))
+        format!("Document ({}) not found.", name("flags/none"))
     );
 }
 
@@ -240,6 +241,14 @@ async fn preconditions_answer_as_firestore_does() {
     );
     let e = commit(&s, vec![stale]).await.unwrap_err();
     assert_eq!(e.code, GrpcCode::FailedPrecondition);
+    // The emulator's wording, in microseconds (confirmed there).
+    assert_eq!(
+        e.message,
+        format!(
+            "the stored version ({}) does not match the required base version (1000000)",
+            micros(&r.commit_time)
+        )
+    );
     let fresh = with_pre(
         set("a/b", &[("x", int(2))]),
         ConditionType::UpdateTime(r.commit_time.unwrap()),
@@ -382,13 +391,15 @@ async fn batch_get_reports_found_and_missing_and_starts_a_transaction_lazily() {
         })
         .await
         .unwrap();
+    // As the emulator answers (confirmed there): the transaction first, in
+    // a response of its own, then one response per name.
     use proto::batch_get_documents_response::Result as R;
-    assert_eq!(r.len(), 2);
-    assert!(matches!(&r[0].result, Some(R::Found(d)) if d.name == name("a/1")));
-    assert!(matches!(&r[1].result, Some(R::Missing(n)) if *n == name("a/2")));
-    assert!(!r[0].transaction.is_empty());
-    assert!(r[1].transaction.is_empty());
-    assert!(r[0].read_time.is_some());
+    assert_eq!(r.len(), 3);
+    assert!(!r[0].transaction.is_empty() && r[0].result.is_none());
+    assert!(matches!(&r[1].result, Some(R::Found(d)) if d.name == name("a/1")));
+    assert!(matches!(&r[2].result, Some(R::Missing(n)) if *n == name("a/2")));
+    assert!(r[1].transaction.is_empty() && r[2].transaction.is_empty());
+    assert!(r[1].read_time.is_some());
     // The transaction it began commits.
     s.commit(proto::CommitRequest {
         database: DB.into(),
@@ -561,7 +572,11 @@ async fn an_idle_transaction_expires_and_rollback_ends_one() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // The emulator's answer for an unknown transaction (confirmed there).
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (GrpcCode::InvalidArgument, "Invalid transaction.")
+    );
 }
 
 #[tokio::test]
@@ -726,6 +741,111 @@ async fn batch_write_applies_each_write_on_its_own() {
     );
     assert!(r.write_results[0].update_time.is_some());
     assert!(get(&s, "b/2").await.is_ok());
+    // The same document twice refuses the whole request (as the emulator does).
+    let e = s
+        .batch_write(proto::BatchWriteRequest {
+            database: DB.into(),
+            writes: vec![set("b/9", &[]), set("b/9", &[("x", int(1))])],
+            labels: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    assert!(get(&s, "b/9").await.is_err());
+}
+
+#[tokio::test]
+async fn field_names_and_values_are_checked_as_the_emulator_does() {
+    // Each wording below was confirmed on the emulator.
+    let (_dir, s) = open().await;
+    let cases = [
+        (
+            set("v/1", &[("", int(1))]),
+            "The property.name is the empty string.",
+        ),
+        (
+            set("v/1", &[("__x__", int(1))]),
+            "field name __x__ is reserved",
+        ),
+        (
+            set("v/1", &[("m", map(&[("__y__", int(1))]))]),
+            "field name __y__ is reserved",
+        ),
+        (
+            set("v/1", &[("a", Value { value_type: None })]),
+            "Cannot convert firestore.v1.Value with type unset.",
+        ),
+        (
+            set("v/1", &[("a", array(vec![array(vec![])]))]),
+            "Cannot convert an array value in an array value.",
+        ),
+    ];
+    for (w, message) in cases {
+        let e = commit(&s, vec![w]).await.unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (GrpcCode::InvalidArgument, message)
+        );
+    }
+    // A reference to another database's document is accepted; to a
+    // collection it is not.
+    let reference = |r: &str| Value {
+        value_type: Some(ValueType::ReferenceValue(r.into())),
+    };
+    commit(
+        &s,
+        vec![set(
+            "v/1",
+            &[("r", reference("projects/x/databases/y/documents/a/b"))],
+        )],
+    )
+    .await
+    .unwrap();
+    let e = commit(&s, vec![set("v/1", &[("r", reference(&name("a")))])])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // The same field transformed twice applies both, in order.
+    let mut w = with_mask(set("v/2", &[]), &[]);
+    w = with_transform(w, "n", TransformType::Increment(int(1)));
+    w = with_transform(w, "n", TransformType::Increment(int(1)));
+    let r = commit(&s, vec![w]).await.unwrap();
+    assert_eq!(r.write_results[0].transform_results, vec![int(1), int(2)]);
+}
+
+#[tokio::test]
+async fn list_documents_without_a_collection_id_lists_every_collection_below() {
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set("m/1", &[]),
+            set("q/1", &[]),
+            set("q/1/deep/x", &[]),
+            set("q/2", &[]),
+        ],
+    )
+    .await
+    .unwrap();
+    let list = |page_token: String| {
+        let s = s.clone();
+        async move {
+            s.list_documents(proto::ListDocumentsRequest {
+                parent: format!("{DB}/documents"),
+                page_size: 2,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let p1 = list(String::new()).await;
+    let names: Vec<String> = p1.documents.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec![name("m/1"), name("q/1")]);
+    let p2 = list(p1.next_page_token).await;
+    let names: Vec<String> = p2.documents.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec![name("q/2")]);
 }
 
 #[tokio::test]

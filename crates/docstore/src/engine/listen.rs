@@ -255,10 +255,13 @@ impl Session {
         .await?;
         if t.resume_type.is_some() {
             // No history to replay: the full state again, after a RESET.
-            self.send(ResponseType::TargetChange(change(
-                TargetChangeType::Reset,
-                vec![id],
-            )))
+            self.send(ResponseType::TargetChange(TargetChange {
+                target_change_type: TargetChangeType::Reset as i32,
+                target_ids: vec![id],
+                cause: None,
+                resume_token: resume_token(read_time),
+                read_time: Some(timestamp(read_time)),
+            }))
             .await?;
         }
         let mut sorted: Vec<&(Document, i64)> = docs.values().collect();
