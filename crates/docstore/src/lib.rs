@@ -22,6 +22,8 @@
 
 pub mod encoding;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod order;
 #[cfg(test)]
 mod proptests;
