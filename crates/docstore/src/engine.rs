@@ -352,7 +352,8 @@ impl DocumentStore {
             Scan::Descendants {
                 under,
                 collection_id: None,
-            } => RowSelection::Range(subtree(under)),
+            }
+            | Scan::Children { under } => RowSelection::Range(subtree(under)),
         };
         let rows = self
             .inner
@@ -367,7 +368,15 @@ impl DocumentStore {
             )
             .await
             .map_err(store_status)?;
-        rows.iter().map(from_row).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = from_row(r)?;
+            // A children scan reads the subtree; only one level down counts.
+            if scan.contains(&d.path) {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     /// Runs a structured query under `parent`: its documents, with the
@@ -378,7 +387,7 @@ impl DocumentStore {
         parent: &DocPath,
         q: &proto::StructuredQuery,
     ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>), Status> {
-        let scan = query::plan(parent, q)?;
+        let scan = query::plan_in(database, parent, q)?;
         let stored = self.candidates(database, &scan).await?;
         let versions = stored
             .iter()
@@ -474,7 +483,7 @@ impl DocumentStore {
             Some(C::ReadTime(t)) => Consistency::ReadTime(convert::micros(&t)?),
         };
         let ctx = self.begin_read(&database, c)?;
-        let scan = query::plan(&parent, q)?;
+        let scan = query::plan_in(&database, &parent, q)?;
         let stored = self.candidates(&database, &scan).await?;
         self.finish_read(
             &database,

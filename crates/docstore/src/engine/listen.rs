@@ -183,7 +183,7 @@ impl Session {
                 let Some(QueryType::StructuredQuery(query)) = &q.query_type else {
                     return Err(Status::invalid("a query target needs a structured query"));
                 };
-                let scan = query::plan(&parent, query)?;
+                let scan = query::plan_in(database, &parent, query)?;
                 Ok(Watch::Query {
                     parent,
                     query: Box::new(query.clone()),
@@ -326,19 +326,7 @@ impl Session {
     fn affects(watch: &Watch, path: &DocPath) -> bool {
         match watch {
             Watch::Documents(paths) => paths.contains(path),
-            Watch::Query { scan, .. } => match scan {
-                Scan::Collection { collection } => path.parent().as_ref() == Some(collection),
-                Scan::Descendants {
-                    under,
-                    collection_id,
-                } => {
-                    path.segments().len() > under.segments().len()
-                        && path.segments().starts_with(under.segments())
-                        && collection_id
-                            .as_deref()
-                            .is_none_or(|c| path.collection_id() == Some(c))
-                }
-            },
+            Watch::Query { scan, .. } => scan.contains(path),
         }
     }
 
