@@ -265,16 +265,17 @@ impl DocumentStore {
         )?;
         match doc {
             Some(d) => Ok(to_proto(&database, &d, mask.as_ref())),
+            // The emulator's wording (confirmed there).
             None => Err(Status::not_found(format!(
-                "Document \"{}\" not found.",
+                "Document ({}) not found.",
                 database.resource_name(&path)
             ))),
         }
     }
 
     /// `BatchGetDocuments`: one response per requested name (`found` or
-    /// `missing`), in request order; a transaction it began rides on the
-    /// first response (or on a lone one when no names were asked for).
+    /// `missing`), in request order, after a response carrying the
+    /// transaction the call began, if it began one.
     pub async fn batch_get_documents(
         &self,
         req: proto::BatchGetDocumentsRequest,
@@ -318,14 +319,15 @@ impl DocumentStore {
             })
             .collect();
         if let Some(id) = ctx.began {
-            match out.first_mut() {
-                Some(first) => first.transaction = id,
-                None => out.push(proto::BatchGetDocumentsResponse {
+            // First, in a response of its own (as the emulator sends it).
+            out.insert(
+                0,
+                proto::BatchGetDocumentsResponse {
                     transaction: id,
-                    read_time,
+                    read_time: None,
                     result: None,
-                }),
-            }
+                },
+            );
         }
         Ok(out)
     }
@@ -350,7 +352,8 @@ impl DocumentStore {
             Scan::Descendants {
                 under,
                 collection_id: None,
-            } => RowSelection::Range(subtree(under)),
+            }
+            | Scan::Children { under } => RowSelection::Range(subtree(under)),
         };
         let rows = self
             .inner
@@ -365,7 +368,15 @@ impl DocumentStore {
             )
             .await
             .map_err(store_status)?;
-        rows.iter().map(from_row).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = from_row(r)?;
+            // A children scan reads the subtree; only one level down counts.
+            if scan.contains(&d.path) {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     /// Runs a structured query under `parent`: its documents, with the
@@ -376,7 +387,7 @@ impl DocumentStore {
         parent: &DocPath,
         q: &proto::StructuredQuery,
     ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>), Status> {
-        let scan = query::plan(parent, q)?;
+        let scan = query::plan_in(database, parent, q)?;
         let stored = self.candidates(database, &scan).await?;
         let versions = stored
             .iter()
@@ -427,8 +438,21 @@ impl DocumentStore {
                 ..Default::default()
             });
         }
-        if let (Some(id), Some(first)) = (ctx.began, out.first_mut()) {
-            first.transaction = id;
+        // The emulator marks the last response `done` (confirmed there).
+        if let Some(last) = out.last_mut() {
+            last.continuation_selector =
+                Some(proto::run_query_response::ContinuationSelector::Done(true));
+        }
+        // A transaction the query began comes first, in a response of its
+        // own (as the emulator sends it).
+        if let Some(id) = ctx.began {
+            out.insert(
+                0,
+                proto::RunQueryResponse {
+                    transaction: id,
+                    ..Default::default()
+                },
+            );
         }
         Ok(out)
     }
@@ -459,7 +483,7 @@ impl DocumentStore {
             Some(C::ReadTime(t)) => Consistency::ReadTime(convert::micros(&t)?),
         };
         let ctx = self.begin_read(&database, c)?;
-        let scan = query::plan(&parent, q)?;
+        let scan = query::plan_in(&database, &parent, q)?;
         let stored = self.candidates(&database, &scan).await?;
         self.finish_read(
             &database,
@@ -582,9 +606,74 @@ impl DocumentStore {
         let ctx = self.begin_read(&database, c)?;
         let page = page_size(req.page_size)?;
         if req.collection_id.is_empty() {
-            return Err(Status::invalid(
-                "Latchkey's embedded document store needs a collection id to list documents",
-            ));
+            // Every collection directly under the parent (as the emulator
+            // lists them: by name). The page token is `collection/id`.
+            if req.show_missing {
+                return Err(Status::invalid(
+                    "show_missing needs a collection id in Latchkey's embedded document store",
+                ));
+            }
+            let after = match req.page_token.as_str() {
+                "" => None,
+                t => {
+                    let p = DocPath::parse(t).map_err(bad_token)?;
+                    let full = DocPath::from_segments(
+                        parent
+                            .segments()
+                            .iter()
+                            .chain(p.segments())
+                            .cloned()
+                            .collect(),
+                    )
+                    .map_err(bad_token)?;
+                    Some(key(&full))
+                }
+            };
+            let depth = parent.segments().len() + 2;
+            let rows = self
+                .inner
+                .rows
+                .scan_rows(
+                    &database.to_string(),
+                    &RowScan {
+                        selection: RowSelection::Range(subtree(&parent)),
+                        after,
+                        limit: None,
+                    },
+                )
+                .await
+                .map_err(store_status)?;
+            let mut listed = Vec::new();
+            for r in &rows {
+                let d = from_row(r)?;
+                if d.path.segments().len() == depth {
+                    listed.push(d);
+                    if listed.len() > page {
+                        break;
+                    }
+                }
+            }
+            let next_page_token = if listed.len() > page {
+                listed.truncate(page);
+                listed
+                    .last()
+                    .map(|d| d.path.segments()[depth - 2..].join("/"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            self.finish_read(
+                &database,
+                &ctx,
+                listed.iter().map(|d| (key(&d.path), Some(d.update_time))),
+            )?;
+            return Ok(proto::ListDocumentsResponse {
+                documents: listed
+                    .iter()
+                    .map(|d| to_proto(&database, d, mask.as_ref()))
+                    .collect(),
+                next_page_token,
+            });
         }
         let collection = parent
             .child(&req.collection_id)
@@ -867,13 +956,20 @@ impl DocumentStore {
             )));
         }
         let mut seen = HashSet::new();
+        for w in &req.writes {
+            if let Ok(p) = writes::parse(&database, w)
+                && !seen.insert(p.key)
+            {
+                // The emulator refuses the whole request (confirmed there).
+                return Err(Status::invalid(
+                    "the same document cannot be written more than once in a single request",
+                ));
+            }
+        }
         let mut write_results = Vec::with_capacity(req.writes.len());
         let mut status = Vec::with_capacity(req.writes.len());
         for w in &req.writes {
             let outcome = match writes::parse(&database, w) {
-                Ok(p) if !seen.insert(p.key.clone()) => Err(Status::invalid(
-                    "BatchWrite cannot write the same document more than once in one request",
-                )),
                 Ok(p) => self
                     .apply_parsed(&database, std::slice::from_ref(&p), None)
                     .await
@@ -1072,8 +1168,8 @@ fn micros_of(clock: &SharedClock) -> i64 {
 
 fn no_history() -> Status {
     Status::failed_precondition(
-        "Latchkey's embedded document store keeps no history: it reads only the current \
-         state, and documents changed after the requested read_time",
+        "The requested 'read_time' is too old: Latchkey's embedded document store keeps no \
+         history and reads only the current state, and documents changed after that time",
     )
 }
 

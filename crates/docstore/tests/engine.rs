@@ -153,9 +153,10 @@ async fn a_committed_document_reads_back_with_its_times() {
     assert!(micros(&r2.commit_time) > micros(&r.commit_time));
     let missing = get(&s, "flags/none").await.unwrap_err();
     assert_eq!(missing.code, GrpcCode::NotFound);
+    // The emulator's wording (confirmed there).
     assert_eq!(
         missing.message,
-        format!("Document \"{}\" not found.", name("flags/none"))
+        format!("Document ({}) not found.", name("flags/none"))
     );
 }
 
@@ -240,6 +241,14 @@ async fn preconditions_answer_as_firestore_does() {
     );
     let e = commit(&s, vec![stale]).await.unwrap_err();
     assert_eq!(e.code, GrpcCode::FailedPrecondition);
+    // The emulator's wording, in microseconds (confirmed there).
+    assert_eq!(
+        e.message,
+        format!(
+            "the stored version ({}) does not match the required base version (1000000)",
+            micros(&r.commit_time)
+        )
+    );
     let fresh = with_pre(
         set("a/b", &[("x", int(2))]),
         ConditionType::UpdateTime(r.commit_time.unwrap()),
@@ -382,13 +391,15 @@ async fn batch_get_reports_found_and_missing_and_starts_a_transaction_lazily() {
         })
         .await
         .unwrap();
+    // As the emulator answers (confirmed there): the transaction first, in
+    // a response of its own, then one response per name.
     use proto::batch_get_documents_response::Result as R;
-    assert_eq!(r.len(), 2);
-    assert!(matches!(&r[0].result, Some(R::Found(d)) if d.name == name("a/1")));
-    assert!(matches!(&r[1].result, Some(R::Missing(n)) if *n == name("a/2")));
-    assert!(!r[0].transaction.is_empty());
-    assert!(r[1].transaction.is_empty());
-    assert!(r[0].read_time.is_some());
+    assert_eq!(r.len(), 3);
+    assert!(!r[0].transaction.is_empty() && r[0].result.is_none());
+    assert!(matches!(&r[1].result, Some(R::Found(d)) if d.name == name("a/1")));
+    assert!(matches!(&r[2].result, Some(R::Missing(n)) if *n == name("a/2")));
+    assert!(r[1].transaction.is_empty() && r[2].transaction.is_empty());
+    assert!(r[1].read_time.is_some());
     // The transaction it began commits.
     s.commit(proto::CommitRequest {
         database: DB.into(),
@@ -561,7 +572,11 @@ async fn an_idle_transaction_expires_and_rollback_ends_one() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // The emulator's answer for an unknown transaction (confirmed there).
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (GrpcCode::InvalidArgument, "Invalid transaction.")
+    );
 }
 
 #[tokio::test]
@@ -726,6 +741,111 @@ async fn batch_write_applies_each_write_on_its_own() {
     );
     assert!(r.write_results[0].update_time.is_some());
     assert!(get(&s, "b/2").await.is_ok());
+    // The same document twice refuses the whole request (as the emulator does).
+    let e = s
+        .batch_write(proto::BatchWriteRequest {
+            database: DB.into(),
+            writes: vec![set("b/9", &[]), set("b/9", &[("x", int(1))])],
+            labels: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    assert!(get(&s, "b/9").await.is_err());
+}
+
+#[tokio::test]
+async fn field_names_and_values_are_checked_as_the_emulator_does() {
+    // Each wording below was confirmed on the emulator.
+    let (_dir, s) = open().await;
+    let cases = [
+        (
+            set("v/1", &[("", int(1))]),
+            "The property.name is the empty string.",
+        ),
+        (
+            set("v/1", &[("__x__", int(1))]),
+            "field name __x__ is reserved",
+        ),
+        (
+            set("v/1", &[("m", map(&[("__y__", int(1))]))]),
+            "field name __y__ is reserved",
+        ),
+        (
+            set("v/1", &[("a", Value { value_type: None })]),
+            "Cannot convert firestore.v1.Value with type unset.",
+        ),
+        (
+            set("v/1", &[("a", array(vec![array(vec![])]))]),
+            "Cannot convert an array value in an array value.",
+        ),
+    ];
+    for (w, message) in cases {
+        let e = commit(&s, vec![w]).await.unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (GrpcCode::InvalidArgument, message)
+        );
+    }
+    // A reference to another database's document is accepted; to a
+    // collection it is not.
+    let reference = |r: &str| Value {
+        value_type: Some(ValueType::ReferenceValue(r.into())),
+    };
+    commit(
+        &s,
+        vec![set(
+            "v/1",
+            &[("r", reference("projects/x/databases/y/documents/a/b"))],
+        )],
+    )
+    .await
+    .unwrap();
+    let e = commit(&s, vec![set("v/1", &[("r", reference(&name("a")))])])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // The same field transformed twice applies both, in order.
+    let mut w = with_mask(set("v/2", &[]), &[]);
+    w = with_transform(w, "n", TransformType::Increment(int(1)));
+    w = with_transform(w, "n", TransformType::Increment(int(1)));
+    let r = commit(&s, vec![w]).await.unwrap();
+    assert_eq!(r.write_results[0].transform_results, vec![int(1), int(2)]);
+}
+
+#[tokio::test]
+async fn list_documents_without_a_collection_id_lists_every_collection_below() {
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set("m/1", &[]),
+            set("q/1", &[]),
+            set("q/1/deep/x", &[]),
+            set("q/2", &[]),
+        ],
+    )
+    .await
+    .unwrap();
+    let list = |page_token: String| {
+        let s = s.clone();
+        async move {
+            s.list_documents(proto::ListDocumentsRequest {
+                parent: format!("{DB}/documents"),
+                page_size: 2,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let p1 = list(String::new()).await;
+    let names: Vec<String> = p1.documents.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec![name("m/1"), name("q/1")]);
+    let p2 = list(p1.next_page_token).await;
+    let names: Vec<String> = p2.documents.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec![name("q/2")]);
 }
 
 #[tokio::test]
@@ -929,4 +1049,355 @@ async fn listen_on_documents_sends_state_then_changes() {
         .await
         .unwrap();
     assert!(end.is_none());
+}
+
+fn field_filter(
+    field: &str,
+    op: proto::structured_query::field_filter::Operator,
+    value: Value,
+) -> proto::structured_query::Filter {
+    use proto::structured_query::{FieldFilter, FieldReference, Filter, filter::FilterType};
+    Filter {
+        filter_type: Some(FilterType::FieldFilter(FieldFilter {
+            field: Some(FieldReference {
+                field_path: field.into(),
+            }),
+            op: op as i32,
+            value: Some(value),
+        })),
+    }
+}
+
+fn query(collection: &str, all_descendants: bool) -> proto::StructuredQuery {
+    proto::StructuredQuery {
+        from: vec![proto::structured_query::CollectionSelector {
+            collection_id: collection.into(),
+            all_descendants,
+        }],
+        ..Default::default()
+    }
+}
+
+async fn run_query(
+    s: &DocumentStore,
+    parent: &str,
+    q: proto::StructuredQuery,
+) -> Vec<proto::RunQueryResponse> {
+    s.run_query(proto::RunQueryRequest {
+        parent: parent.into(),
+        query_type: Some(proto::run_query_request::QueryType::StructuredQuery(q)),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn doc_names(r: &[proto::RunQueryResponse]) -> Vec<String> {
+    r.iter()
+        .filter_map(|r| r.document.as_ref().map(|d| d.name.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn run_query_filters_orders_and_limits_over_stored_rows() {
+    use proto::structured_query::field_filter::Operator as Op;
+    use proto::structured_query::{Direction, FieldReference, Order};
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set("cities/a", &[("pop", int(5))]),
+            set("cities/b", &[("pop", int(50))]),
+            set("cities/c", &[("pop", dbl(20.5))]),
+            set("cities/d", &[("name", string("no pop"))]),
+            set("cities/b/cities/inner", &[("pop", int(99))]),
+            set("towns/t", &[("pop", int(70))]),
+        ],
+    )
+    .await
+    .unwrap();
+    let root = format!("{DB}/documents");
+    let mut q = query("cities", false);
+    q.r#where = Some(field_filter("pop", Op::GreaterThan, int(10)));
+    q.order_by = vec![Order {
+        field: Some(FieldReference {
+            field_path: "pop".into(),
+        }),
+        direction: Direction::Descending as i32,
+    }];
+    let r = run_query(&s, &root, q.clone()).await;
+    assert_eq!(doc_names(&r), vec![name("cities/b"), name("cities/c")]);
+    assert!(r.iter().all(|r| r.read_time.is_some()));
+    q.limit = Some(1);
+    assert_eq!(
+        doc_names(&run_query(&s, &root, q).await),
+        vec![name("cities/b")]
+    );
+    // A collection group: every `cities` collection at any depth.
+    let mut g = query("cities", true);
+    g.r#where = Some(field_filter("pop", Op::GreaterThanOrEqual, int(50)));
+    assert_eq!(
+        doc_names(&run_query(&s, &root, g.clone()).await),
+        vec![name("cities/b"), name("cities/b/cities/inner")]
+    );
+    // Under a document only.
+    assert_eq!(
+        doc_names(&run_query(&s, &name("cities/b"), g).await),
+        vec![name("cities/b/cities/inner")]
+    );
+    // An empty result is one response with the read time only, marked done
+    // (as the emulator answers; confirmed there).
+    let empty = run_query(&s, &root, query("nothing", false)).await;
+    assert_eq!(empty.len(), 1);
+    assert!(empty[0].document.is_none() && empty[0].read_time.is_some());
+    assert_eq!(
+        empty[0].continuation_selector,
+        Some(proto::run_query_response::ContinuationSelector::Done(true))
+    );
+}
+
+#[tokio::test]
+async fn an_all_descendants_query_without_a_collection_id_finds_the_subtree() {
+    // The query `recursiveDelete` sends: every document below a parent.
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set("p/1", &[]),
+            set("p/1/a/x", &[]),
+            set("p/1/b/y/c/z", &[]),
+            set("p/2/a/w", &[]),
+        ],
+    )
+    .await
+    .unwrap();
+    let r = run_query(&s, &name("p/1"), query("", true)).await;
+    assert_eq!(doc_names(&r), vec![name("p/1/a/x"), name("p/1/b/y/c/z")]);
+}
+
+#[tokio::test]
+async fn a_query_in_a_new_transaction_answers_the_transaction_first() {
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("q/1", &[("a", int(1))])])
+        .await
+        .unwrap();
+    let r = s
+        .run_query(proto::RunQueryRequest {
+            parent: format!("{DB}/documents"),
+            query_type: Some(proto::run_query_request::QueryType::StructuredQuery(query(
+                "q", false,
+            ))),
+            consistency_selector: Some(
+                proto::run_query_request::ConsistencySelector::NewTransaction(Default::default()),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(!r[0].transaction.is_empty() && r[0].document.is_none());
+    assert_eq!(doc_names(&r), vec![name("q/1")]);
+    // The query's read locks what it read: a write to it aborts the commit.
+    commit(&s, vec![set("q/1", &[("a", int(2))])])
+        .await
+        .unwrap();
+    let e = s
+        .commit(proto::CommitRequest {
+            database: DB.into(),
+            writes: vec![set("q/2", &[])],
+            transaction: r[0].transaction.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::Aborted);
+}
+
+#[tokio::test]
+async fn aggregation_counts_over_stored_rows() {
+    use proto::structured_aggregation_query::{Aggregation, aggregation};
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set("n/1", &[("v", int(1))]),
+            set("n/2", &[("v", int(2))]),
+            set("n/3", &[("v", dbl(0.5))]),
+        ],
+    )
+    .await
+    .unwrap();
+    let agg = proto::StructuredAggregationQuery {
+        aggregations: vec![
+            Aggregation {
+                alias: "count".into(),
+                operator: Some(aggregation::Operator::Count(Default::default())),
+            },
+            Aggregation {
+                alias: "total".into(),
+                operator: Some(aggregation::Operator::Sum(aggregation::Sum {
+                    field: Some(proto::structured_query::FieldReference {
+                        field_path: "v".into(),
+                    }),
+                })),
+            },
+        ],
+        query_type: Some(
+            proto::structured_aggregation_query::QueryType::StructuredQuery(query("n", false)),
+        ),
+    };
+    let r = s
+        .run_aggregation_query(proto::RunAggregationQueryRequest {
+            parent: format!("{DB}/documents"),
+            query_type: Some(
+                proto::run_aggregation_query_request::QueryType::StructuredAggregationQuery(agg),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    let fields = &r[0].result.as_ref().unwrap().aggregate_fields;
+    assert_eq!(fields["count"], int(3));
+    assert_eq!(fields["total"], dbl(3.5));
+    assert!(r[0].read_time.is_some());
+}
+
+#[tokio::test]
+async fn listen_on_a_query_sends_adds_changes_removes_and_resumes_with_reset() {
+    use proto::listen_response::ResponseType as RT;
+    use proto::structured_query::field_filter::Operator as Op;
+    use proto::target_change::TargetChangeType as T;
+    let (_dir, s) = open().await;
+    commit(
+        &s,
+        vec![
+            set(
+                "f/on",
+                &[(
+                    "enabled",
+                    Value {
+                        value_type: Some(ValueType::BooleanValue(true)),
+                    },
+                )],
+            ),
+            set(
+                "f/off",
+                &[(
+                    "enabled",
+                    Value {
+                        value_type: Some(ValueType::BooleanValue(false)),
+                    },
+                )],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let yes = Value {
+        value_type: Some(ValueType::BooleanValue(true)),
+    };
+    let no = Value {
+        value_type: Some(ValueType::BooleanValue(false)),
+    };
+    let mut q = query("f", false);
+    q.r#where = Some(field_filter("enabled", Op::Equal, yes.clone()));
+    let target = |id: i32, resume: bool| proto::ListenRequest {
+        database: DB.into(),
+        labels: Default::default(),
+        target_change: Some(proto::listen_request::TargetChange::AddTarget(
+            proto::Target {
+                target_id: id,
+                target_type: Some(proto::target::TargetType::Query(
+                    proto::target::QueryTarget {
+                        parent: format!("{DB}/documents"),
+                        query_type: Some(proto::target::query_target::QueryType::StructuredQuery(
+                            q.clone(),
+                        )),
+                    },
+                )),
+                resume_type: resume.then(|| {
+                    proto::target::ResumeType::ResumeToken(bytes::Bytes::from_static(&[0; 8]))
+                }),
+                ..Default::default()
+            },
+        )),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<proto::ListenRequest>();
+    let requests =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed();
+    let mut out = s.listen(requests);
+    // Target id 0: the server assigns one (the emulator assigns 1; confirmed there).
+    tx.send(target(0, false)).unwrap();
+    let kind = |r: &RT| match r {
+        RT::TargetChange(t) => format!(
+            "{:?}{:?}",
+            T::try_from(t.target_change_type).unwrap(),
+            t.target_ids
+        ),
+        RT::DocumentChange(c) => format!(
+            "change {}",
+            c.document
+                .as_ref()
+                .unwrap()
+                .name
+                .rsplit('/')
+                .next()
+                .unwrap()
+        ),
+        RT::DocumentDelete(d) => format!("delete {}", d.document.rsplit('/').next().unwrap()),
+        RT::DocumentRemove(d) => format!("remove {}", d.document.rsplit('/').next().unwrap()),
+        RT::Filter(_) => "filter".into(),
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(kind(&next(&mut out).await));
+    }
+    assert_eq!(
+        seen,
+        vec!["Add[1]", "change on", "Current[1]", "NoChange[]"]
+    );
+    // `off` starts matching, `on` stops, then `off` is deleted.
+    commit(&s, vec![set("f/off", &[("enabled", yes.clone())])])
+        .await
+        .unwrap();
+    assert_eq!(kind(&next(&mut out).await), "change off");
+    assert_eq!(kind(&next(&mut out).await), "NoChange[]");
+    commit(&s, vec![set("f/on", &[("enabled", no.clone())])])
+        .await
+        .unwrap();
+    assert_eq!(kind(&next(&mut out).await), "remove on");
+    assert_eq!(kind(&next(&mut out).await), "NoChange[]");
+    commit(&s, vec![delete("f/off")]).await.unwrap();
+    assert_eq!(kind(&next(&mut out).await), "delete off");
+    assert_eq!(kind(&next(&mut out).await), "NoChange[]");
+    // A write elsewhere sends nothing; the next thing seen is the resume.
+    commit(&s, vec![set("elsewhere/x", &[])]).await.unwrap();
+    commit(&s, vec![set("f/new", &[("enabled", yes.clone())])])
+        .await
+        .unwrap();
+    assert_eq!(kind(&next(&mut out).await), "change new");
+    assert_eq!(kind(&next(&mut out).await), "NoChange[]");
+    tx.send(target(5, true)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(kind(&next(&mut out).await));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "Add[5]",
+            "Reset[5]",
+            "change new",
+            "Current[5]",
+            "NoChange[]"
+        ]
+    );
+    drop(tx);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), out.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

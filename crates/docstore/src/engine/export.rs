@@ -107,7 +107,7 @@ impl DocumentStore {
                 ResourceName::parse(&d.name).map_err(|e| Status::invalid(e.to_string()))?;
             let path = convert::document_path(&db, &d.name).map(|_| path)?;
             for v in d.fields.values() {
-                limits::check_value(&db, v, 1)?;
+                limits::check_value(v, 1)?;
             }
             limits::check_document(&db, &path, &d.fields)?;
             let time = |t: &Option<prost_types::Timestamp>| match t {

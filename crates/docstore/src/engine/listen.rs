@@ -183,7 +183,7 @@ impl Session {
                 let Some(QueryType::StructuredQuery(query)) = &q.query_type else {
                     return Err(Status::invalid("a query target needs a structured query"));
                 };
-                let scan = query::plan(&parent, query)?;
+                let scan = query::plan_in(database, &parent, query)?;
                 Ok(Watch::Query {
                     parent,
                     query: Box::new(query.clone()),
@@ -255,10 +255,13 @@ impl Session {
         .await?;
         if t.resume_type.is_some() {
             // No history to replay: the full state again, after a RESET.
-            self.send(ResponseType::TargetChange(change(
-                TargetChangeType::Reset,
-                vec![id],
-            )))
+            self.send(ResponseType::TargetChange(TargetChange {
+                target_change_type: TargetChangeType::Reset as i32,
+                target_ids: vec![id],
+                cause: None,
+                resume_token: resume_token(read_time),
+                read_time: Some(timestamp(read_time)),
+            }))
             .await?;
         }
         let mut sorted: Vec<&(Document, i64)> = docs.values().collect();
@@ -323,19 +326,7 @@ impl Session {
     fn affects(watch: &Watch, path: &DocPath) -> bool {
         match watch {
             Watch::Documents(paths) => paths.contains(path),
-            Watch::Query { scan, .. } => match scan {
-                Scan::Collection { collection } => path.parent().as_ref() == Some(collection),
-                Scan::Descendants {
-                    under,
-                    collection_id,
-                } => {
-                    path.segments().len() > under.segments().len()
-                        && path.segments().starts_with(under.segments())
-                        && collection_id
-                            .as_deref()
-                            .is_none_or(|c| path.collection_id() == Some(c))
-                }
-            },
+            Watch::Query { scan, .. } => scan.contains(path),
         }
     }
 

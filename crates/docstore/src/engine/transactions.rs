@@ -22,9 +22,11 @@ pub(crate) const IDLE_LIMIT_MS: u64 = 60_000;
 /// ones are dropped first, then new ones refused.
 const MAX_OPEN: usize = 10_000;
 
-/// What Firestore answers for an unknown or expired transaction (the Node
-/// client retries on this message).
+/// What Firestore answers for an expired transaction (the Node client
+/// retries on this message).
 pub(crate) const EXPIRED: &str = "The referenced transaction has expired or is no longer valid.";
+/// What the emulator answers for an unknown transaction (confirmed there).
+pub(crate) const UNKNOWN: &str = "Invalid transaction.";
 
 #[derive(Debug)]
 struct Open {
@@ -118,7 +120,7 @@ impl Transactions {
     ) -> Result<Finished, Status> {
         let mut open = self.lock();
         live(&mut open, id, database, now_ms)?;
-        let t = open.remove(id).ok_or_else(|| Status::invalid(EXPIRED))?;
+        let t = open.remove(id).ok_or_else(|| Status::invalid(UNKNOWN))?;
         Ok(Finished {
             read_only: t.read_only,
             reads: t.reads,
@@ -146,7 +148,7 @@ fn live<'a>(
     now_ms: u64,
 ) -> Result<&'a mut Open, Status> {
     let expired = match open.get(id) {
-        None => return Err(Status::invalid(EXPIRED)),
+        None => return Err(Status::invalid(UNKNOWN)),
         Some(t) => now_ms.saturating_sub(t.last_used_ms) > IDLE_LIMIT_MS,
     };
     if expired {
@@ -155,6 +157,6 @@ fn live<'a>(
     }
     match open.get_mut(id) {
         Some(t) if t.database == database => Ok(t),
-        _ => Err(Status::invalid(EXPIRED)),
+        _ => Err(Status::invalid(UNKNOWN)),
     }
 }

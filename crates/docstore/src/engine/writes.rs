@@ -69,9 +69,10 @@ fn checked_field_path(path: &str) -> Result<Vec<String>, Status> {
     Ok(f.segments().to_vec())
 }
 
-fn check_fields(db: &DatabaseName, fields: &HashMap<String, Value>) -> Result<(), Status> {
-    for v in fields.values() {
-        limits::check_value(db, v, 1)?;
+fn check_fields(fields: &HashMap<String, Value>) -> Result<(), Status> {
+    for (k, v) in fields {
+        limits::check_field_name(k)?;
+        limits::check_value(v, 1)?;
     }
     Ok(())
 }
@@ -81,7 +82,7 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
     let (name, op, mut transforms) = match &w.operation {
         None => return Err(Status::invalid("a write has no operation")),
         Some(write::Operation::Update(doc)) => {
-            check_fields(db, &doc.fields)?;
+            check_fields(&doc.fields)?;
             let op = match &w.update_mask {
                 None => Op::Set(doc.fields.clone()),
                 Some(mask) => Op::Merge {
@@ -120,19 +121,12 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
     let path = convert::document_path(db, name)?;
     let mut checked = Vec::with_capacity(transforms.len());
     for t in &transforms {
+        // A field may be transformed more than once; the transforms apply in
+        // order (the emulator accepts it and reports each result).
         let segments = checked_field_path(&t.field_path)?;
-        if checked
-            .iter()
-            .any(|(p, _): &(Vec<String>, Transform)| *p == segments)
-        {
-            return Err(Status::invalid(format!(
-                "field `{}` is transformed more than once in one write",
-                t.field_path
-            )));
-        }
         let transform = Transform::parse(t)?;
         for v in transform.operands() {
-            limits::check_value(db, v, 1)?;
+            limits::check_value(v, 1)?;
         }
         checked.push((segments, transform));
     }
@@ -174,22 +168,12 @@ pub(crate) fn check_precondition(
             name()
         ))),
         (Pre::UpdateTime(want), Some(doc)) if doc.update_time == want => Ok(()),
+        // The emulator's wording, in microseconds (0 for a missing document).
         (Pre::UpdateTime(want), found) => Err(Status::failed_precondition(format!(
-            "the document `{}` {}; the write required update time {}",
-            name(),
-            match found {
-                Some(d) => format!("was last updated at {}", rfc3339(d.update_time)),
-                None => "does not exist".to_owned(),
-            },
-            rfc3339(want)
+            "the stored version ({}) does not match the required base version ({want})",
+            found.map_or(0, |d| d.update_time)
         ))),
     }
-}
-
-/// Microseconds as an RFC 3339 time, for messages.
-fn rfc3339(micros: i64) -> String {
-    let ts = timestamp(micros);
-    ts.to_string()
 }
 
 /// Applies a checked write (its precondition already holds) at
