@@ -73,8 +73,11 @@ pub enum Target {
     /// `all_descendants` at any depth below it: a query or listen whose
     /// collection selector names no collection id (the "kindless" query
     /// the clients' `recursiveDelete` sends), or that has no selector at
-    /// all. Firestore serves these, so Latchkey decides them: the policy
-    /// resource is `parent` itself, which covers everything below it.
+    /// all, and a `ListDocuments` without a collection id (which Google's
+    /// emulator answers with the documents of every collection directly
+    /// under `parent`). Firestore serves these, so Latchkey decides them:
+    /// the policy resource is `parent` itself, which covers everything
+    /// below it.
     AnyCollection {
         /// The document below which to look; empty is the database root.
         parent: DocPath,
@@ -200,14 +203,21 @@ impl Access {
         };
         let mut intent =
             Intent::new(self.action.action(), resource).with("operation", self.operation);
-        if matches!(self.action, DocAction::Query | DocAction::Listen)
-            && let Some((collection_id, all)) = group
-        {
-            intent = match collection_id {
-                Some(id) => intent.with("collection_id", id),
-                None => intent.with("collections", "any"),
-            };
-            intent = intent.with("all_descendants", all);
+        let query_like = matches!(self.action, DocAction::Query | DocAction::Listen);
+        match group {
+            Some((Some(id), all)) if query_like => {
+                intent = intent
+                    .with("collection_id", id)
+                    .with("all_descendants", all);
+            }
+            // A listing of every collection (`ListDocuments` without a
+            // collection id) says so too, for its audit record.
+            Some((None, all)) => {
+                intent = intent
+                    .with("collections", "any")
+                    .with("all_descendants", all);
+            }
+            _ => {}
         }
         intent
     }
@@ -816,14 +826,23 @@ fn classify_grpc_in(
         Method::ListDocuments => {
             let r: ListDocumentsRequest = decode("ListDocumentsRequest", message)?;
             let (db, parent) = parent_of_call("parent", &r.parent)?;
-            let collection = list_collection(&parent, &r.collection_id, "collection_id")?;
+            // Without a collection id: the documents of every collection
+            // directly under the parent.
+            let target = if r.collection_id.is_empty() {
+                Target::AnyCollection {
+                    parent,
+                    all_descendants: false,
+                }
+            } else {
+                Target::Collection(list_collection(&parent, &r.collection_id, "collection_id")?)
+            };
             let mut cx = Ctx::new(method, db, opts);
             if let Some(list_documents_request::ConsistencySelector::Transaction(t)) =
                 r.consistency_selector
             {
                 cx.set_transaction(Some(t));
             }
-            cx.push(DocAction::List, Target::Collection(collection), "list");
+            cx.push(DocAction::List, target, "list");
             Ok(cx.finish())
         }
         Method::CreateDocument => {
@@ -1100,8 +1119,9 @@ fn classify_grpc_in(
 }
 
 /// The collection `ListDocuments` lists. An empty collection id (list
-/// every collection's documents) is refused: it has no one collection to
-/// decide on.
+/// every collection's documents) is refused here: a REST path always
+/// names its collection, and the gRPC front end makes that case a
+/// [`Target::AnyCollection`] before asking.
 pub(crate) fn list_collection(
     parent: &DocPath,
     collection_id: &str,

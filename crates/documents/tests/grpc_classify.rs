@@ -188,15 +188,32 @@ fn list_documents() {
     );
     assert_eq!(targets(&root), [(DocAction::List, coll("flags"), "list")]);
 
-    let e = classify(
+    // No collection id: every collection directly below the parent,
+    // decided on the parent (issue 15).
+    let c = ok(
         Method::ListDocuments,
         &pb::ListDocumentsRequest {
-            parent: ROOT.into(),
+            parent: name("teams/a"),
             ..Default::default()
         },
-    )
-    .unwrap_err();
-    assert_eq!(e.code(), GrpcCode::Unimplemented);
+    );
+    assert_eq!(
+        targets(&c),
+        [(
+            DocAction::List,
+            Target::AnyCollection {
+                parent: DocPath::parse("teams/a").unwrap(),
+                all_descendants: false
+            },
+            "list"
+        )]
+    );
+    let i = c.accesses[0].intent(&c.database, "production");
+    assert_eq!(
+        (i.resource.kind, i.resource.id.as_str()),
+        (ResourceKind::Document, "prod/teams/a")
+    );
+    assert_eq!(i.context["collections"], ContextValue::from("any"));
     for bad in [("flags", "x"), ("teams/a", "a/b"), ("teams/a", "__x__")] {
         err(
             Method::ListDocuments,
