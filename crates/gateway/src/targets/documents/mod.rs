@@ -45,8 +45,9 @@ pub(crate) struct Documents {
 
 /// What answers the calls Latchkey lets through.
 pub(crate) enum Backend {
-    /// Google Firestore or its emulator, over the network.
-    Firestore(FirestoreUpstream),
+    /// Google Firestore or its emulator, over the network (boxed: its
+    /// clients are large, and the front end is built once).
+    Firestore(Box<FirestoreUpstream>),
     /// Latchkey's own store, in-process.
     Embedded(Arc<latchkey_docstore::DocumentStore>),
 }
@@ -79,7 +80,7 @@ impl DocumentsFront {
         let upstream = FirestoreUpstream::new(upstream, clock, timeout)?;
         Ok(Self {
             config,
-            backend: Backend::Firestore(upstream),
+            backend: Backend::Firestore(Box::new(upstream)),
             transactions: TransactionBindings::default(),
         })
     }
