@@ -207,6 +207,9 @@ async fn every_rest_call_of_the_node_client_maps_to_a_proto() {
             }
         }
     }
+    let queries: std::collections::BTreeSet<&str> =
+        seen.iter().filter_map(|s| s.query.as_deref()).collect();
+    eprintln!("query strings the client sent: {queries:?}");
     eprintln!(
         "the Node client sent {} REST calls ({}), answers held {documents} documents; scenario: {}",
         seen.len(),
