@@ -1775,6 +1775,60 @@ async fn latchkey_refuses_only_what_the_emulator_refuses() {
     emu.stop().await;
 }
 
+/// The same table, with Latchkey's embedded document store as the subject:
+/// the store refuses exactly what Google's emulator refuses, and serves
+/// what it serves (issue 15, item 4, on both backends).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_refuses_only_what_the_emulator_refuses() {
+    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+        return;
+    };
+    let op = OidcProvider::start().await;
+    let tg = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: "[documents]\nbackend = \"embedded\"\ndatabases = { \"(default)\" = \"dev\" }\n"
+                .into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = tg
+        .token_for(&op, "alice", &["developers"], "documents")
+        .await;
+    let reference = Endpoint {
+        label: "emulator".into(),
+        addr: emu.host_port(),
+        token: Some("owner".into()),
+        project: DIRECT_PROJECT.into(),
+    };
+    let subject = Endpoint {
+        label: "latchkey+embedded".into(),
+        addr: gateway_addr(&tg),
+        token: Some(token),
+        project: LATCHKEY_PROJECT.into(),
+    };
+    let cases = boundary_cases();
+    let report = run_boundary(&cases, &reference, &subject).await;
+    eprintln!(
+        "boundary (embedded): {} cases, {} calls compared, {} served by the emulator, {} problems",
+        cases.len(),
+        report.compared,
+        report.served,
+        report.problems.len()
+    );
+    for k in &report.known {
+        eprintln!("known difference: {k}");
+    }
+    assert!(
+        report.problems.is_empty(),
+        "{} disagreements:\n{}",
+        report.problems.len(),
+        report.problems.join("\n")
+    );
+    emu.stop().await;
+}
+
 /// Starter policies but for documents: developers may query and list
 /// only below collection `c`, and read and write anything.
 fn policies_querying_c_only() -> Vec<(String, String)> {
