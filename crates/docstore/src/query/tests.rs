@@ -494,6 +494,76 @@ fn structural_equality_and_more_orders() {
 }
 
 #[test]
+fn negations_and_cursors_with_several_orders() {
+    let ne_b = with(ff("b", Op::NotEqual, string("x")));
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("a")],
+            ..ne_b.clone()
+        },
+        &["d4", "d2", "d5", "d8"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![desc("a")],
+            ..ne_b
+        },
+        &["d8", "d5", "d2", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b"), asc("a")],
+            start_at: cursor(vec![string("y")], true),
+            ..q()
+        },
+        &["d2", "d5", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b"), desc("a")],
+            start_at: cursor(vec![string("y"), int(3)], false),
+            end_at: cursor(vec![string("z")], false),
+            ..q()
+        },
+        &["d2", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b")],
+            start_at: cursor(vec![string("x")], false),
+            offset: 1,
+            limit: Some(2),
+            ..q()
+        },
+        &["d5", "d4"],
+    );
+    expect_ids(
+        &with(and(vec![uf("a", Un::IsNan), ff("a", Op::LessThan, int(5))])),
+        &[],
+    );
+    expect_ids(
+        &with(or(vec![
+            and(vec![
+                ff("b", Op::Equal, string("x")),
+                ff("a", Op::GreaterThan, int(0)),
+            ]),
+            and(vec![
+                ff("b", Op::Equal, string("y")),
+                ff("a", Op::LessThan, int(10)),
+            ]),
+        ])),
+        &["d1", "d2"],
+    );
+    expect_ids(
+        &with(or(vec![
+            ff("a", Op::GreaterThan, int(2)),
+            ff("b", Op::LessThan, string("y")),
+        ])),
+        &["d6", "d1", "d2", "d3"],
+    );
+}
+
+#[test]
 fn or_filters_and_nesting() {
     expect_ids(
         &with(or(vec![
