@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::check::{Checked, CheckedCursor, Cmp, Field, OrderKey, Pred, never_equal};
-use crate::encoding::encode_value;
+use crate::encoding::encode_query_key;
 use crate::order::{compare_values, type_rank};
 use crate::proto::value::ValueType;
 use crate::proto::{Document, MapValue, Value};
@@ -102,7 +102,7 @@ fn elements(value: Option<&Value>) -> Option<&[Value]> {
 /// and concatenations compare component by component.
 fn push_component(value: &Value, descending: bool, out: &mut Vec<u8>) {
     let start = out.len();
-    encode_value(value, out);
+    encode_query_key(value, out);
     if descending {
         for b in &mut out[start..] {
             *b = !*b;

@@ -564,6 +564,61 @@ fn negations_and_cursors_with_several_orders() {
 }
 
 #[test]
+fn long_strings_sort_by_their_first_bytes_only() {
+    // Emulator: strings tie past their first 1499 bytes (then the name
+    // decides: l1 before l2 though "…c" > "…b"), bytes past 1500; the
+    // untruncated string with the same prefix still sorts first; longer
+    // filter values are refused.
+    let a = |n: usize| "a".repeat(n);
+    let docs = vec![
+        doc("l/l0", vec![("s", string(&a(1499)))]),
+        doc("l/l1", vec![("s", string(&(a(1499) + "c")))]),
+        doc("l/l2", vec![("s", string(&(a(1499) + "b")))]),
+        doc("l/l3", vec![("s", string(&(a(1498) + "c")))]),
+        doc("l/l4", vec![("s", string(&(a(1498) + "b")))]),
+        doc("l/b1", vec![("y", bytes((a(1500) + "c").as_bytes()))]),
+        doc("l/b2", vec![("y", bytes((a(1500) + "b").as_bytes()))]),
+        doc("l/b3", vec![("y", bytes((a(1499) + "c").as_bytes()))]),
+        doc("l/b4", vec![("y", bytes((a(1499) + "b").as_bytes()))]),
+    ];
+    let order = |f: &str| {
+        let q = StructuredQuery {
+            from: from("l", false),
+            order_by: vec![asc(f)],
+            ..Default::default()
+        };
+        run(&q, docs.clone()).map(|d| d.iter().map(rel).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        order("s"),
+        Ok(["l/l0", "l/l1", "l/l2", "l/l4", "l/l3"]
+            .map(str::to_owned)
+            .to_vec())
+    );
+    assert_eq!(
+        order("y"),
+        Ok(["l/b1", "l/b2", "l/b4", "l/b3"].map(str::to_owned).to_vec())
+    );
+    refuse(
+        &with(ff("s", Op::Equal, string(&a(1500)))),
+        "value for s is too large to be used in a query",
+    );
+    refuse(
+        &with(ff("s", Op::In, array(vec![string(&a(1500))]))),
+        "value for s is too large to be used in a query",
+    );
+    refuse(
+        &with(ff("s", Op::GreaterThan, bytes(a(1501).as_bytes()))),
+        "value for s is too large to be used in a query",
+    );
+    expect_ids(
+        &with(ff("s", Op::GreaterThan, bytes(a(1500).as_bytes()))),
+        &[],
+    );
+    expect_ids(&with(ff("s", Op::Equal, string(&a(1499)))), &[]);
+}
+
+#[test]
 fn or_filters_and_nesting() {
     expect_ids(
         &with(or(vec![
