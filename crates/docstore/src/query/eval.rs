@@ -142,6 +142,24 @@ fn versus_cursor(key: &[u8], cursor: &[u8]) -> Ordering {
     }
 }
 
+fn row(doc: Document) -> Row {
+    Row {
+        name: Value {
+            value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
+        },
+        doc,
+    }
+}
+
+fn passes(checked: &Checked, row: &Row) -> bool {
+    checked.filter.as_ref().is_none_or(|f| matches(f, row))
+        && checked.orders.iter().all(|o| row.get(&o.field).is_some())
+}
+
+pub(super) fn matches_doc(checked: &Checked, doc: &Document) -> bool {
+    passes(checked, &row(doc.clone()))
+}
+
 pub(super) fn run(checked: &Checked, candidates: Vec<Document>) -> Vec<Document> {
     let start = checked
         .start_at
@@ -154,12 +172,7 @@ pub(super) fn run(checked: &Checked, candidates: Vec<Document>) -> Vec<Document>
 
     let mut keyed: Vec<(Vec<u8>, Row)> = Vec::new();
     for doc in candidates {
-        let row = Row {
-            name: Value {
-                value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
-            },
-            doc,
-        };
+        let row = row(doc);
         if let Some(f) = &checked.filter
             && !matches(f, &row)
         {

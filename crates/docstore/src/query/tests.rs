@@ -619,6 +619,24 @@ fn long_strings_sort_by_their_first_bytes_only() {
 }
 
 #[test]
+fn matches_says_which_documents_are_candidates() {
+    let query = StructuredQuery {
+        order_by: vec![asc("c")],
+        ..with(ff("b", Op::Equal, string("x")))
+    };
+    let verdicts: Vec<bool> = dataset()[..9]
+        .iter()
+        .map(|d| matches(&query, d).unwrap())
+        .collect();
+    // Only d3 has b == "x" and a `c` to order by.
+    assert_eq!(
+        verdicts,
+        [false, false, true, false, false, false, false, false, false]
+    );
+    assert!(matches(&with(Filter { filter_type: None }), &dataset()[0]).is_err());
+}
+
+#[test]
 fn or_filters_and_nesting() {
     expect_ids(
         &with(or(vec![
