@@ -164,16 +164,14 @@ impl DocumentStore {
             }),
             Consistency::Transaction(id) => {
                 // Touch it now: an unknown or expired one fails before reading.
-                self.inner.transactions.record_reads(
-                    &id,
-                    &database.to_string(),
-                    self.now_ms(),
-                    [],
-                )?;
+                let read_time =
+                    self.inner
+                        .transactions
+                        .touch(&id, &database.to_string(), self.now_ms())?;
                 Ok(ReadCtx {
                     transaction: Some(id),
                     began: None,
-                    read_time: None,
+                    read_time,
                 })
             }
             Consistency::NewTransaction(options) => {
@@ -1087,13 +1085,16 @@ impl DocumentStore {
         options: &TransactionOptions,
     ) -> Result<Bytes, Status> {
         use proto::transaction_options::Mode;
+        let mut read_time = None;
         let read_only = match &options.mode {
             Some(Mode::ReadOnly(ro)) => {
                 if let Some(proto::transaction_options::read_only::ConsistencySelector::ReadTime(
                     t,
                 )) = &ro.consistency_selector
                 {
-                    self.check_read_time(convert::micros(t)?)?;
+                    let t = convert::micros(t)?;
+                    self.check_read_time(t)?;
+                    read_time = Some(t);
                 }
                 true
             }
@@ -1107,7 +1108,7 @@ impl DocumentStore {
         };
         self.inner
             .transactions
-            .begin(&database.to_string(), read_only, self.now_ms())
+            .begin(&database.to_string(), read_only, read_time, self.now_ms())
     }
 
     /// `BeginTransaction`: read-write by default, read-only when asked

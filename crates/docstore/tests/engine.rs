@@ -1401,3 +1401,68 @@ async fn listen_on_a_query_sends_adds_changes_removes_and_resumes_with_reset() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn depth_and_precision_limits_answer_as_the_emulator_does() {
+    // Each answer below was confirmed on the emulator.
+    let (_dir, s) = open().await;
+    let nest = |depth: usize| {
+        let mut v = int(1);
+        for _ in 0..depth {
+            v = map(&[("a", v)]);
+        }
+        v
+    };
+    commit(&s, vec![set("d/1", &[("a", nest(20))])])
+        .await
+        .unwrap();
+    let e = commit(&s, vec![set("d/1", &[("a", nest(21))])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "Property a contains an invalid nested entity."
+        )
+    );
+    let deep = vec!["a"; 21].join(".");
+    let e = commit(&s, vec![with_mask(set("d/2", &[]), &[deep.as_str()])])
+        .await
+        .unwrap_err();
+    assert_eq!(e.message, "paths must have at most 20 elements");
+    let twenty = vec!["a"; 20].join(".");
+    commit(&s, vec![with_mask(set("d/2", &[]), &[twenty.as_str()])])
+        .await
+        .unwrap();
+    // Timestamps keep microseconds.
+    let ts = |seconds, nanos| Value {
+        value_type: Some(ValueType::TimestampValue(prost_types::Timestamp {
+            seconds,
+            nanos,
+        })),
+    };
+    commit(&s, vec![set("d/3", &[("t", ts(5, 1999))])])
+        .await
+        .unwrap();
+    assert_eq!(get(&s, "d/3").await.unwrap().fields["t"], ts(5, 1000));
+    let e = commit(
+        &s,
+        vec![with_pre(
+            set("d/3", &[]),
+            ConditionType::UpdateTime(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 1,
+            }),
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "timestamp cannot have more than microseconds precision"
+        )
+    );
+}

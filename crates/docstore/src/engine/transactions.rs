@@ -32,6 +32,8 @@ pub(crate) const UNKNOWN: &str = "Invalid transaction.";
 struct Open {
     database: String,
     read_only: bool,
+    /// A read-only transaction's read time (microseconds), if it has one.
+    read_time: Option<i64>,
     /// Path key → update time when first read (`None`: it did not exist).
     reads: HashMap<Vec<u8>, Option<i64>>,
     last_used_ms: u64,
@@ -63,6 +65,7 @@ impl Transactions {
         &self,
         database: &str,
         read_only: bool,
+        read_time: Option<i64>,
         now_ms: u64,
     ) -> Result<Bytes, Status> {
         let mut id = [0u8; 16];
@@ -84,11 +87,26 @@ impl Transactions {
             Open {
                 database: database.to_owned(),
                 read_only,
+                read_time,
                 reads: HashMap::new(),
                 last_used_ms: now_ms,
             },
         );
         Ok(id)
+    }
+
+    /// Marks transaction `id` used now; returns its read time, if any.
+    /// Fails for an unknown or expired one.
+    pub(crate) fn touch(
+        &self,
+        id: &[u8],
+        database: &str,
+        now_ms: u64,
+    ) -> Result<Option<i64>, Status> {
+        let mut open = self.lock();
+        let t = live(&mut open, id, database, now_ms)?;
+        t.last_used_ms = now_ms;
+        Ok(t.read_time)
     }
 
     /// Records what a read in transaction `id` saw (the first version seen
