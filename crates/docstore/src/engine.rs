@@ -133,12 +133,13 @@ impl DocumentStore {
         micros_of(&self.inner.clock).max(self.inner.last_commit.load(Ordering::SeqCst))
     }
 
-    /// The next commit time: the clock, but always after the previous one.
-    fn next_commit_time(&self) -> i64 {
+    /// The next commit time: the clock, but always after the previous one
+    /// and after `after` (the newest update time the commit overwrites).
+    fn next_commit_time(&self, after: i64) -> i64 {
         let now = micros_of(&self.inner.clock);
         let mut prev = self.inner.last_commit.load(Ordering::SeqCst);
         loop {
-            let next = now.max(prev + 1);
+            let next = now.max(prev + 1).max(after.saturating_add(1));
             match self.inner.last_commit.compare_exchange(
                 prev,
                 next,
@@ -795,7 +796,7 @@ impl DocumentStore {
         database: &DatabaseName,
         writes: &[proto::Write],
         tx: Option<&transactions::Finished>,
-    ) -> Result<(i64, Vec<WriteResult>), Status> {
+    ) -> Result<(i64, Vec<Applied>), Status> {
         if writes.len() > limits::MAX_WRITES {
             return Err(Status::invalid(format!(
                 "maximum {} writes allowed per request",
@@ -806,15 +807,27 @@ impl DocumentStore {
             .iter()
             .map(|w| writes::parse(database, w))
             .collect::<Result<_, _>>()?;
-        self.apply_parsed(database, &parsed, tx).await
+        let (time, outcomes) = self.apply_parsed(database, &parsed, tx, false).await?;
+        // Atomic mode answers the first failure as the call's error, so
+        // every outcome here is a success.
+        let applied = outcomes.into_iter().collect::<Result<_, _>>()?;
+        Ok((time, applied))
     }
 
+    /// Evaluates `parsed` in order against the documents' current rows and
+    /// commits the result in one store commit whose checks say "every row
+    /// is as read" (and, in a transaction, "as the transaction read it").
+    /// Atomic (`independent` false): the first failing write fails the
+    /// call. Independent (BatchWrite): a failing write gets its status and
+    /// the others still apply. A commit that lost a race is evaluated
+    /// again; in a transaction it answers ABORTED instead.
     async fn apply_parsed(
         &self,
         database: &DatabaseName,
         parsed: &[writes::Parsed],
         tx: Option<&transactions::Finished>,
-    ) -> Result<(i64, Vec<WriteResult>), Status> {
+        independent: bool,
+    ) -> Result<(i64, Vec<Result<Applied, Status>>), Status> {
         let db = database.to_string();
         let mut seen = HashSet::new();
         let mut paths = Vec::new();
@@ -827,13 +840,17 @@ impl DocumentStore {
             let current = self.get_stored(database, &paths).await?;
             let mut state: HashMap<Vec<u8>, Option<Stored>> = HashMap::new();
             let mut checks = Vec::new();
+            let mut newest = i64::MIN;
             for (p, d) in paths.iter().zip(current) {
                 let k = key(p);
                 checks.push(RowCheck {
                     path: k.clone(),
                     expect: match &d {
                         None => RowExpect::Absent,
-                        Some(d) => RowExpect::UpdateTime(d.update_time),
+                        Some(d) => {
+                            newest = newest.max(d.update_time);
+                            RowExpect::UpdateTime(d.update_time)
+                        }
                     },
                 });
                 state.insert(k, d);
@@ -856,19 +873,30 @@ impl DocumentStore {
                     }
                 }
             }
-            let commit_time = self.next_commit_time();
-            let mut results = Vec::with_capacity(parsed.len());
+            // INVARIANT: a document's update time only grows, even if the
+            // clock stepped back (or another node's clock runs ahead).
+            let commit_time = self.next_commit_time(newest);
+            let mut outcomes = Vec::with_capacity(parsed.len());
             let mut changed: Vec<Vec<u8>> = Vec::new();
             let original = state.clone();
             for w in parsed {
                 let cur = state.get(&w.key).and_then(Option::as_ref);
-                writes::check_precondition(database, w, cur)?;
-                let (next, result) = writes::apply(database, w, cur, commit_time)?;
-                results.push(result);
-                if !changed.contains(&w.key) {
-                    changed.push(w.key.clone());
+                let outcome = writes::check_precondition(database, w, cur)
+                    .and_then(|()| writes::apply(database, w, cur, commit_time));
+                match outcome {
+                    Ok((next, result)) => {
+                        if !changed.contains(&w.key) {
+                            changed.push(w.key.clone());
+                        }
+                        outcomes.push(Ok(Applied {
+                            result,
+                            doc: next.clone(),
+                        }));
+                        state.insert(w.key.clone(), next);
+                    }
+                    Err(e) if independent => outcomes.push(Err(e)),
+                    Err(e) => return Err(e),
                 }
-                state.insert(w.key.clone(), next);
             }
             let mut row_writes = Vec::new();
             let mut events = Vec::new();
@@ -901,7 +929,7 @@ impl DocumentStore {
                             changes: events,
                         }));
                     }
-                    return Ok((commit_time, results));
+                    return Ok((commit_time, outcomes));
                 }
                 Err(RowCommitError::Conflict { .. }) if tx.is_some() => {
                     return Err(Status::aborted(CONTENTION));
@@ -932,9 +960,10 @@ impl DocumentStore {
             }
             Some(finished)
         };
-        let (commit_time, write_results) = self
+        let (commit_time, applied) = self
             .commit_writes(&database, &req.writes, tx.as_ref())
             .await?;
+        let write_results = applied.into_iter().map(|a| a.result).collect();
         Ok(proto::CommitResponse {
             write_results,
             commit_time: Some(timestamp(commit_time)),
@@ -964,16 +993,28 @@ impl DocumentStore {
                 ));
             }
         }
-        let mut write_results = Vec::with_capacity(req.writes.len());
-        let mut status = Vec::with_capacity(req.writes.len());
+        // Each write on its own, all evaluated against one read and
+        // committed together: one disk sync for the batch, not one each.
+        let mut outcomes: Vec<Option<Result<WriteResult, Status>>> = Vec::new();
+        let mut parsed = Vec::new();
+        let mut slots = Vec::new();
         for w in &req.writes {
-            let outcome = match writes::parse(&database, w) {
-                Ok(p) => self
-                    .apply_parsed(&database, std::slice::from_ref(&p), None)
-                    .await
-                    .map(|(_, mut r)| r.pop().unwrap_or_default()),
-                Err(e) => Err(e),
-            };
+            match writes::parse(&database, w) {
+                Ok(p) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(None);
+                    parsed.push(p);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let (_, applied) = self.apply_parsed(&database, &parsed, None, true).await?;
+        for (slot, a) in slots.into_iter().zip(applied) {
+            outcomes[slot] = Some(a.map(|a| a.result));
+        }
+        let mut write_results = Vec::with_capacity(outcomes.len());
+        let mut status = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes.into_iter().flatten() {
             match outcome {
                 Ok(r) => {
                     write_results.push(r);
@@ -1020,8 +1061,8 @@ impl DocumentStore {
             }),
             ..Default::default()
         };
-        self.commit_writes(&database, &[write], None).await?;
-        self.read_back(&database, &path, mask.as_ref()).await
+        let (_, applied) = self.commit_writes(&database, &[write], None).await?;
+        written(&database, applied, mask.as_ref())
     }
 
     /// `UpdateDocument` (REST `PATCH`): an upsert, with the update mask
@@ -1033,7 +1074,7 @@ impl DocumentStore {
         let Some(doc) = req.document else {
             return Err(Status::invalid("a document is required"));
         };
-        let (database, path) = convert::named_document(&doc.name)?;
+        let (database, _) = convert::named_document(&doc.name)?;
         let mask = Mask::parse(req.mask.as_ref())?;
         let write = proto::Write {
             operation: Some(proto::write::Operation::Update(doc)),
@@ -1041,28 +1082,8 @@ impl DocumentStore {
             current_document: req.current_document,
             ..Default::default()
         };
-        self.commit_writes(&database, &[write], None).await?;
-        self.read_back(&database, &path, mask.as_ref()).await
-    }
-
-    async fn read_back(
-        &self,
-        database: &DatabaseName,
-        path: &DocPath,
-        mask: Option<&Mask>,
-    ) -> Result<Document, Status> {
-        match self
-            .get_stored(database, std::slice::from_ref(path))
-            .await?
-            .pop()
-            .flatten()
-        {
-            Some(d) => Ok(to_proto(database, &d, mask)),
-            // Deleted again before it could be read back.
-            None => Err(Status::aborted(
-                "the document changed while it was written; try again",
-            )),
-        }
+        let (_, applied) = self.commit_writes(&database, &[write], None).await?;
+        written(&database, applied, mask.as_ref())
     }
 
     /// `DeleteDocument` (REST `DELETE`).
@@ -1156,6 +1177,25 @@ impl DocumentStore {
 impl DocumentStore {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.inner.changes.subscribe()
+    }
+}
+
+/// One write's outcome: its result and the document it left.
+#[derive(Debug)]
+struct Applied {
+    result: WriteResult,
+    doc: Option<Stored>,
+}
+
+/// The document a single-write REST call answers with.
+fn written(
+    database: &DatabaseName,
+    applied: Vec<Applied>,
+    mask: Option<&Mask>,
+) -> Result<Document, Status> {
+    match applied.into_iter().next().and_then(|a| a.doc) {
+        Some(d) => Ok(to_proto(database, &d, mask)),
+        None => Err(Status::internal("a write left no document")),
     }
 }
 

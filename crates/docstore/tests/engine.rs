@@ -1466,3 +1466,24 @@ async fn depth_and_precision_limits_answer_as_the_emulator_does() {
         )
     );
 }
+
+#[tokio::test]
+async fn update_times_grow_even_when_the_clock_steps_back() {
+    let clock = Arc::new(FakeClock::at(1_800_000_000));
+    let (dir, s) = open_with(clock.clone()).await;
+    let r1 = commit(&s, vec![set("c/1", &[("n", int(1))])])
+        .await
+        .unwrap();
+    // A restart with the clock an hour behind: the store's rows still
+    // carry the later time.
+    clock.set(1_799_996_400);
+    let sqlite = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let s2 = DocumentStore::new(sqlite.document_rows(), clock.clone());
+    let r2 = commit(&s2, vec![set("c/1", &[("n", int(2))])])
+        .await
+        .unwrap();
+    assert!(micros(&r2.commit_time) > micros(&r1.commit_time));
+    drop(s);
+}

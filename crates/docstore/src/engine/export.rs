@@ -136,7 +136,7 @@ impl DocumentStore {
         for (db, d) in events {
             by_db.entry(db).or_default().push((d.path.clone(), Some(d)));
         }
-        let commit_time = self.next_commit_time();
+        let commit_time = self.next_commit_time(i64::MIN);
         for (database, changes) in by_db {
             let _ = self.inner.changes.send(std::sync::Arc::new(Committed {
                 database,
