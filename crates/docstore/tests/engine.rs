@@ -1487,3 +1487,38 @@ async fn update_times_grow_even_when_the_clock_steps_back() {
     assert!(micros(&r2.commit_time) > micros(&r1.commit_time));
     drop(s);
 }
+
+/// The gateway holds the store in an `Arc` and runs each call on its own
+/// task: the store is `Send + Sync` and every call's future is `Send`.
+#[test]
+fn the_store_and_its_calls_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<DocumentStore>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_dir, s) = open().await;
+        send(&s.get_document(Default::default()));
+        send(&s.list_documents(Default::default()));
+        send(&s.create_document(Default::default()));
+        send(&s.update_document(Default::default()));
+        send(&s.delete_document(Default::default()));
+        send(&s.batch_get_documents(Default::default()));
+        send(&s.begin_transaction(Default::default()));
+        send(&s.commit(Default::default()));
+        send(&s.rollback(Default::default()));
+        send(&s.run_query(Default::default()));
+        send(&s.run_aggregation_query(Default::default()));
+        send(&s.list_collection_ids(Default::default()));
+        send(&s.batch_write(Default::default()));
+        send(&s.partition_query(Default::default()));
+        send(&s.import(Vec::new()));
+        let listen = s.listen(futures_util::stream::empty().boxed());
+        send(&listen);
+        let export = s.export(None).unwrap();
+        send(&export);
+    });
+}
