@@ -26,7 +26,8 @@ use bytes::Bytes;
 use latchkey_core::SharedClock;
 use latchkey_documents::{DatabaseName, DocPath, GrpcCode};
 use latchkey_store::{
-    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite, prefix_end,
+    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite, ScanCheck,
+    prefix_end,
 };
 use tokio::sync::broadcast;
 
@@ -208,6 +209,7 @@ impl DocumentStore {
         database: &DatabaseName,
         ctx: &ReadCtx,
         seen: impl IntoIterator<Item = (Vec<u8>, Option<i64>)>,
+        scan: Option<ScanCheck>,
     ) -> Result<(), Status> {
         let seen: Vec<(Vec<u8>, Option<i64>)> = seen.into_iter().collect();
         if let Some(t) = ctx.read_time {
@@ -217,9 +219,13 @@ impl DocumentStore {
             self.check_read_time(t)?;
         }
         if let Some(id) = &ctx.transaction {
-            self.inner
-                .transactions
-                .record_reads(id, &database.to_string(), self.now_ms(), seen)?;
+            self.inner.transactions.record_reads(
+                id,
+                &database.to_string(),
+                self.now_ms(),
+                seen,
+                scan,
+            )?;
         }
         Ok(())
     }
@@ -261,6 +267,7 @@ impl DocumentStore {
             &database,
             &ctx,
             [(key(&path), doc.as_ref().map(|d| d.update_time))],
+            None,
         )?;
         match doc {
             Some(d) => Ok(to_proto(&database, &d, mask.as_ref())),
@@ -303,6 +310,7 @@ impl DocumentStore {
                 .iter()
                 .zip(&docs)
                 .map(|(p, d)| (key(p), d.as_ref().map(|d| d.update_time))),
+            None,
         )?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
         let mut out: Vec<proto::BatchGetDocumentsResponse> = paths
@@ -331,12 +339,13 @@ impl DocumentStore {
         Ok(out)
     }
 
-    /// The documents a query's scan selects, as full documents.
+    /// The documents a query's scan selects, as full documents, and the
+    /// rows it read (for a transaction's commit to check again).
     async fn candidates(
         &self,
         database: &DatabaseName,
         scan: &Scan,
-    ) -> Result<Vec<Stored>, Status> {
+    ) -> Result<(Vec<Stored>, ScanCheck), Status> {
         let selection = match scan {
             Scan::Collection { collection } => RowSelection::Children {
                 parent: key(collection),
@@ -360,7 +369,7 @@ impl DocumentStore {
             .scan_rows(
                 &database.to_string(),
                 &RowScan {
-                    selection,
+                    selection: selection.clone(),
                     after: None,
                     limit: None,
                 },
@@ -375,7 +384,11 @@ impl DocumentStore {
                 out.push(d);
             }
         }
-        Ok(out)
+        let read = ScanCheck {
+            selection,
+            rows: rows.into_iter().map(|r| (r.path, r.update_time)).collect(),
+        };
+        Ok((out, read))
     }
 
     /// Runs a structured query under `parent`: its documents, with the
@@ -385,15 +398,15 @@ impl DocumentStore {
         database: &DatabaseName,
         parent: &DocPath,
         q: &proto::StructuredQuery,
-    ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>), Status> {
+    ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>, ScanCheck), Status> {
         let scan = query::plan_in(database, parent, q)?;
-        let stored = self.candidates(database, &scan).await?;
+        let (stored, read) = self.candidates(database, &scan).await?;
         let versions = stored
             .iter()
             .map(|d| (key(&d.path), Some(d.update_time)))
             .collect();
         let docs = stored.iter().map(|d| to_proto(database, d, None)).collect();
-        Ok((query::run(q, docs)?, versions))
+        Ok((query::run(q, docs)?, versions, read))
     }
 
     /// `RunQuery`: one response per document, each with the read time;
@@ -420,8 +433,8 @@ impl DocumentStore {
             Some(C::ReadTime(t)) => Consistency::ReadTime(convert::micros(&t)?),
         };
         let ctx = self.begin_read(&database, c)?;
-        let (docs, versions) = self.evaluate(&database, &parent, &q).await?;
-        self.finish_read(&database, &ctx, versions)?;
+        let (docs, versions, read) = self.evaluate(&database, &parent, &q).await?;
+        self.finish_read(&database, &ctx, versions, Some(read))?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
         let mut out: Vec<proto::RunQueryResponse> = docs
             .into_iter()
@@ -483,11 +496,12 @@ impl DocumentStore {
         };
         let ctx = self.begin_read(&database, c)?;
         let scan = query::plan_in(&database, &parent, q)?;
-        let stored = self.candidates(&database, &scan).await?;
+        let (stored, read) = self.candidates(&database, &scan).await?;
         self.finish_read(
             &database,
             &ctx,
             stored.iter().map(|d| (key(&d.path), Some(d.update_time))),
+            Some(read),
         )?;
         let docs = stored
             .iter()
@@ -665,6 +679,7 @@ impl DocumentStore {
                 &database,
                 &ctx,
                 listed.iter().map(|d| (key(&d.path), Some(d.update_time))),
+                None,
             )?;
             return Ok(proto::ListDocumentsResponse {
                 documents: listed
@@ -721,6 +736,7 @@ impl DocumentStore {
             listed
                 .iter()
                 .map(|(p, d)| (key(p), d.as_ref().map(|d| d.update_time))),
+            None,
         )?;
         let documents = listed
             .into_iter()
@@ -919,7 +935,13 @@ impl DocumentStore {
                     }
                 }
             }
-            match self.inner.rows.commit_rows(&db, &checks, &row_writes).await {
+            let scans = tx.map_or(&[][..], |t| &t.scans[..]);
+            match self
+                .inner
+                .rows
+                .commit_rows(&db, &checks, scans, &row_writes)
+                .await
+            {
                 Ok(()) => {
                     if !events.is_empty() {
                         // No receiver (no `Listen` stream) is not an error.

@@ -1522,3 +1522,63 @@ fn the_store_and_its_calls_are_send() {
         send(&export);
     });
 }
+
+#[tokio::test]
+async fn a_document_added_to_what_a_transaction_queried_aborts_it() {
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("seats/1", &[("taken", int(1))])])
+        .await
+        .unwrap();
+    let begin = || async {
+        s.begin_transaction(proto::BeginTransactionRequest {
+            database: DB.into(),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .transaction
+    };
+    let query_in = |tx: bytes::Bytes| {
+        let s = s.clone();
+        async move {
+            s.run_query(proto::RunQueryRequest {
+                parent: format!("{DB}/documents"),
+                query_type: Some(proto::run_query_request::QueryType::StructuredQuery(query(
+                    "seats", false,
+                ))),
+                consistency_selector: Some(
+                    proto::run_query_request::ConsistencySelector::Transaction(tx),
+                ),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // A phantom: a new document where the transaction's query looked.
+    let tx = begin().await;
+    assert_eq!(doc_names(&query_in(tx.clone()).await).len(), 1);
+    commit(&s, vec![set("seats/2", &[("taken", int(1))])])
+        .await
+        .unwrap();
+    let e = s
+        .commit(proto::CommitRequest {
+            database: DB.into(),
+            writes: vec![set("summary/s", &[("count", int(1))])],
+            transaction: tx,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::Aborted);
+    // Unchanged, the same shape commits (its own write into the queried
+    // collection included).
+    let tx = begin().await;
+    assert_eq!(doc_names(&query_in(tx.clone()).await).len(), 2);
+    s.commit(proto::CommitRequest {
+        database: DB.into(),
+        writes: vec![set("seats/3", &[])],
+        transaction: tx,
+    })
+    .await
+    .unwrap();
+}
