@@ -269,6 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_bytes_and_geopoints_as_the_emulator_sorts_them() {
+        // Emulator: 1969-12-31T23:59:59.999999Z < 1970-01-01 < 2020-01-01;
+        // b"" < b"\0\x01" < b"\xff"; (-1, 5) < (1, -6) < (1, -5).
+        let groups = [
+            vec![
+                timestamp(-1, 999_999_000),
+                timestamp(0, 0),
+                timestamp(1_577_836_800, 0),
+            ],
+            vec![bytes(b""), bytes(b"\0\x01"), bytes(b"\xff")],
+            vec![geo(-1.0, 5.0), geo(1.0, -6.0), geo(1.0, -5.0)],
+        ];
+        for expected in groups {
+            let mut v = expected.clone();
+            v.reverse();
+            assert_eq!(sorted(v), expected);
+        }
+    }
+
+    #[test]
     fn arrays_geopoints_timestamps() {
         assert_eq!(
             compare_values(&array(vec![int(1)]), &array(vec![int(1), null()])),

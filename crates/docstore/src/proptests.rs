@@ -228,3 +228,135 @@ proptest! {
         }
     }
 }
+
+/// The query engine's byte-key sort, cursors, offset and limit against a
+/// plain reading of Firestore's rules with [`compare_values`].
+mod queries {
+    use std::cmp::Ordering;
+
+    use proptest::prelude::*;
+
+    use super::value;
+    use crate::order::compare_values;
+    use crate::proto::structured_query::{CollectionSelector, FieldReference, Order};
+    use crate::proto::{Cursor, Document, StructuredQuery, Value};
+    use crate::query::run;
+    use crate::testing::reference;
+
+    const ROOT: &str = "projects/p/databases/d/documents/c/";
+
+    fn docs(values: Vec<Option<Value>>) -> Vec<Document> {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Document {
+                name: format!("{ROOT}__id{}__", i + 1),
+                fields: v.into_iter().map(|v| ("a".to_owned(), v)).collect(),
+                create_time: None,
+                update_time: None,
+            })
+            .collect()
+    }
+
+    /// Sorts and slices as the rules read: documents with `a` (when
+    /// ordering by it), by `a` then name in the direction, cursors as
+    /// prefixes compared with `compare_values`.
+    fn naive(
+        docs: &[Document],
+        order: Option<bool>,
+        start: Option<(Value, bool)>,
+        end: Option<(Value, bool)>,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Vec<String> {
+        let descending = order == Some(true);
+        let mut rows: Vec<&Document> = docs
+            .iter()
+            .filter(|d| order.is_none() || d.fields.contains_key("a"))
+            .collect();
+        let name = |d: &Document| reference(&d.name);
+        let dir = |o: Ordering| if descending { o.reverse() } else { o };
+        let first = |d: &Document| -> Value {
+            match order {
+                Some(_) => d.fields["a"].clone(),
+                None => name(d),
+            }
+        };
+        rows.sort_by(|x, y| {
+            let by_a = if order.is_some() {
+                compare_values(&x.fields["a"], &y.fields["a"])
+            } else {
+                Ordering::Equal
+            };
+            dir(by_a.then_with(|| compare_values(&name(x), &name(y))))
+        });
+        rows.retain(|d| {
+            let ok_start = start.as_ref().is_none_or(|(c, before)| {
+                let o = dir(compare_values(&first(d), c));
+                o == Ordering::Greater || (o == Ordering::Equal && *before)
+            });
+            let ok_end = end.as_ref().is_none_or(|(c, before)| {
+                let o = dir(compare_values(&first(d), c));
+                o == Ordering::Less || (o == Ordering::Equal && !*before)
+            });
+            ok_start && ok_end
+        });
+        rows.into_iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
+    fn field(path: &str) -> Option<FieldReference> {
+        Some(FieldReference {
+            field_path: path.to_owned(),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn run_sorts_and_slices_as_the_rules_read(
+            values in prop::collection::vec(prop::option::weighted(0.8, value()), 0..20),
+            order in prop::option::of(any::<bool>()),
+            start in prop::option::of((value(), any::<bool>())),
+            end in prop::option::of((value(), any::<bool>())),
+            offset in 0usize..5,
+            limit in prop::option::of(0usize..8),
+        ) {
+            let docs = docs(values);
+            // Cursors need an explicit order; by name they take references.
+            let name_cursor = |(_, before): (Value, bool), i: usize| {
+                (reference(&format!("{ROOT}__id{i}__")), before)
+            };
+            let (start, end) = match order {
+                Some(_) => (start, end),
+                None => (
+                    start.map(|c| name_cursor(c, 3)),
+                    end.map(|c| name_cursor(c, 12)),
+                ),
+            };
+            let query = StructuredQuery {
+                from: vec![CollectionSelector {
+                    collection_id: "c".to_owned(),
+                    all_descendants: false,
+                }],
+                order_by: vec![Order {
+                    field: field(if order.is_some() { "a" } else { "__name__" }),
+                    direction: if order == Some(true) { 2 } else { 1 },
+                }],
+                start_at: start.clone().map(|(v, before)| Cursor { values: vec![v], before }),
+                end_at: end.clone().map(|(v, before)| Cursor { values: vec![v], before }),
+                offset: i32::try_from(offset).unwrap(),
+                limit: limit.map(|l| i32::try_from(l).unwrap()),
+                ..Default::default()
+            };
+            let mut shuffled = docs.clone();
+            shuffled.reverse();
+            let got: Vec<String> = run(&query, shuffled).unwrap().into_iter().map(|d| d.name).collect();
+            prop_assert_eq!(got, naive(&docs, order, start, end, offset, limit));
+        }
+    }
+}

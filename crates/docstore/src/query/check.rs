@@ -21,6 +21,8 @@ use crate::proto::{Cursor, StructuredQuery, Value};
 pub(crate) const MAX_IN_VALUES: usize = 30;
 /// Most values a `NOT_IN` filter may list.
 pub(crate) const MAX_NOT_IN_VALUES: usize = 10;
+/// Most distinct fields a query's inequalities may name.
+pub(crate) const MAX_INEQUALITY_FIELDS: usize = 10;
 /// Most disjunctions a filter may have once in disjunctive normal form.
 pub(crate) const MAX_DISJUNCTIONS: u128 = 30;
 
@@ -272,15 +274,26 @@ pub(crate) fn check(
     let mut inequalities: Vec<Field> = Vec::new();
     if let Some(f) = &filter {
         f.walk(&mut |p| {
+            // `__name__` is always ordered last, so it never joins here.
             if let Some(field) = p.inequality_field()
+                && *field != Field::Name
                 && !inequalities.contains(field)
-                && !orders.iter().any(|k| &k.field == field)
             {
                 inequalities.push(field.clone());
             }
         });
     }
     inequalities.sort_by(Field::cmp_path);
+    if inequalities.len() > MAX_INEQUALITY_FIELDS {
+        let list: Vec<String> = inequalities.iter().map(Field::display).collect();
+        return Err(Status::invalid(format!(
+            "The query contains {} distinct inequality fields: [{}]. A query may not have more \
+             than {MAX_INEQUALITY_FIELDS} distinct inequality fields.",
+            inequalities.len(),
+            echo(&list.join(", "))
+        )));
+    }
+    inequalities.retain(|field| !orders.iter().any(|k| &k.field == field));
     for field in inequalities {
         if orders.iter().any(|k| k.field == Field::Name) {
             return Err(after_key());
@@ -600,7 +613,8 @@ fn check_filter_combination(filter: &Pred) -> Result<(), Status> {
             not_in = true;
         }
         Pred::In(..) | Pred::ArrayContainsAny(..) => in_like = true,
-        Pred::Or(ps) if ps.len() > 1 => or = true,
+        // Even an `OR` of one filter counts (the emulator refuses it too).
+        Pred::Or(_) => or = true,
         _ => {}
     });
     if negations > 1 {

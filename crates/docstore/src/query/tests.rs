@@ -392,6 +392,108 @@ fn implicit_order_takes_inequality_fields_then_the_name() {
 }
 
 #[test]
+fn structural_equality_and_more_orders() {
+    // Inside arrays and maps NaN equals NaN and -0.0 equals 0 (emulator:
+    // `a == [NaN]` matched `[NaN]`, `a == {x: 0}` matched `{x: -0.0}`).
+    let docs = vec![
+        doc("n/n1", vec![("a", array(vec![double(f64::NAN)]))]),
+        doc("n/n2", vec![("a", map(vec![("x", double(f64::NAN))]))]),
+        doc("n/n3", vec![("a", array(vec![double(1.0)]))]),
+        doc("n/n4", vec![("a", map(vec![("x", double(-0.0))]))]),
+    ];
+    let over = |f: Filter| {
+        let q = StructuredQuery {
+            from: from("n", false),
+            r#where: Some(f),
+            ..Default::default()
+        };
+        let out = run(&q, docs.clone()).unwrap();
+        out.iter().map(rel).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        over(ff("a", Op::Equal, array(vec![double(f64::NAN)]))),
+        ["n/n1"]
+    );
+    assert_eq!(
+        over(ff("a", Op::Equal, map(vec![("x", double(f64::NAN))]))),
+        ["n/n2"]
+    );
+    assert_eq!(
+        over(ff("a", Op::In, array(vec![array(vec![double(f64::NAN)])]))),
+        ["n/n1"]
+    );
+    assert_eq!(over(ff("a", Op::Equal, array(vec![int(1)]))), ["n/n3"]);
+    assert_eq!(over(ff("a", Op::Equal, map(vec![("x", int(0))]))), ["n/n4"]);
+    assert_eq!(
+        over(ff("a", Op::NotEqual, array(vec![double(f64::NAN)]))),
+        ["n/n3", "n/n2", "n/n4"]
+    );
+    // An equality and an order on the same field.
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b")],
+            ..with(ff("b", Op::Equal, string("x")))
+        },
+        &["d1", "d3", "d6"],
+    );
+    // A name inequality beside a field inequality: the field, then the name.
+    let name_and_a = and(vec![
+        ff("a", Op::GreaterThan, int(0)),
+        ff("__name__", Op::GreaterThan, key("q/d1")),
+    ]);
+    expect_ids(&with(name_and_a.clone()), &["d2", "d7"]);
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![desc("a")],
+            ..with(name_and_a)
+        },
+        &["d7", "d2"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![desc("a")],
+            ..with(ff("a", Op::In, array(vec![string("s"), int(1), int(3)])))
+        },
+        &["d3", "d7", "d1"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("a")],
+            start_at: cursor(vec![int(1)], false),
+            ..with(ff("a", Op::In, array(vec![string("s"), int(1), int(3)])))
+        },
+        &["d7", "d3"],
+    );
+    expect_ids(&with(ff("`a`", Op::Equal, int(1))), &["d1"]);
+    expect_ids(
+        &with(and(vec![
+            ff("m.k", Op::GreaterThan, int(0)),
+            ff("b", Op::GreaterThan, string("")),
+        ])),
+        &["d1", "d2"],
+    );
+    // Empty cursors: every document is "equal" to them.
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("a")],
+            start_at: cursor(vec![], false),
+            ..q()
+        },
+        &[],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("a")],
+            start_at: cursor(vec![], true),
+            end_at: cursor(vec![], true),
+            ..q()
+        },
+        &[],
+    );
+    expect_ids(&with(ff("nope", Op::ArrayContains, int(1))), &[]);
+}
+
+#[test]
 fn or_filters_and_nesting() {
     expect_ids(
         &with(or(vec![
@@ -981,6 +1083,53 @@ fn refusals_are_worded_as_firestore_words_them() {
         &with(or((0..31).map(|i| ff("a", Op::Equal, int(i))).collect())),
         "Too many disjunctions after normalization. Result had 31 disjunctions which is more \
          than the maximum of 30",
+    );
+    refuse(
+        &with(and(vec![
+            or(vec![ff("b", Op::Equal, string("x"))]),
+            ff("a", Op::NotIn, array(vec![int(7)])),
+        ])),
+        not_in_with,
+    );
+    refuse(
+        &with(or(vec![ff("a", Op::NotIn, array(vec![int(1)]))])),
+        not_in_with,
+    );
+    refuse(
+        &with(and(vec![
+            ff("arr", Op::ArrayContainsAny, ints(0..30)),
+            ff("b", Op::In, array(vec![string("x"), string("y")])),
+        ])),
+        "Too many disjunctions after normalization. Result had 60 disjunctions which is more \
+         than the maximum of 30",
+    );
+    // The emulator lists the fields in no particular order; ours are in
+    // field path order.
+    refuse(
+        &with(and((0..11)
+            .map(|i| ff(&format!("f{i}"), Op::GreaterThan, int(0)))
+            .collect())),
+        "The query contains 11 distinct inequality fields: [f0, f1, f10, f2, f3, f4, f5, f6, \
+         f7, f8, f9]. A query may not have more than 10 distinct inequality fields.",
+    );
+    expect_ids(
+        &with(and((0..10)
+            .map(|i| ff(&format!("f{i}"), Op::GreaterThan, int(0)))
+            .collect())),
+        &[],
+    );
+    refuse(
+        &StructuredQuery {
+            select: Some(Projection {
+                fields: vec![FieldReference {
+                    field_path: "a..b".to_owned(),
+                }],
+            }),
+            ..q()
+        },
+        "Invalid property path \"a..b\". Unquoted property paths must match regex \
+         ([a-zA-Z_][a-zA-Z_0-9]*), and quoted property paths must match regex \
+         (`(?:[^`\\\\]|(?:\\\\.))+`)",
     );
     refuse(
         &with(or(vec![])),
