@@ -469,7 +469,8 @@ impl DocumentStore {
         Ok(out)
     }
 
-    /// `RunAggregationQuery`: one response with the aggregates.
+    /// `RunAggregationQuery`: one response with the aggregates (after one
+    /// carrying the transaction the call began, if it began one).
     pub async fn run_aggregation_query(
         &self,
         req: proto::RunAggregationQueryRequest,
@@ -509,12 +510,22 @@ impl DocumentStore {
             .collect();
         let result = query::aggregate(&agg, docs)?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
-        Ok(vec![proto::RunAggregationQueryResponse {
+        let mut out = Vec::with_capacity(2);
+        // A transaction the call began comes first, in a response of its
+        // own (as the emulator sends it; confirmed there).
+        if let Some(id) = ctx.began {
+            out.push(proto::RunAggregationQueryResponse {
+                transaction: id,
+                ..Default::default()
+            });
+        }
+        out.push(proto::RunAggregationQueryResponse {
             result: Some(result),
-            transaction: ctx.began.unwrap_or_default(),
+            transaction: Bytes::new(),
             read_time,
             explain_metrics: None,
-        }])
+        });
+        Ok(out)
     }
 
     /// The ids of the collections directly under `parent` (a document or

@@ -1245,6 +1245,7 @@ async fn aggregation_counts_over_stored_rows() {
             proto::structured_aggregation_query::QueryType::StructuredQuery(query("n", false)),
         ),
     };
+    let agg_query = agg.clone();
     let r = s
         .run_aggregation_query(proto::RunAggregationQueryRequest {
             parent: format!("{DB}/documents"),
@@ -1260,6 +1261,28 @@ async fn aggregation_counts_over_stored_rows() {
     assert_eq!(fields["count"], int(3));
     assert_eq!(fields["total"], dbl(3.5));
     assert!(r[0].read_time.is_some());
+    // In a new transaction: the transaction first, in its own response
+    // (as the emulator answers; confirmed there).
+    let r = s
+        .run_aggregation_query(proto::RunAggregationQueryRequest {
+            parent: format!("{DB}/documents"),
+            query_type: Some(
+                proto::run_aggregation_query_request::QueryType::StructuredAggregationQuery(
+                    agg_query,
+                ),
+            ),
+            consistency_selector: Some(
+                proto::run_aggregation_query_request::ConsistencySelector::NewTransaction(
+                    Default::default(),
+                ),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(!r[0].transaction.is_empty() && r[0].result.is_none());
+    assert!(r[1].transaction.is_empty() && r[1].result.is_some());
 }
 
 #[tokio::test]
