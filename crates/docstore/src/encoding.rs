@@ -42,6 +42,8 @@
 //! A name segment is `02` and a sign-flipped `i64` for a numeric id
 //! (`__id<n>__`), `03` and an escaped string for any other.
 //!
+//! A value with no type set (which Firestore refuses) encodes as null.
+//!
 //! Decoding reads untrusted bytes: it never panics, bounds its depth, and
 //! accepts only bytes that encoding produces (`encode(decode(b)) == b`).
 
@@ -328,13 +330,49 @@ fn flip32(n: i32) -> [u8; 4] {
 }
 
 fn write_escaped(data: &[u8], out: &mut Vec<u8>) {
+    escape_into(data, out);
+    out.extend([0x00, 0x01]);
+}
+
+fn escape_into(data: &[u8], out: &mut Vec<u8>) {
     for &b in data {
         out.push(b);
         if b == 0 {
             out.push(0xFF);
         }
     }
-    out.extend([0x00, 0x01]);
+}
+
+/// Longest string, in UTF-8 bytes, that Firestore's queries tell apart:
+/// the emulator orders strings by their first 1499 bytes only and refuses
+/// longer filter values ("too large to be used in a query").
+pub const MAX_QUERY_STRING_BYTES: usize = 1499;
+/// Longest bytes value queries tell apart (1500: bytes have no terminator
+/// in Firestore's index entries, strings do).
+pub const MAX_QUERY_BYTES: usize = 1500;
+
+/// The key a query sorts a top-level value by: [`encode_value`], except
+/// that a string or bytes value longer than queries tell apart keeps only
+/// its first [`MAX_QUERY_STRING_BYTES`] / [`MAX_QUERY_BYTES`] bytes and a
+/// "truncated" end (`00 02`) that sorts after the untruncated value with
+/// that prefix, so all long values sharing the prefix tie (and fall back
+/// to the next order, the name), as they do in Firestore's indexes.
+/// Nested strings are kept whole (the emulator's limit there depends on
+/// its index entry sizes, which this does not model).
+pub fn encode_query_key(value: &Value, out: &mut Vec<u8>) {
+    let (tag, data, max) = match &value.value_type {
+        Some(ValueType::StringValue(s)) => (tag::STRING, s.as_bytes(), MAX_QUERY_STRING_BYTES),
+        Some(ValueType::BytesValue(b)) => (tag::BYTES, &b[..], MAX_QUERY_BYTES),
+        _ => return encode_value(value, out),
+    };
+    match data.get(..max) {
+        Some(prefix) if data.len() > max => {
+            out.push(tag);
+            escape_into(prefix, out);
+            out.extend([0x00, 0x02]);
+        }
+        _ => encode_value(value, out),
+    }
 }
 
 fn write_segment(segment: &str, out: &mut Vec<u8>) {

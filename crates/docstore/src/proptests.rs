@@ -241,7 +241,7 @@ mod queries {
     use crate::proto::structured_query::{CollectionSelector, FieldReference, Order};
     use crate::proto::{Cursor, Document, StructuredQuery, Value};
     use crate::query::run;
-    use crate::testing::reference;
+    use crate::testing::{null, reference};
 
     const ROOT: &str = "projects/p/databases/d/documents/c/";
 
@@ -331,6 +331,11 @@ mod queries {
             let name_cursor = |(_, before): (Value, bool), i: usize| {
                 (reference(&format!("{ROOT}__id{i}__")), before)
             };
+            // A cursor value with no type is refused; those are tested apart.
+            let typed = |c: Option<(Value, bool)>| {
+                c.map(|(v, before)| (if v.value_type.is_none() { null() } else { v }, before))
+            };
+            let (start, end) = (typed(start), typed(end));
             let (start, end) = match order {
                 Some(_) => (start, end),
                 None => (

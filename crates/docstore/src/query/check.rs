@@ -10,6 +10,7 @@ use latchkey_core::echo;
 use latchkey_documents::{DatabaseName, FieldPath};
 
 use crate::Status;
+use crate::encoding::{MAX_QUERY_BYTES, MAX_QUERY_STRING_BYTES};
 use crate::order::type_rank;
 use crate::proto::structured_query::{
     Direction, Filter, composite_filter, field_filter, filter::FilterType, unary_filter,
@@ -501,6 +502,27 @@ impl Ctx<'_> {
                 Pred::ArrayContainsAny(field, list("ARRAY_CONTAINS_ANY", MAX_IN_VALUES)?)
             }
         };
+        // Values longer than queries tell apart are refused.
+        let too_large = |v: &Value| match &v.value_type {
+            Some(ValueType::StringValue(s)) => s.len() > MAX_QUERY_STRING_BYTES,
+            Some(ValueType::BytesValue(b)) => b.len() > MAX_QUERY_BYTES,
+            _ => false,
+        };
+        let large = match &pred {
+            Pred::Cmp(_, _, v) | Pred::Eq(_, v) | Pred::Ne(_, v) | Pred::ArrayContains(_, v) => {
+                too_large(v)
+            }
+            Pred::In(_, vs) | Pred::NotIn(_, vs) | Pred::ArrayContainsAny(_, vs) => {
+                vs.iter().any(too_large)
+            }
+            _ => false,
+        };
+        if large {
+            return Err(Status::invalid(format!(
+                "value for {} is too large to be used in a query",
+                echo(&field_name(&pred))
+            )));
+        }
         // Name filters compare document references.
         match &pred {
             Pred::ArrayContains(Field::Name, _) | Pred::ArrayContainsAny(Field::Name, _) => {
@@ -548,6 +570,20 @@ impl Ctx<'_> {
             values: cursor.values.clone(),
             before: cursor.before,
         })
+    }
+}
+
+/// The field a field filter names, for messages.
+fn field_name(pred: &Pred) -> String {
+    match pred {
+        Pred::Cmp(f, ..)
+        | Pred::Eq(f, _)
+        | Pred::Ne(f, _)
+        | Pred::In(f, _)
+        | Pred::NotIn(f, _)
+        | Pred::ArrayContains(f, _)
+        | Pred::ArrayContainsAny(f, _) => f.display(),
+        _ => String::new(),
     }
 }
 

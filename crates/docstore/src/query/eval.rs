@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::check::{Checked, CheckedCursor, Cmp, Field, OrderKey, Pred, never_equal};
-use crate::encoding::encode_value;
+use crate::encoding::encode_query_key;
 use crate::order::{compare_values, type_rank};
 use crate::proto::value::ValueType;
 use crate::proto::{Document, MapValue, Value};
@@ -102,7 +102,7 @@ fn elements(value: Option<&Value>) -> Option<&[Value]> {
 /// and concatenations compare component by component.
 fn push_component(value: &Value, descending: bool, out: &mut Vec<u8>) {
     let start = out.len();
-    encode_value(value, out);
+    encode_query_key(value, out);
     if descending {
         for b in &mut out[start..] {
             *b = !*b;
@@ -142,6 +142,24 @@ fn versus_cursor(key: &[u8], cursor: &[u8]) -> Ordering {
     }
 }
 
+fn row(doc: Document) -> Row {
+    Row {
+        name: Value {
+            value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
+        },
+        doc,
+    }
+}
+
+fn passes(checked: &Checked, row: &Row) -> bool {
+    checked.filter.as_ref().is_none_or(|f| matches(f, row))
+        && checked.orders.iter().all(|o| row.get(&o.field).is_some())
+}
+
+pub(super) fn matches_doc(checked: &Checked, doc: &Document) -> bool {
+    passes(checked, &row(doc.clone()))
+}
+
 pub(super) fn run(checked: &Checked, candidates: Vec<Document>) -> Vec<Document> {
     let start = checked
         .start_at
@@ -154,12 +172,7 @@ pub(super) fn run(checked: &Checked, candidates: Vec<Document>) -> Vec<Document>
 
     let mut keyed: Vec<(Vec<u8>, Row)> = Vec::new();
     for doc in candidates {
-        let row = Row {
-            name: Value {
-                value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
-            },
-            doc,
-        };
+        let row = row(doc);
         if let Some(f) = &checked.filter
             && !matches(f, &row)
         {

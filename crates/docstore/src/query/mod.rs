@@ -143,5 +143,13 @@ pub fn run(query: &StructuredQuery, candidates: Vec<Document>) -> Result<Vec<Doc
     Ok(eval::run(&checked, candidates))
 }
 
+/// Whether `doc` passes the query's filters and has every field it orders
+/// by: what a candidate must be before cursors, offset and limit apply
+/// (for `Listen`, to tell whether a changed document concerns a target).
+pub fn matches(query: &StructuredQuery, doc: &Document) -> Result<bool, Status> {
+    let checked = check::check(query, None)?;
+    Ok(eval::matches_doc(&checked, doc))
+}
+
 #[cfg(test)]
 mod tests;

@@ -494,6 +494,149 @@ fn structural_equality_and_more_orders() {
 }
 
 #[test]
+fn negations_and_cursors_with_several_orders() {
+    let ne_b = with(ff("b", Op::NotEqual, string("x")));
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("a")],
+            ..ne_b.clone()
+        },
+        &["d4", "d2", "d5", "d8"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![desc("a")],
+            ..ne_b
+        },
+        &["d8", "d5", "d2", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b"), asc("a")],
+            start_at: cursor(vec![string("y")], true),
+            ..q()
+        },
+        &["d2", "d5", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b"), desc("a")],
+            start_at: cursor(vec![string("y"), int(3)], false),
+            end_at: cursor(vec![string("z")], false),
+            ..q()
+        },
+        &["d2", "d4"],
+    );
+    expect_ids(
+        &StructuredQuery {
+            order_by: vec![asc("b")],
+            start_at: cursor(vec![string("x")], false),
+            offset: 1,
+            limit: Some(2),
+            ..q()
+        },
+        &["d5", "d4"],
+    );
+    expect_ids(
+        &with(and(vec![uf("a", Un::IsNan), ff("a", Op::LessThan, int(5))])),
+        &[],
+    );
+    expect_ids(
+        &with(or(vec![
+            and(vec![
+                ff("b", Op::Equal, string("x")),
+                ff("a", Op::GreaterThan, int(0)),
+            ]),
+            and(vec![
+                ff("b", Op::Equal, string("y")),
+                ff("a", Op::LessThan, int(10)),
+            ]),
+        ])),
+        &["d1", "d2"],
+    );
+    expect_ids(
+        &with(or(vec![
+            ff("a", Op::GreaterThan, int(2)),
+            ff("b", Op::LessThan, string("y")),
+        ])),
+        &["d6", "d1", "d2", "d3"],
+    );
+}
+
+#[test]
+fn long_strings_sort_by_their_first_bytes_only() {
+    // Emulator: strings tie past their first 1499 bytes (then the name
+    // decides: l1 before l2 though "…c" > "…b"), bytes past 1500; the
+    // untruncated string with the same prefix still sorts first; longer
+    // filter values are refused.
+    let a = |n: usize| "a".repeat(n);
+    let docs = vec![
+        doc("l/l0", vec![("s", string(&a(1499)))]),
+        doc("l/l1", vec![("s", string(&(a(1499) + "c")))]),
+        doc("l/l2", vec![("s", string(&(a(1499) + "b")))]),
+        doc("l/l3", vec![("s", string(&(a(1498) + "c")))]),
+        doc("l/l4", vec![("s", string(&(a(1498) + "b")))]),
+        doc("l/b1", vec![("y", bytes((a(1500) + "c").as_bytes()))]),
+        doc("l/b2", vec![("y", bytes((a(1500) + "b").as_bytes()))]),
+        doc("l/b3", vec![("y", bytes((a(1499) + "c").as_bytes()))]),
+        doc("l/b4", vec![("y", bytes((a(1499) + "b").as_bytes()))]),
+    ];
+    let order = |f: &str| {
+        let q = StructuredQuery {
+            from: from("l", false),
+            order_by: vec![asc(f)],
+            ..Default::default()
+        };
+        run(&q, docs.clone()).map(|d| d.iter().map(rel).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        order("s"),
+        Ok(["l/l0", "l/l1", "l/l2", "l/l4", "l/l3"]
+            .map(str::to_owned)
+            .to_vec())
+    );
+    assert_eq!(
+        order("y"),
+        Ok(["l/b1", "l/b2", "l/b4", "l/b3"].map(str::to_owned).to_vec())
+    );
+    refuse(
+        &with(ff("s", Op::Equal, string(&a(1500)))),
+        "value for s is too large to be used in a query",
+    );
+    refuse(
+        &with(ff("s", Op::In, array(vec![string(&a(1500))]))),
+        "value for s is too large to be used in a query",
+    );
+    refuse(
+        &with(ff("s", Op::GreaterThan, bytes(a(1501).as_bytes()))),
+        "value for s is too large to be used in a query",
+    );
+    expect_ids(
+        &with(ff("s", Op::GreaterThan, bytes(a(1500).as_bytes()))),
+        &[],
+    );
+    expect_ids(&with(ff("s", Op::Equal, string(&a(1499)))), &[]);
+}
+
+#[test]
+fn matches_says_which_documents_are_candidates() {
+    let query = StructuredQuery {
+        order_by: vec![asc("c")],
+        ..with(ff("b", Op::Equal, string("x")))
+    };
+    let verdicts: Vec<bool> = dataset()[..9]
+        .iter()
+        .map(|d| matches(&query, d).unwrap())
+        .collect();
+    // Only d3 has b == "x" and a `c` to order by.
+    assert_eq!(
+        verdicts,
+        [false, false, true, false, false, false, false, false, false]
+    );
+    assert!(matches(&with(Filter { filter_type: None }), &dataset()[0]).is_err());
+}
+
+#[test]
 fn or_filters_and_nesting() {
     expect_ids(
         &with(or(vec![
