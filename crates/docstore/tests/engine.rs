@@ -1396,6 +1396,9 @@ async fn listen_on_a_query_sends_adds_changes_removes_and_resumes_with_reset() {
     assert_eq!(kind(&next(&mut out).await), "NoChange[]");
     // A write elsewhere sends nothing; the next thing seen is the resume.
     commit(&s, vec![set("elsewhere/x", &[])]).await.unwrap();
+    commit(&s, vec![set("f/quiet", &[("enabled", no.clone())])])
+        .await
+        .unwrap();
     commit(&s, vec![set("f/new", &[("enabled", yes.clone())])])
         .await
         .unwrap();
