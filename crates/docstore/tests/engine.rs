@@ -805,6 +805,29 @@ async fn field_names_and_values_are_checked_as_the_emulator_does() {
         .await
         .unwrap_err();
     assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // Reserved names in mask and transform paths (the boundary table's
+    // cases, answered so by the emulator).
+    let e = commit(&s, vec![with_mask(set("v/1", &[]), &["__x__"])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "Invalid reserved name in field path __x__"
+        )
+    );
+    let e = commit(
+        &s,
+        vec![with_transform(
+            set("v/1", &[]),
+            "__x__",
+            TransformType::Increment(int(1)),
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
     // The same field transformed twice applies both, in order.
     let mut w = with_mask(set("v/2", &[]), &[]);
     w = with_transform(w, "n", TransformType::Increment(int(1)));
@@ -1607,4 +1630,25 @@ async fn a_document_added_to_what_a_transaction_queried_aborts_it() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn numeric_ids_are_documents_and_other_reserved_ids_are_refused() {
+    // The emulator accepts `__id7__` and refuses `__x__` (confirmed there).
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("a/__id7__", &[("x", int(1))])])
+        .await
+        .unwrap();
+    assert_eq!(get(&s, "a/__id7__").await.unwrap().fields["x"], int(1));
+    let listed = s
+        .list_documents(proto::ListDocumentsRequest {
+            parent: format!("{DB}/documents"),
+            collection_id: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.documents.len(), 1);
+    let e = commit(&s, vec![set("a/__x__", &[])]).await.unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
 }
