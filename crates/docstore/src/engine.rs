@@ -26,7 +26,8 @@ use bytes::Bytes;
 use latchkey_core::SharedClock;
 use latchkey_documents::{DatabaseName, DocPath, GrpcCode};
 use latchkey_store::{
-    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite, prefix_end,
+    DocumentRows, RowCheck, RowCommitError, RowExpect, RowScan, RowSelection, RowWrite, ScanCheck,
+    prefix_end,
 };
 use tokio::sync::broadcast;
 
@@ -133,12 +134,13 @@ impl DocumentStore {
         micros_of(&self.inner.clock).max(self.inner.last_commit.load(Ordering::SeqCst))
     }
 
-    /// The next commit time: the clock, but always after the previous one.
-    fn next_commit_time(&self) -> i64 {
+    /// The next commit time: the clock, but always after the previous one
+    /// and after `after` (the newest update time the commit overwrites).
+    fn next_commit_time(&self, after: i64) -> i64 {
         let now = micros_of(&self.inner.clock);
         let mut prev = self.inner.last_commit.load(Ordering::SeqCst);
         loop {
-            let next = now.max(prev + 1);
+            let next = now.max(prev + 1).max(after.saturating_add(1));
             match self.inner.last_commit.compare_exchange(
                 prev,
                 next,
@@ -164,16 +166,14 @@ impl DocumentStore {
             }),
             Consistency::Transaction(id) => {
                 // Touch it now: an unknown or expired one fails before reading.
-                self.inner.transactions.record_reads(
-                    &id,
-                    &database.to_string(),
-                    self.now_ms(),
-                    [],
-                )?;
+                let read_time =
+                    self.inner
+                        .transactions
+                        .touch(&id, &database.to_string(), self.now_ms())?;
                 Ok(ReadCtx {
                     transaction: Some(id),
                     began: None,
-                    read_time: None,
+                    read_time,
                 })
             }
             Consistency::NewTransaction(options) => {
@@ -209,6 +209,7 @@ impl DocumentStore {
         database: &DatabaseName,
         ctx: &ReadCtx,
         seen: impl IntoIterator<Item = (Vec<u8>, Option<i64>)>,
+        scan: Option<ScanCheck>,
     ) -> Result<(), Status> {
         let seen: Vec<(Vec<u8>, Option<i64>)> = seen.into_iter().collect();
         if let Some(t) = ctx.read_time {
@@ -218,9 +219,13 @@ impl DocumentStore {
             self.check_read_time(t)?;
         }
         if let Some(id) = &ctx.transaction {
-            self.inner
-                .transactions
-                .record_reads(id, &database.to_string(), self.now_ms(), seen)?;
+            self.inner.transactions.record_reads(
+                id,
+                &database.to_string(),
+                self.now_ms(),
+                seen,
+                scan,
+            )?;
         }
         Ok(())
     }
@@ -262,6 +267,7 @@ impl DocumentStore {
             &database,
             &ctx,
             [(key(&path), doc.as_ref().map(|d| d.update_time))],
+            None,
         )?;
         match doc {
             Some(d) => Ok(to_proto(&database, &d, mask.as_ref())),
@@ -304,6 +310,7 @@ impl DocumentStore {
                 .iter()
                 .zip(&docs)
                 .map(|(p, d)| (key(p), d.as_ref().map(|d| d.update_time))),
+            None,
         )?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
         let mut out: Vec<proto::BatchGetDocumentsResponse> = paths
@@ -332,12 +339,13 @@ impl DocumentStore {
         Ok(out)
     }
 
-    /// The documents a query's scan selects, as full documents.
+    /// The documents a query's scan selects, as full documents, and the
+    /// rows it read (for a transaction's commit to check again).
     async fn candidates(
         &self,
         database: &DatabaseName,
         scan: &Scan,
-    ) -> Result<Vec<Stored>, Status> {
+    ) -> Result<(Vec<Stored>, ScanCheck), Status> {
         let selection = match scan {
             Scan::Collection { collection } => RowSelection::Children {
                 parent: key(collection),
@@ -361,7 +369,7 @@ impl DocumentStore {
             .scan_rows(
                 &database.to_string(),
                 &RowScan {
-                    selection,
+                    selection: selection.clone(),
                     after: None,
                     limit: None,
                 },
@@ -376,7 +384,11 @@ impl DocumentStore {
                 out.push(d);
             }
         }
-        Ok(out)
+        let read = ScanCheck {
+            selection,
+            rows: rows.into_iter().map(|r| (r.path, r.update_time)).collect(),
+        };
+        Ok((out, read))
     }
 
     /// Runs a structured query under `parent`: its documents, with the
@@ -386,15 +398,15 @@ impl DocumentStore {
         database: &DatabaseName,
         parent: &DocPath,
         q: &proto::StructuredQuery,
-    ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>), Status> {
+    ) -> Result<(Vec<Document>, Vec<(Vec<u8>, Option<i64>)>, ScanCheck), Status> {
         let scan = query::plan_in(database, parent, q)?;
-        let stored = self.candidates(database, &scan).await?;
+        let (stored, read) = self.candidates(database, &scan).await?;
         let versions = stored
             .iter()
             .map(|d| (key(&d.path), Some(d.update_time)))
             .collect();
         let docs = stored.iter().map(|d| to_proto(database, d, None)).collect();
-        Ok((query::run(q, docs)?, versions))
+        Ok((query::run(q, docs)?, versions, read))
     }
 
     /// `RunQuery`: one response per document, each with the read time;
@@ -421,8 +433,8 @@ impl DocumentStore {
             Some(C::ReadTime(t)) => Consistency::ReadTime(convert::micros(&t)?),
         };
         let ctx = self.begin_read(&database, c)?;
-        let (docs, versions) = self.evaluate(&database, &parent, &q).await?;
-        self.finish_read(&database, &ctx, versions)?;
+        let (docs, versions, read) = self.evaluate(&database, &parent, &q).await?;
+        self.finish_read(&database, &ctx, versions, Some(read))?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
         let mut out: Vec<proto::RunQueryResponse> = docs
             .into_iter()
@@ -457,7 +469,8 @@ impl DocumentStore {
         Ok(out)
     }
 
-    /// `RunAggregationQuery`: one response with the aggregates.
+    /// `RunAggregationQuery`: one response with the aggregates (after one
+    /// carrying the transaction the call began, if it began one).
     pub async fn run_aggregation_query(
         &self,
         req: proto::RunAggregationQueryRequest,
@@ -484,11 +497,12 @@ impl DocumentStore {
         };
         let ctx = self.begin_read(&database, c)?;
         let scan = query::plan_in(&database, &parent, q)?;
-        let stored = self.candidates(&database, &scan).await?;
+        let (stored, read) = self.candidates(&database, &scan).await?;
         self.finish_read(
             &database,
             &ctx,
             stored.iter().map(|d| (key(&d.path), Some(d.update_time))),
+            Some(read),
         )?;
         let docs = stored
             .iter()
@@ -496,12 +510,22 @@ impl DocumentStore {
             .collect();
         let result = query::aggregate(&agg, docs)?;
         let read_time = Some(timestamp(ctx.read_time.unwrap_or_else(|| self.read_time())));
-        Ok(vec![proto::RunAggregationQueryResponse {
+        let mut out = Vec::with_capacity(2);
+        // A transaction the call began comes first, in a response of its
+        // own (as the emulator sends it; confirmed there).
+        if let Some(id) = ctx.began {
+            out.push(proto::RunAggregationQueryResponse {
+                transaction: id,
+                ..Default::default()
+            });
+        }
+        out.push(proto::RunAggregationQueryResponse {
             result: Some(result),
-            transaction: ctx.began.unwrap_or_default(),
+            transaction: Bytes::new(),
             read_time,
             explain_metrics: None,
-        }])
+        });
+        Ok(out)
     }
 
     /// The ids of the collections directly under `parent` (a document or
@@ -666,6 +690,7 @@ impl DocumentStore {
                 &database,
                 &ctx,
                 listed.iter().map(|d| (key(&d.path), Some(d.update_time))),
+                None,
             )?;
             return Ok(proto::ListDocumentsResponse {
                 documents: listed
@@ -722,6 +747,7 @@ impl DocumentStore {
             listed
                 .iter()
                 .map(|(p, d)| (key(p), d.as_ref().map(|d| d.update_time))),
+            None,
         )?;
         let documents = listed
             .into_iter()
@@ -797,7 +823,7 @@ impl DocumentStore {
         database: &DatabaseName,
         writes: &[proto::Write],
         tx: Option<&transactions::Finished>,
-    ) -> Result<(i64, Vec<WriteResult>), Status> {
+    ) -> Result<(i64, Vec<Applied>), Status> {
         if writes.len() > limits::MAX_WRITES {
             return Err(Status::invalid(format!(
                 "maximum {} writes allowed per request",
@@ -808,15 +834,27 @@ impl DocumentStore {
             .iter()
             .map(|w| writes::parse(database, w))
             .collect::<Result<_, _>>()?;
-        self.apply_parsed(database, &parsed, tx).await
+        let (time, outcomes) = self.apply_parsed(database, &parsed, tx, false).await?;
+        // Atomic mode answers the first failure as the call's error, so
+        // every outcome here is a success.
+        let applied = outcomes.into_iter().collect::<Result<_, _>>()?;
+        Ok((time, applied))
     }
 
+    /// Evaluates `parsed` in order against the documents' current rows and
+    /// commits the result in one store commit whose checks say "every row
+    /// is as read" (and, in a transaction, "as the transaction read it").
+    /// Atomic (`independent` false): the first failing write fails the
+    /// call. Independent (BatchWrite): a failing write gets its status and
+    /// the others still apply. A commit that lost a race is evaluated
+    /// again; in a transaction it answers ABORTED instead.
     async fn apply_parsed(
         &self,
         database: &DatabaseName,
         parsed: &[writes::Parsed],
         tx: Option<&transactions::Finished>,
-    ) -> Result<(i64, Vec<WriteResult>), Status> {
+        independent: bool,
+    ) -> Result<(i64, Vec<Result<Applied, Status>>), Status> {
         let db = database.to_string();
         let mut seen = HashSet::new();
         let mut paths = Vec::new();
@@ -829,13 +867,17 @@ impl DocumentStore {
             let current = self.get_stored(database, &paths).await?;
             let mut state: HashMap<Vec<u8>, Option<Stored>> = HashMap::new();
             let mut checks = Vec::new();
+            let mut newest = i64::MIN;
             for (p, d) in paths.iter().zip(current) {
                 let k = key(p);
                 checks.push(RowCheck {
                     path: k.clone(),
                     expect: match &d {
                         None => RowExpect::Absent,
-                        Some(d) => RowExpect::UpdateTime(d.update_time),
+                        Some(d) => {
+                            newest = newest.max(d.update_time);
+                            RowExpect::UpdateTime(d.update_time)
+                        }
                     },
                 });
                 state.insert(k, d);
@@ -858,19 +900,30 @@ impl DocumentStore {
                     }
                 }
             }
-            let commit_time = self.next_commit_time();
-            let mut results = Vec::with_capacity(parsed.len());
+            // INVARIANT: a document's update time only grows, even if the
+            // clock stepped back (or another node's clock runs ahead).
+            let commit_time = self.next_commit_time(newest);
+            let mut outcomes = Vec::with_capacity(parsed.len());
             let mut changed: Vec<Vec<u8>> = Vec::new();
             let original = state.clone();
             for w in parsed {
                 let cur = state.get(&w.key).and_then(Option::as_ref);
-                writes::check_precondition(database, w, cur)?;
-                let (next, result) = writes::apply(database, w, cur, commit_time)?;
-                results.push(result);
-                if !changed.contains(&w.key) {
-                    changed.push(w.key.clone());
+                let outcome = writes::check_precondition(database, w, cur)
+                    .and_then(|()| writes::apply(database, w, cur, commit_time));
+                match outcome {
+                    Ok((next, result)) => {
+                        if !changed.contains(&w.key) {
+                            changed.push(w.key.clone());
+                        }
+                        outcomes.push(Ok(Applied {
+                            result,
+                            doc: next.clone(),
+                        }));
+                        state.insert(w.key.clone(), next);
+                    }
+                    Err(e) if independent => outcomes.push(Err(e)),
+                    Err(e) => return Err(e),
                 }
-                state.insert(w.key.clone(), next);
             }
             let mut row_writes = Vec::new();
             let mut events = Vec::new();
@@ -893,7 +946,13 @@ impl DocumentStore {
                     }
                 }
             }
-            match self.inner.rows.commit_rows(&db, &checks, &row_writes).await {
+            let scans = tx.map_or(&[][..], |t| &t.scans[..]);
+            match self
+                .inner
+                .rows
+                .commit_rows(&db, &checks, scans, &row_writes)
+                .await
+            {
                 Ok(()) => {
                     if !events.is_empty() {
                         // No receiver (no `Listen` stream) is not an error.
@@ -903,7 +962,7 @@ impl DocumentStore {
                             changes: events,
                         }));
                     }
-                    return Ok((commit_time, results));
+                    return Ok((commit_time, outcomes));
                 }
                 Err(RowCommitError::Conflict { .. }) if tx.is_some() => {
                     return Err(Status::aborted(CONTENTION));
@@ -934,9 +993,10 @@ impl DocumentStore {
             }
             Some(finished)
         };
-        let (commit_time, write_results) = self
+        let (commit_time, applied) = self
             .commit_writes(&database, &req.writes, tx.as_ref())
             .await?;
+        let write_results = applied.into_iter().map(|a| a.result).collect();
         Ok(proto::CommitResponse {
             write_results,
             commit_time: Some(timestamp(commit_time)),
@@ -966,16 +1026,28 @@ impl DocumentStore {
                 ));
             }
         }
-        let mut write_results = Vec::with_capacity(req.writes.len());
-        let mut status = Vec::with_capacity(req.writes.len());
+        // Each write on its own, all evaluated against one read and
+        // committed together: one disk sync for the batch, not one each.
+        let mut outcomes: Vec<Option<Result<WriteResult, Status>>> = Vec::new();
+        let mut parsed = Vec::new();
+        let mut slots = Vec::new();
         for w in &req.writes {
-            let outcome = match writes::parse(&database, w) {
-                Ok(p) => self
-                    .apply_parsed(&database, std::slice::from_ref(&p), None)
-                    .await
-                    .map(|(_, mut r)| r.pop().unwrap_or_default()),
-                Err(e) => Err(e),
-            };
+            match writes::parse(&database, w) {
+                Ok(p) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(None);
+                    parsed.push(p);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let (_, applied) = self.apply_parsed(&database, &parsed, None, true).await?;
+        for (slot, a) in slots.into_iter().zip(applied) {
+            outcomes[slot] = Some(a.map(|a| a.result));
+        }
+        let mut write_results = Vec::with_capacity(outcomes.len());
+        let mut status = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes.into_iter().flatten() {
             match outcome {
                 Ok(r) => {
                     write_results.push(r);
@@ -1022,8 +1094,8 @@ impl DocumentStore {
             }),
             ..Default::default()
         };
-        self.commit_writes(&database, &[write], None).await?;
-        self.read_back(&database, &path, mask.as_ref()).await
+        let (_, applied) = self.commit_writes(&database, &[write], None).await?;
+        written(&database, applied, mask.as_ref())
     }
 
     /// `UpdateDocument` (REST `PATCH`): an upsert, with the update mask
@@ -1035,7 +1107,7 @@ impl DocumentStore {
         let Some(doc) = req.document else {
             return Err(Status::invalid("a document is required"));
         };
-        let (database, path) = convert::named_document(&doc.name)?;
+        let (database, _) = convert::named_document(&doc.name)?;
         let mask = Mask::parse(req.mask.as_ref())?;
         let write = proto::Write {
             operation: Some(proto::write::Operation::Update(doc)),
@@ -1043,28 +1115,8 @@ impl DocumentStore {
             current_document: req.current_document,
             ..Default::default()
         };
-        self.commit_writes(&database, &[write], None).await?;
-        self.read_back(&database, &path, mask.as_ref()).await
-    }
-
-    async fn read_back(
-        &self,
-        database: &DatabaseName,
-        path: &DocPath,
-        mask: Option<&Mask>,
-    ) -> Result<Document, Status> {
-        match self
-            .get_stored(database, std::slice::from_ref(path))
-            .await?
-            .pop()
-            .flatten()
-        {
-            Some(d) => Ok(to_proto(database, &d, mask)),
-            // Deleted again before it could be read back.
-            None => Err(Status::aborted(
-                "the document changed while it was written; try again",
-            )),
-        }
+        let (_, applied) = self.commit_writes(&database, &[write], None).await?;
+        written(&database, applied, mask.as_ref())
     }
 
     /// `DeleteDocument` (REST `DELETE`).
@@ -1087,13 +1139,16 @@ impl DocumentStore {
         options: &TransactionOptions,
     ) -> Result<Bytes, Status> {
         use proto::transaction_options::Mode;
+        let mut read_time = None;
         let read_only = match &options.mode {
             Some(Mode::ReadOnly(ro)) => {
                 if let Some(proto::transaction_options::read_only::ConsistencySelector::ReadTime(
                     t,
                 )) = &ro.consistency_selector
                 {
-                    self.check_read_time(convert::micros(t)?)?;
+                    let t = convert::micros(t)?;
+                    self.check_read_time(t)?;
+                    read_time = Some(t);
                 }
                 true
             }
@@ -1107,7 +1162,7 @@ impl DocumentStore {
         };
         self.inner
             .transactions
-            .begin(&database.to_string(), read_only, self.now_ms())
+            .begin(&database.to_string(), read_only, read_time, self.now_ms())
     }
 
     /// `BeginTransaction`: read-write by default, read-only when asked
@@ -1155,6 +1210,25 @@ impl DocumentStore {
 impl DocumentStore {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.inner.changes.subscribe()
+    }
+}
+
+/// One write's outcome: its result and the document it left.
+#[derive(Debug)]
+struct Applied {
+    result: WriteResult,
+    doc: Option<Stored>,
+}
+
+/// The document a single-write REST call answers with.
+fn written(
+    database: &DatabaseName,
+    applied: Vec<Applied>,
+    mask: Option<&Mask>,
+) -> Result<Document, Status> {
+    match applied.into_iter().next().and_then(|a| a.doc) {
+        Some(d) => Ok(to_proto(database, &d, mask)),
+        None => Err(Status::internal("a write left no document")),
     }
 }
 

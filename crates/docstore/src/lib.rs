@@ -15,7 +15,8 @@
 //! - [`query`]: structured queries (filters, orders, cursors, offset,
 //!   limit, projections) and aggregations over candidate documents.
 //! - [`engine`]: [`DocumentStore`], one method per RPC: reads, commits with
-//!   transforms and preconditions, transactions, `Listen`.
+//!   transforms and preconditions, transactions, `Listen`, and export and
+//!   import of whole documents with their times.
 //!
 //! Storage is the state store's [`latchkey_store::DocumentRows`]: keys and
 //! bytes only, so SQLite today and PostgreSQL later hold documents alike.

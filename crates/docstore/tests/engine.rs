@@ -805,6 +805,29 @@ async fn field_names_and_values_are_checked_as_the_emulator_does() {
         .await
         .unwrap_err();
     assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // Reserved names in mask and transform paths (the boundary table's
+    // cases, answered so by the emulator).
+    let e = commit(&s, vec![with_mask(set("v/1", &[]), &["__x__"])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "Invalid reserved name in field path __x__"
+        )
+    );
+    let e = commit(
+        &s,
+        vec![with_transform(
+            set("v/1", &[]),
+            "__x__",
+            TransformType::Increment(int(1)),
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
     // The same field transformed twice applies both, in order.
     let mut w = with_mask(set("v/2", &[]), &[]);
     w = with_transform(w, "n", TransformType::Increment(int(1)));
@@ -1245,6 +1268,7 @@ async fn aggregation_counts_over_stored_rows() {
             proto::structured_aggregation_query::QueryType::StructuredQuery(query("n", false)),
         ),
     };
+    let agg_query = agg.clone();
     let r = s
         .run_aggregation_query(proto::RunAggregationQueryRequest {
             parent: format!("{DB}/documents"),
@@ -1260,6 +1284,28 @@ async fn aggregation_counts_over_stored_rows() {
     assert_eq!(fields["count"], int(3));
     assert_eq!(fields["total"], dbl(3.5));
     assert!(r[0].read_time.is_some());
+    // In a new transaction: the transaction first, in its own response
+    // (as the emulator answers; confirmed there).
+    let r = s
+        .run_aggregation_query(proto::RunAggregationQueryRequest {
+            parent: format!("{DB}/documents"),
+            query_type: Some(
+                proto::run_aggregation_query_request::QueryType::StructuredAggregationQuery(
+                    agg_query,
+                ),
+            ),
+            consistency_selector: Some(
+                proto::run_aggregation_query_request::ConsistencySelector::NewTransaction(
+                    Default::default(),
+                ),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(!r[0].transaction.is_empty() && r[0].result.is_none());
+    assert!(r[1].transaction.is_empty() && r[1].result.is_some());
 }
 
 #[tokio::test]
@@ -1373,6 +1419,9 @@ async fn listen_on_a_query_sends_adds_changes_removes_and_resumes_with_reset() {
     assert_eq!(kind(&next(&mut out).await), "NoChange[]");
     // A write elsewhere sends nothing; the next thing seen is the resume.
     commit(&s, vec![set("elsewhere/x", &[])]).await.unwrap();
+    commit(&s, vec![set("f/quiet", &[("enabled", no.clone())])])
+        .await
+        .unwrap();
     commit(&s, vec![set("f/new", &[("enabled", yes.clone())])])
         .await
         .unwrap();
@@ -1400,4 +1449,206 @@ async fn listen_on_a_query_sends_adds_changes_removes_and_resumes_with_reset() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn depth_and_precision_limits_answer_as_the_emulator_does() {
+    // Each answer below was confirmed on the emulator.
+    let (_dir, s) = open().await;
+    let nest = |depth: usize| {
+        let mut v = int(1);
+        for _ in 0..depth {
+            v = map(&[("a", v)]);
+        }
+        v
+    };
+    commit(&s, vec![set("d/1", &[("a", nest(20))])])
+        .await
+        .unwrap();
+    let e = commit(&s, vec![set("d/1", &[("a", nest(21))])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "Property a contains an invalid nested entity."
+        )
+    );
+    let deep = vec!["a"; 21].join(".");
+    let e = commit(&s, vec![with_mask(set("d/2", &[]), &[deep.as_str()])])
+        .await
+        .unwrap_err();
+    assert_eq!(e.message, "paths must have at most 20 elements");
+    let twenty = vec!["a"; 20].join(".");
+    commit(&s, vec![with_mask(set("d/2", &[]), &[twenty.as_str()])])
+        .await
+        .unwrap();
+    // Timestamps keep microseconds.
+    let ts = |seconds, nanos| Value {
+        value_type: Some(ValueType::TimestampValue(prost_types::Timestamp {
+            seconds,
+            nanos,
+        })),
+    };
+    commit(&s, vec![set("d/3", &[("t", ts(5, 1999))])])
+        .await
+        .unwrap();
+    assert_eq!(get(&s, "d/3").await.unwrap().fields["t"], ts(5, 1000));
+    let e = commit(
+        &s,
+        vec![with_pre(
+            set("d/3", &[]),
+            ConditionType::UpdateTime(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 1,
+            }),
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            GrpcCode::InvalidArgument,
+            "timestamp cannot have more than microseconds precision"
+        )
+    );
+}
+
+#[tokio::test]
+async fn update_times_grow_even_when_the_clock_steps_back() {
+    let clock = Arc::new(FakeClock::at(1_800_000_000));
+    let (dir, s) = open_with(clock.clone()).await;
+    let r1 = commit(&s, vec![set("c/1", &[("n", int(1))])])
+        .await
+        .unwrap();
+    // A restart with the clock an hour behind: the store's rows still
+    // carry the later time.
+    clock.set(1_799_996_400);
+    let sqlite = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let s2 = DocumentStore::new(sqlite.document_rows(), clock.clone());
+    let r2 = commit(&s2, vec![set("c/1", &[("n", int(2))])])
+        .await
+        .unwrap();
+    assert!(micros(&r2.commit_time) > micros(&r1.commit_time));
+    drop(s);
+}
+
+/// The gateway holds the store in an `Arc` and runs each call on its own
+/// task: the store is `Send + Sync` and every call's future is `Send`.
+#[test]
+fn the_store_and_its_calls_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<DocumentStore>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_dir, s) = open().await;
+        send(&s.get_document(Default::default()));
+        send(&s.list_documents(Default::default()));
+        send(&s.create_document(Default::default()));
+        send(&s.update_document(Default::default()));
+        send(&s.delete_document(Default::default()));
+        send(&s.batch_get_documents(Default::default()));
+        send(&s.begin_transaction(Default::default()));
+        send(&s.commit(Default::default()));
+        send(&s.rollback(Default::default()));
+        send(&s.run_query(Default::default()));
+        send(&s.run_aggregation_query(Default::default()));
+        send(&s.list_collection_ids(Default::default()));
+        send(&s.batch_write(Default::default()));
+        send(&s.partition_query(Default::default()));
+        send(&s.import(Vec::new()));
+        let listen = s.listen(futures_util::stream::empty().boxed());
+        send(&listen);
+        let export = s.export(None).unwrap();
+        send(&export);
+    });
+}
+
+#[tokio::test]
+async fn a_document_added_to_what_a_transaction_queried_aborts_it() {
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("seats/1", &[("taken", int(1))])])
+        .await
+        .unwrap();
+    let begin = || async {
+        s.begin_transaction(proto::BeginTransactionRequest {
+            database: DB.into(),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .transaction
+    };
+    let query_in = |tx: bytes::Bytes| {
+        let s = s.clone();
+        async move {
+            s.run_query(proto::RunQueryRequest {
+                parent: format!("{DB}/documents"),
+                query_type: Some(proto::run_query_request::QueryType::StructuredQuery(query(
+                    "seats", false,
+                ))),
+                consistency_selector: Some(
+                    proto::run_query_request::ConsistencySelector::Transaction(tx),
+                ),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // A phantom: a new document where the transaction's query looked.
+    let tx = begin().await;
+    assert_eq!(doc_names(&query_in(tx.clone()).await).len(), 1);
+    commit(&s, vec![set("seats/2", &[("taken", int(1))])])
+        .await
+        .unwrap();
+    let e = s
+        .commit(proto::CommitRequest {
+            database: DB.into(),
+            writes: vec![set("summary/s", &[("count", int(1))])],
+            transaction: tx,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, GrpcCode::Aborted);
+    // Unchanged, the same shape commits (its own write into the queried
+    // collection included).
+    let tx = begin().await;
+    assert_eq!(doc_names(&query_in(tx.clone()).await).len(), 2);
+    s.commit(proto::CommitRequest {
+        database: DB.into(),
+        writes: vec![set("seats/3", &[])],
+        transaction: tx,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn numeric_ids_are_documents_and_other_reserved_ids_are_refused() {
+    // The emulator accepts `__id7__` and refuses `__x__` (confirmed there).
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("a/__id7__", &[("x", int(1))])])
+        .await
+        .unwrap();
+    assert_eq!(get(&s, "a/__id7__").await.unwrap().fields["x"], int(1));
+    let listed = s
+        .list_documents(proto::ListDocumentsRequest {
+            parent: format!("{DB}/documents"),
+            collection_id: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.documents.len(), 1);
+    let e = commit(&s, vec![set("a/__x__", &[])]).await.unwrap_err();
+    assert_eq!(e.code, GrpcCode::InvalidArgument);
 }

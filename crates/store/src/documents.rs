@@ -93,6 +93,18 @@ pub enum RowExpect {
     UpdateTime(i64),
 }
 
+/// What must hold of every row a scan selects for a commit to apply: a
+/// transaction's query read exactly these rows (path key and update time,
+/// in path order), so a row added, changed or removed there since (a
+/// phantom included) aborts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanCheck {
+    /// The rows the query read.
+    pub selection: RowSelection,
+    /// Each row's path key and update time, in ascending path order.
+    pub rows: Vec<(Vec<u8>, i64)>,
+}
+
 /// One change a commit applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowWrite {
@@ -108,7 +120,8 @@ pub enum RowCommitError {
     /// A check did not hold; nothing was written.
     #[error("document commit check {index} did not hold")]
     Conflict {
-        /// The index of the first failed check in the commit's list.
+        /// The index of the first failed check: a row check's index, or
+        /// the number of row checks plus a scan check's index.
         index: usize,
     },
     /// The store failed; nothing was written.
@@ -147,13 +160,14 @@ pub trait DocumentRows: Send + Sync + std::fmt::Debug {
         range: &KeyRange,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Applies `writes` (in order) in one transaction, only if every check
-    /// holds when the transaction runs; nothing is written otherwise.
-    /// Durable when it returns `Ok`.
+    /// Applies `writes` (in order) in one transaction, only if every row
+    /// check and scan check holds when the transaction runs; nothing is
+    /// written otherwise. Durable when it returns `Ok`.
     async fn commit_rows(
         &self,
         database: &str,
         checks: &[RowCheck],
+        scans: &[ScanCheck],
         writes: &[RowWrite],
     ) -> Result<(), RowCommitError>;
 

@@ -17,7 +17,7 @@ mod types;
 
 pub use documents::{
     DocumentRow, DocumentRows, ExportCursor, KeyRange, RowCheck, RowCommitError, RowExpect,
-    RowScan, RowSelection, RowWrite, key_successor, prefix_end, prefix_range,
+    RowScan, RowSelection, RowWrite, ScanCheck, key_successor, prefix_end, prefix_range,
 };
 pub use error::StoreError;
 pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::documents::{
     DocumentRow, DocumentRows, ExportCursor, KeyRange, RowCheck, RowCommitError, RowExpect,
-    RowScan, RowSelection, RowWrite,
+    RowScan, RowSelection, RowWrite, ScanCheck,
 };
 use crate::sqlite::db_error;
 use crate::{SqliteStore, StoreError};
@@ -43,6 +43,26 @@ fn decode_row(row: &SqliteRow) -> Result<DocumentRow, StoreError> {
         update_time: row.try_get("update_time").map_err(get_err)?,
         fields: row.try_get("fields").map_err(get_err)?,
     })
+}
+
+/// `... FROM documents WHERE` the database and the selection.
+fn push_selection(qb: &mut QueryBuilder<Sqlite>, database: &str, selection: &RowSelection) {
+    qb.push(" FROM documents WHERE database_name = ")
+        .push_bind(database.to_owned());
+    match selection {
+        RowSelection::Children { parent } => {
+            qb.push(" AND parent = ").push_bind(parent.clone());
+        }
+        RowSelection::Range(range) => push_range(qb, range),
+        RowSelection::Group {
+            collection_id,
+            range,
+        } => {
+            qb.push(" AND collection_id = ")
+                .push_bind(collection_id.clone());
+            push_range(qb, range);
+        }
+    }
 }
 
 fn push_range(qb: &mut QueryBuilder<Sqlite>, range: &KeyRange) {
@@ -115,23 +135,8 @@ impl DocumentRows for SqliteStore {
         scan: &RowScan,
     ) -> Result<Vec<DocumentRow>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
-        qb.push(COLUMNS)
-            .push(" FROM documents WHERE database_name = ")
-            .push_bind(database.to_owned());
-        match &scan.selection {
-            RowSelection::Children { parent } => {
-                qb.push(" AND parent = ").push_bind(parent.clone());
-            }
-            RowSelection::Range(range) => push_range(&mut qb, range),
-            RowSelection::Group {
-                collection_id,
-                range,
-            } => {
-                qb.push(" AND collection_id = ")
-                    .push_bind(collection_id.clone());
-                push_range(&mut qb, range);
-            }
-        }
+        qb.push(COLUMNS);
+        push_selection(&mut qb, database, &scan.selection);
         if let Some(after) = &scan.after {
             qb.push(" AND path > ").push_bind(after.clone());
         }
@@ -171,6 +176,7 @@ impl DocumentRows for SqliteStore {
         &self,
         database: &str,
         checks: &[RowCheck],
+        scans: &[ScanCheck],
         writes: &[RowWrite],
     ) -> Result<(), RowCommitError> {
         // BEGIN IMMEDIATE takes the write lock before the checks read, so no
@@ -200,6 +206,31 @@ impl DocumentRows for SqliteStore {
             if !holds {
                 // Dropping `tx` rolls back; nothing was written yet anyway.
                 return Err(RowCommitError::Conflict { index });
+            }
+        }
+        for (i, scan) in scans.iter().enumerate() {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT path, update_time");
+            push_selection(&mut qb, database, &scan.selection);
+            qb.push(" ORDER BY path");
+            let rows = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error("checking a scan", e))?;
+            let mut now = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let path: Vec<u8> = r
+                    .try_get("path")
+                    .map_err(|e| db_error("checking a scan", e))?;
+                let update_time: i64 = r
+                    .try_get("update_time")
+                    .map_err(|e| db_error("checking a scan", e))?;
+                now.push((path, update_time));
+            }
+            if now != scan.rows {
+                return Err(RowCommitError::Conflict {
+                    index: checks.len() + i,
+                });
             }
         }
         for write in writes {
@@ -296,7 +327,7 @@ mod tests {
             row(b"c/1/b/9", b"c/1/b", "b", 5),
         ];
         let writes: Vec<RowWrite> = rows.iter().cloned().map(RowWrite::Put).collect();
-        store.commit_rows(DB, &[], &writes).await.unwrap();
+        store.commit_rows(DB, &[], &[], &writes).await.unwrap();
         store
     }
 
@@ -381,7 +412,7 @@ mod tests {
             RowWrite::Delete(b"a/1".to_vec()),
             RowWrite::Put(row(b"a/3", b"a", "a", 9)),
         ];
-        match store.commit_rows(DB, &checks, &writes).await {
+        match store.commit_rows(DB, &checks, &[], &writes).await {
             Err(RowCommitError::Conflict { index: 1 }) => {}
             other => panic!("expected a conflict on check 1, got {other:?}"),
         }
@@ -401,12 +432,42 @@ mod tests {
                 expect: RowExpect::Absent,
             },
         ];
-        store.commit_rows(DB, &checks, &writes).await.unwrap();
+        store.commit_rows(DB, &checks, &[], &writes).await.unwrap();
         let got = store
             .get_rows(DB, &[b"a/1".to_vec(), b"a/3".to_vec()])
             .await
             .unwrap();
         assert!(got[0].is_none() && got[1].is_some());
+    }
+
+    #[tokio::test]
+    async fn a_scan_check_fails_on_a_phantom() {
+        let store = seeded().await;
+        let children = RowSelection::Children {
+            parent: b"a".to_vec(),
+        };
+        let read = ScanCheck {
+            selection: children.clone(),
+            rows: vec![(b"a/1".to_vec(), 1), (b"a/2".to_vec(), 2)],
+        };
+        let write = [RowWrite::Put(row(b"z/1", b"z", "z", 9))];
+        store
+            .commit_rows(DB, &[], std::slice::from_ref(&read), &write)
+            .await
+            .unwrap();
+        // A new row in the scanned collection: the same check now fails.
+        store
+            .commit_rows(DB, &[], &[], &[RowWrite::Put(row(b"a/3", b"a", "a", 10))])
+            .await
+            .unwrap();
+        let checks = [RowCheck {
+            path: b"c/1".to_vec(),
+            expect: RowExpect::Present,
+        }];
+        match store.commit_rows(DB, &checks, &[read], &write).await {
+            Err(RowCommitError::Conflict { index: 1 }) => {}
+            other => panic!("expected the scan check to fail, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -185,8 +185,20 @@ pub(crate) fn short(s: &str) -> String {
 }
 
 /// Parses a field path as Firestore does.
+/// A segment matching `__.*__` is reserved: the emulator refuses such a
+/// mask or transform path with this wording (confirmed there).
 pub(crate) fn field_path(path: &str) -> Result<FieldPath, Status> {
-    FieldPath::parse(path).map_err(|e| Status::invalid(e.to_string()))
+    let f = FieldPath::parse(path).map_err(|e| Status::invalid(e.to_string()))?;
+    if f.segments()
+        .iter()
+        .any(|s| s.len() >= 4 && s.starts_with("__") && s.ends_with("__"))
+    {
+        return Err(Status::invalid(format!(
+            "Invalid reserved name in field path {}",
+            short(path)
+        )));
+    }
+    Ok(f)
 }
 
 /// The value at a field path.

@@ -106,8 +106,9 @@ impl DocumentStore {
             let (db, path) =
                 ResourceName::parse(&d.name).map_err(|e| Status::invalid(e.to_string()))?;
             let path = convert::document_path(&db, &d.name).map(|_| path)?;
-            for v in d.fields.values() {
-                limits::check_value(v, 1)?;
+            for (k, v) in &d.fields {
+                limits::check_field_name(k)?;
+                limits::check_value(v, 1, k)?;
             }
             limits::check_document(&db, &path, &d.fields)?;
             let time = |t: &Option<prost_types::Timestamp>| match t {
@@ -135,7 +136,7 @@ impl DocumentStore {
         for (db, d) in events {
             by_db.entry(db).or_default().push((d.path.clone(), Some(d)));
         }
-        let commit_time = self.next_commit_time();
+        let commit_time = self.next_commit_time(i64::MIN);
         for (database, changes) in by_db {
             let _ = self.inner.changes.send(std::sync::Arc::new(Committed {
                 database,

@@ -110,6 +110,17 @@ fn group(n: u64) -> String {
     out
 }
 
+/// Firestore keeps timestamps to the microsecond: finer digits are
+/// dropped, in values at any depth (as the emulator stores them).
+pub(crate) fn normalize(v: &mut Value) {
+    match &mut v.value_type {
+        Some(ValueType::TimestampValue(t)) => t.nanos -= t.nanos.rem_euclid(1000),
+        Some(ValueType::MapValue(m)) => m.fields.values_mut().for_each(normalize),
+        Some(ValueType::ArrayValue(a)) => a.values.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
 /// Checks a field name (a map key) as Firestore does: not empty, not
 /// reserved (`__.*__`), with the emulator's wording.
 pub(crate) fn check_field_name(name: &str) -> Result<(), Status> {
@@ -122,34 +133,42 @@ pub(crate) fn check_field_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// Checks a value a write stores: a type is set, maps nest at most
-/// [`MAX_DEPTH`] deep, references name documents of this database, and
+/// Checks a value a write stores in top-level field `field`, at `depth`
+/// (1 for the field's own value): a type is set, maps and arrays nest at
+/// most [`MAX_DEPTH`] deep (20 nested maps holding a value pass on the
+/// emulator, 21 do not, with this wording), references name documents, and
 /// nothing Firestore cannot store (pipeline-only values) appears.
-pub(crate) fn check_value(v: &Value, depth: usize) -> Result<(), Status> {
+pub(crate) fn check_value(v: &Value, depth: usize, field: &str) -> Result<(), Status> {
+    let too_deep = || {
+        Status::invalid(format!(
+            "Property {field} contains an invalid nested entity."
+        ))
+    };
     match &v.value_type {
         None => Err(Status::invalid(
             "Cannot convert firestore.v1.Value with type unset.",
         )),
         Some(ValueType::MapValue(m)) => {
-            if depth >= MAX_DEPTH {
-                return Err(Status::invalid(format!(
-                    "a map value is nested more than {MAX_DEPTH} levels deep"
-                )));
+            if depth > MAX_DEPTH {
+                return Err(too_deep());
             }
             for (k, v) in &m.fields {
                 check_field_name(k)?;
-                check_value(v, depth + 1)?;
+                check_value(v, depth + 1, field)?;
             }
             Ok(())
         }
         Some(ValueType::ArrayValue(a)) => {
+            if depth > MAX_DEPTH {
+                return Err(too_deep());
+            }
             for e in &a.values {
                 if matches!(e.value_type, Some(ValueType::ArrayValue(_))) {
                     return Err(Status::invalid(
                         "Cannot convert an array value in an array value.",
                     ));
                 }
-                check_value(e, depth + 1)?;
+                check_value(e, depth + 1, field)?;
             }
             Ok(())
         }
@@ -217,12 +236,12 @@ mod tests {
                 value_type: Some(ValueType::MapValue(m)),
             };
         }
-        assert!(check_value(&v, 0).is_ok());
+        assert!(check_value(&v, 1, "a").is_ok());
         let mut m = crate::proto::MapValue::default();
         m.fields.insert("a".into(), v);
         let v = Value {
             value_type: Some(ValueType::MapValue(m)),
         };
-        assert!(check_value(&v, 0).is_err());
+        assert!(check_value(&v, 1, "a").is_err());
     }
 }

@@ -330,6 +330,34 @@ impl Session {
         }
     }
 
+    /// Whether a change to the document at `path` (now `after`) can change
+    /// a target's result: it is in the result, or it is a candidate now.
+    /// Anything else (a document that neither was in the result nor passes
+    /// the filters) leaves the result as it was, limits and cursors
+    /// included, so the target is not evaluated again.
+    fn concerns(
+        database: &DatabaseName,
+        w: &Watched,
+        path: &DocPath,
+        after: Option<&super::Stored>,
+    ) -> bool {
+        if !Self::affects(&w.watch, path) {
+            return false;
+        }
+        let Watch::Query { query, .. } = &w.watch else {
+            return true;
+        };
+        if w.docs.contains_key(&database.resource_name(path)) {
+            return true;
+        }
+        match after {
+            None => false,
+            // An unreadable query would have been refused when added; if it
+            // errs now, evaluating again reports it.
+            Some(d) => query::matches(query, &to_proto(database, d, None)).unwrap_or(true),
+        }
+    }
+
     async fn committed(&mut self, c: &Committed) -> Result<(), Step> {
         let Some(database) = self.database.clone() else {
             return Ok(());
@@ -340,7 +368,11 @@ impl Session {
         let ids: Vec<i32> = self
             .targets
             .iter()
-            .filter(|(_, w)| c.changes.iter().any(|(p, _)| Self::affects(&w.watch, p)))
+            .filter(|(_, w)| {
+                c.changes
+                    .iter()
+                    .any(|(p, after)| Self::concerns(&database, w, p, after.as_ref()))
+            })
             .map(|(id, _)| *id)
             .collect();
         if ids.is_empty() {

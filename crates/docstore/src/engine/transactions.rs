@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use latchkey_store::ScanCheck;
 
 use crate::Status;
 
@@ -21,6 +22,8 @@ pub(crate) const IDLE_LIMIT_MS: u64 = 60_000;
 /// Most transactions open at once on this node; past it the oldest idle
 /// ones are dropped first, then new ones refused.
 const MAX_OPEN: usize = 10_000;
+/// Most queries one transaction may run (each is checked again at commit).
+const MAX_SCANS: usize = 100;
 
 /// What Firestore answers for an expired transaction (the Node client
 /// retries on this message).
@@ -32,8 +35,12 @@ pub(crate) const UNKNOWN: &str = "Invalid transaction.";
 struct Open {
     database: String,
     read_only: bool,
+    /// A read-only transaction's read time (microseconds), if it has one.
+    read_time: Option<i64>,
     /// Path key → update time when first read (`None`: it did not exist).
     reads: HashMap<Vec<u8>, Option<i64>>,
+    /// The rows each query read, so a phantom aborts the commit too.
+    scans: Vec<ScanCheck>,
     last_used_ms: u64,
 }
 
@@ -50,6 +57,8 @@ pub(crate) struct Finished {
     pub(crate) read_only: bool,
     /// The versions it read.
     pub(crate) reads: HashMap<Vec<u8>, Option<i64>>,
+    /// The rows its queries read.
+    pub(crate) scans: Vec<ScanCheck>,
 }
 
 impl Transactions {
@@ -63,6 +72,7 @@ impl Transactions {
         &self,
         database: &str,
         read_only: bool,
+        read_time: Option<i64>,
         now_ms: u64,
     ) -> Result<Bytes, Status> {
         let mut id = [0u8; 16];
@@ -84,11 +94,27 @@ impl Transactions {
             Open {
                 database: database.to_owned(),
                 read_only,
+                read_time,
                 reads: HashMap::new(),
+                scans: Vec::new(),
                 last_used_ms: now_ms,
             },
         );
         Ok(id)
+    }
+
+    /// Marks transaction `id` used now; returns its read time, if any.
+    /// Fails for an unknown or expired one.
+    pub(crate) fn touch(
+        &self,
+        id: &[u8],
+        database: &str,
+        now_ms: u64,
+    ) -> Result<Option<i64>, Status> {
+        let mut open = self.lock();
+        let t = live(&mut open, id, database, now_ms)?;
+        t.last_used_ms = now_ms;
+        Ok(t.read_time)
     }
 
     /// Records what a read in transaction `id` saw (the first version seen
@@ -99,6 +125,7 @@ impl Transactions {
         database: &str,
         now_ms: u64,
         reads: impl IntoIterator<Item = (Vec<u8>, Option<i64>)>,
+        scan: Option<ScanCheck>,
     ) -> Result<(), Status> {
         let mut open = self.lock();
         let t = live(&mut open, id, database, now_ms)?;
@@ -106,6 +133,15 @@ impl Transactions {
         if !t.read_only {
             for (k, v) in reads {
                 t.reads.entry(k).or_insert(v);
+            }
+            if let Some(scan) = scan
+                && t.scans.len() < MAX_SCANS
+            {
+                t.scans.push(scan);
+            } else if t.scans.len() >= MAX_SCANS {
+                return Err(Status::invalid(format!(
+                    "a transaction may run at most {MAX_SCANS} queries"
+                )));
             }
         }
         Ok(())
@@ -124,6 +160,7 @@ impl Transactions {
         Ok(Finished {
             read_only: t.read_only,
             reads: t.reads,
+            scans: t.scans,
         })
     }
 

@@ -138,10 +138,10 @@ impl Transform {
         }
     }
 
-    /// The operand values (for validation of what they would store).
-    pub(crate) fn operands(&self) -> Vec<&Value> {
+    /// The operand values that would be stored (to check and normalize).
+    pub(crate) fn operands_mut(&mut self) -> Vec<&mut Value> {
         match self {
-            Self::Union(v) | Self::Remove(v) => v.iter().collect(),
+            Self::Union(v) | Self::Remove(v) => v.iter_mut().collect(),
             _ => Vec::new(),
         }
     }

@@ -61,20 +61,23 @@ pub(crate) struct Parsed {
 fn checked_field_path(path: &str) -> Result<Vec<String>, Status> {
     let f = convert::field_path(path)?;
     if f.segments().len() > MAX_DEPTH {
+        // The emulator's wording (confirmed there).
         return Err(Status::invalid(format!(
-            "field path `{path}` has {} segments; the limit is {MAX_DEPTH}",
-            f.segments().len()
+            "paths must have at most {MAX_DEPTH} elements"
         )));
     }
     Ok(f.segments().to_vec())
 }
 
-fn check_fields(fields: &HashMap<String, Value>) -> Result<(), Status> {
-    for (k, v) in fields {
+/// Checks a write's fields and returns them as Firestore stores them.
+fn check_fields(fields: &HashMap<String, Value>) -> Result<HashMap<String, Value>, Status> {
+    let mut out = fields.clone();
+    for (k, v) in &mut out {
         limits::check_field_name(k)?;
-        limits::check_value(v, 1)?;
+        limits::check_value(v, 1, k)?;
+        limits::normalize(v);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Checks one write of a commit in `db`.
@@ -82,11 +85,11 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
     let (name, op, mut transforms) = match &w.operation {
         None => return Err(Status::invalid("a write has no operation")),
         Some(write::Operation::Update(doc)) => {
-            check_fields(&doc.fields)?;
+            let fields = check_fields(&doc.fields)?;
             let op = match &w.update_mask {
-                None => Op::Set(doc.fields.clone()),
+                None => Op::Set(fields),
                 Some(mask) => Op::Merge {
-                    fields: doc.fields.clone(),
+                    fields,
                     mask: mask
                         .field_paths
                         .iter()
@@ -124,9 +127,11 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
         // A field may be transformed more than once; the transforms apply in
         // order (the emulator accepts it and reports each result).
         let segments = checked_field_path(&t.field_path)?;
-        let transform = Transform::parse(t)?;
-        for v in transform.operands() {
-            limits::check_value(v, 1)?;
+        let mut transform = Transform::parse(t)?;
+        let top = segments.first().map(String::as_str).unwrap_or_default();
+        for v in transform.operands_mut() {
+            limits::check_value(v, segments.len() + 1, top)?;
+            limits::normalize(v);
         }
         checked.push((segments, transform));
     }
@@ -135,7 +140,15 @@ pub(crate) fn parse(db: &DatabaseName, w: &Write) -> Result<Parsed, Status> {
         Some(p) => match &p.condition_type {
             None => Pre::None,
             Some(ConditionType::Exists(e)) => Pre::Exists(*e),
-            Some(ConditionType::UpdateTime(t)) => Pre::UpdateTime(convert::micros(t)?),
+            Some(ConditionType::UpdateTime(t)) => {
+                // The emulator's answer (confirmed there).
+                if t.nanos % 1000 != 0 {
+                    return Err(Status::invalid(
+                        "timestamp cannot have more than microseconds precision",
+                    ));
+                }
+                Pre::UpdateTime(convert::micros(t)?)
+            }
         },
     };
     Ok(Parsed {
