@@ -184,15 +184,19 @@ pub(crate) fn short(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Parses a field path as Firestore does.
-/// A segment matching `__.*__` is reserved: the emulator refuses such a
-/// mask or transform path with this wording (confirmed there).
+/// Whether a field name is reserved: Firestore reserves `__.+__`.
+pub(crate) fn is_reserved_field_name(segment: &str) -> bool {
+    segment.len() >= 5 && segment.starts_with("__") && segment.ends_with("__")
+}
+
+/// Parses a mask or transform path as Firestore does. A segment matching
+/// `__.+__` is reserved: the emulator refuses such a path with this
+/// wording, except the path `__name__` itself, which it serves (both
+/// confirmed there, by the gateway's boundary table).
 pub(crate) fn field_path(path: &str) -> Result<FieldPath, Status> {
     let f = FieldPath::parse(path).map_err(|e| Status::invalid(e.to_string()))?;
-    if f.segments()
-        .iter()
-        .any(|s| s.len() >= 4 && s.starts_with("__") && s.ends_with("__"))
-    {
+    let whole_name = f.segments().len() == 1 && f.segments()[0] == "__name__";
+    if !whole_name && f.segments().iter().any(|s| is_reserved_field_name(s)) {
         return Err(Status::invalid(format!(
             "Invalid reserved name in field path {}",
             short(path)

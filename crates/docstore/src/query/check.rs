@@ -52,10 +52,21 @@ impl Field {
         })?;
         let segments = parsed.segments();
         if segments.len() == 1 && segments[0] == "__name__" {
-            Ok(Self::Name)
-        } else {
-            Ok(Self::Path(segments.to_vec()))
+            return Ok(Self::Name);
         }
+        // Firestore reserves `__.+__` field names; a filter or order on
+        // one is refused with this wording (confirmed on the emulator by
+        // the gateway's boundary table).
+        if segments
+            .iter()
+            .any(|s| s.len() >= 5 && s.starts_with("__") && s.ends_with("__"))
+        {
+            return Err(Status::invalid(format!(
+                "Invalid reserved name in field path {}",
+                echo(path)
+            )));
+        }
+        Ok(Self::Path(segments.to_vec()))
     }
 
     /// How the field shows in messages.
