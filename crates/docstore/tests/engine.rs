@@ -828,6 +828,10 @@ async fn field_names_and_values_are_checked_as_the_emulator_does() {
     .await
     .unwrap_err();
     assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // `__name__` is not reserved there.
+    commit(&s, vec![with_mask(set("v/1", &[]), &["__name__"])])
+        .await
+        .unwrap();
     // The same field transformed twice applies both, in order.
     let mut w = with_mask(set("v/2", &[]), &[]);
     w = with_transform(w, "n", TransformType::Increment(int(1)));

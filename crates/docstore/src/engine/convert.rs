@@ -185,14 +185,15 @@ pub(crate) fn short(s: &str) -> String {
 }
 
 /// Parses a field path as Firestore does.
-/// A segment matching `__.*__` is reserved: the emulator refuses such a
-/// mask or transform path with this wording (confirmed there).
+///
+/// A segment matching `__.*__` other than `__name__` is reserved: the
+/// emulator refuses such a mask or transform path with this wording and
+/// accepts `__name__` (both confirmed there, by the gateway's boundary
+/// table).
 pub(crate) fn field_path(path: &str) -> Result<FieldPath, Status> {
     let f = FieldPath::parse(path).map_err(|e| Status::invalid(e.to_string()))?;
-    if f.segments()
-        .iter()
-        .any(|s| s.len() >= 4 && s.starts_with("__") && s.ends_with("__"))
-    {
+    let reserved = |s: &String| s.len() >= 4 && s.starts_with("__") && s.ends_with("__");
+    if f.segments().iter().any(|s| reserved(s) && s != "__name__") {
         return Err(Status::invalid(format!(
             "Invalid reserved name in field path {}",
             short(path)
