@@ -44,9 +44,9 @@ pub enum NameError {
     /// An id is `.` or `..`.
     #[error("`{}` is not allowed as an id", echo(.0))]
     DotId(String),
-    /// An id matches Firestore's reserved `__.*__` pattern (and, for a
+    /// An id matches Firestore's reserved `__.+__` pattern (and, for a
     /// document id, is not a numeric `__id{n}__` id).
-    #[error("`{}` is a reserved id (ids matching `__.*__` are reserved)", echo(.0))]
+    #[error("`{}` is a reserved id (ids matching `__.+__` are reserved)", echo(.0))]
     Reserved(String),
     /// An id is longer than Firestore allows.
     #[error("an id is {0} bytes long; the limit is 1500")]
@@ -271,7 +271,7 @@ pub(crate) fn check_id(id: &str) -> Result<(), NameError> {
     check_document_id(id)
 }
 
-/// Checks a document id: `__.*__` is reserved except the numeric
+/// Checks a document id: `__.+__` is reserved except the numeric
 /// `__id{n}__` form (see the module docs).
 pub(crate) fn check_document_id(id: &str) -> Result<(), NameError> {
     check_common(id)?;
@@ -281,7 +281,7 @@ pub(crate) fn check_document_id(id: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Checks a collection id: every `__.*__` id is reserved.
+/// Checks a collection id: every `__.+__` id is reserved.
 pub(crate) fn check_collection_id(id: &str) -> Result<(), NameError> {
     check_common(id)?;
     if is_reserved(id) {

@@ -35,7 +35,7 @@ fn rest_errors() {
         (
             rest(H::GET, &format!("{B}/__x__/b"), None, ""),
             InvalidArgument,
-            "invalid `path`: `__x__` is a reserved id (ids matching `__.*__` are reserved)",
+            "invalid `path`: `__x__` is a reserved id (ids matching `__.+__` are reserved)",
         ),
         (
             rest(H::PUT, &format!("{B}/a/b"), None, ""),
@@ -173,6 +173,6 @@ fn name_and_field_path_errors() {
     );
     assert_eq!(
         rn("projects/p/databases/d/documents/a/__b__"),
-        "`__b__` is a reserved id (ids matching `__.*__` are reserved)"
+        "`__b__` is a reserved id (ids matching `__.+__` are reserved)"
     );
 }

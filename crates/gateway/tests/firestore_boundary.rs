@@ -1775,8 +1775,62 @@ async fn latchkey_refuses_only_what_the_emulator_refuses() {
     emu.stop().await;
 }
 
-/// Starter policies but for documents: developers may query only below
-/// collection `c`, and read and write anything.
+/// The same table, with Latchkey's embedded document store as the subject:
+/// the store refuses exactly what Google's emulator refuses, and serves
+/// what it serves (issue 15, item 4, on both backends).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_refuses_only_what_the_emulator_refuses() {
+    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+        return;
+    };
+    let op = OidcProvider::start().await;
+    let tg = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: "[documents]\nbackend = \"embedded\"\ndatabases = { \"(default)\" = \"dev\" }\n"
+                .into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = tg
+        .token_for(&op, "alice", &["developers"], "documents")
+        .await;
+    let reference = Endpoint {
+        label: "emulator".into(),
+        addr: emu.host_port(),
+        token: Some("owner".into()),
+        project: DIRECT_PROJECT.into(),
+    };
+    let subject = Endpoint {
+        label: "latchkey+embedded".into(),
+        addr: gateway_addr(&tg),
+        token: Some(token),
+        project: LATCHKEY_PROJECT.into(),
+    };
+    let cases = boundary_cases();
+    let report = run_boundary(&cases, &reference, &subject).await;
+    eprintln!(
+        "boundary (embedded): {} cases, {} calls compared, {} served by the emulator, {} problems",
+        cases.len(),
+        report.compared,
+        report.served,
+        report.problems.len()
+    );
+    for k in &report.known {
+        eprintln!("known difference: {k}");
+    }
+    assert!(
+        report.problems.is_empty(),
+        "{} disagreements:\n{}",
+        report.problems.len(),
+        report.problems.join("\n")
+    );
+    emu.stop().await;
+}
+
+/// Starter policies but for documents: developers may query and list
+/// only below collection `c`, and read and write anything.
 fn policies_querying_c_only() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = latchkey_policy::starter_policy_files()
         .into_iter()
@@ -1789,7 +1843,7 @@ fn policies_querying_c_only() -> Vec<(String, String)> {
 @id("query-below-c")
 permit (
   principal in Latchkey::Group::"developers",
-  action == Latchkey::Action::"document.query",
+  action in [Latchkey::Action::"document.query", Latchkey::Action::"document.list"],
   resource in Latchkey::Collection::"(default)/c"
 );
 
@@ -1865,6 +1919,28 @@ async fn a_query_of_every_collection_is_decided_on_its_parent_and_audited() {
         assert_eq!(denied.status(), ('g', 7), "{denied}");
         let rest = send(&ep, &req, Transport::Rest).await.unwrap();
         assert_eq!(rest.status(), ('r', 403), "{rest}");
+    }
+
+    // A listing of every collection under a document: decided on the
+    // document, as the query is.
+    let list = |parent: &str| Req::List {
+        parent: parent.into(),
+        collection: String::new(),
+        show_missing: false,
+    };
+    let listed = call(list("c/d1")).await;
+    assert!(listed.ok(), "{listed}");
+    let denied = call(list("")).await;
+    assert_eq!(denied.status(), ('g', 7), "{denied}");
+    let lists: Vec<_> = tg
+        .audit_records()
+        .into_iter()
+        .filter(|r| r.event.action == "document.list" && r.event.decision.is_some())
+        .collect();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    for r in &lists {
+        assert_eq!(r.event.context["collections"], "any", "{:?}", r.event);
+        assert_eq!(r.event.context["all_descendants"], false, "{:?}", r.event);
     }
 
     let decisions: Vec<_> = tg

@@ -21,6 +21,7 @@ pub mod backstage;
 pub mod browser;
 pub mod cgit;
 pub mod firestore;
+pub mod firestore_conformance;
 pub mod forge;
 pub mod rp;
 pub mod tls;

@@ -26,6 +26,8 @@
 //! classifier's), touch a store, or render errors (see
 //! [`crate::rest_error_body`]).
 
+#[doc(hidden)]
+pub mod fuzz;
 mod read;
 mod render;
 mod time;

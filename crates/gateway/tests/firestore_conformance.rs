@@ -1,0 +1,314 @@
+//! The query conformance table (issue 15, item 8): a few hundred generated
+//! queries over documents of every Firestore value type, run with Google's
+//! official Node client against Google's emulator straight, and through
+//! Latchkey; every query must give the same documents in the same order
+//! (the same aggregation values with the same types, the same error code
+//! where the emulator refuses), over gRPC and over REST.
+//!
+//! Two rows behind Latchkey:
+//! - `latchkey→emulator`: the `[firestore]` backend in front of the same
+//!   emulator (today's proxy);
+//! - `latchkey embedded`: `[documents] backend = "embedded"`, Latchkey's
+//!   own store. Until the gateway accepts that configuration this row
+//!   prints `SKIPPED (embedded backend not wired yet)` and only the first
+//!   row runs.
+//!
+//! Without an emulator on the machine the test prints `SKIPPED` and
+//! passes, unless the emulator is required (LATCHKEY_REQUIRE_PEERS).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Opts, TestGateway};
+use latchkey_core::SystemClock;
+use latchkey_gateway::config::Config;
+use latchkey_gateway::{Gateway, StartOptions};
+use latchkey_testkit::OidcProvider;
+use latchkey_testkit::firestore::FirestoreEmulator;
+use latchkey_testkit::firestore_conformance::{
+    Conformance, ConformanceReport, Difference, describe_differences, differences,
+};
+
+const PROJECT: &str = "latchkey-test";
+
+/// How many differences a failure prints per row.
+const SHOWN: usize = 12;
+
+/// `[firestore]` in front of `emu`, `(default)` mapped to environment `dev`.
+fn firestore_toml(emu: &FirestoreEmulator) -> String {
+    format!(
+        r#"
+[firestore]
+emulator = "{}"
+databases = {{ "(default)" = "dev" }}
+"#,
+        emu.host_port()
+    )
+}
+
+/// The embedded document store, `(default)` mapped to environment `dev`.
+/// The lead wires this table (issue 15, item 1); if its final spelling
+/// differs, this is the one place to change.
+const EMBEDDED_TOML: &str = r#"
+[documents]
+backend = "embedded"
+databases = { "(default)" = "dev" }
+"#;
+
+/// Whether the gateway starts with [`EMBEDDED_TOML`]: the configuration
+/// parses and a gateway starts on it (in a scratch data directory, shut
+/// down at once). The error says why not.
+async fn embedded_backend_accepted() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = {data:?}
+
+[keys]
+master_key = {{ value = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=" }}
+{EMBEDDED_TOML}
+"#,
+        data = dir.path().display().to_string()
+    );
+    let config = Config::parse(&toml).map_err(|e| e.to_string())?;
+    let gw = Gateway::start(config, StartOptions::default(), Arc::new(SystemClock))
+        .await
+        .map_err(|e| e.to_string())?;
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// `127.0.0.1:PORT` of a cleartext test gateway.
+fn target(tg: &TestGateway) -> String {
+    tg.base.trim_start_matches("http://").to_owned()
+}
+
+fn ran(what: &str, report: Result<ConformanceReport, impl std::fmt::Display>) -> ConformanceReport {
+    report.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The reference must itself be a useful table: seeded, and most queries
+/// answered (a table of refusals would compare equal and prove nothing).
+fn assert_reference_is_useful(r: &ConformanceReport) {
+    assert!(
+        r.failed_seed().is_empty(),
+        "seeding the emulator failed: {:?}\nstderr:\n{}",
+        r.failed_seed(),
+        r.stderr
+    );
+    assert!(r.queries.len() >= 200, "only {} queries", r.queries.len());
+    assert!(
+        r.answered() * 10 >= r.queries.len() * 9,
+        "the emulator answered only {} of {} queries",
+        r.answered(),
+        r.queries.len()
+    );
+}
+
+/// Differences today's proxy (the `[firestore]` backend) is known to
+/// have, by query description: Latchkey refuses, before the request
+/// leaves, what the emulator accepts (issue 15, item 4). Only the
+/// latchkey→emulator row tolerates them, and only while they last: a
+/// listed difference that disappears fails the test, so the fix removes
+/// its line here.
+const KNOWN_PROXY_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "seeding step `names`",
+        "ids like `__id7__` refused as reserved (Firestore accepts them)",
+    ),
+    (
+        "names orderBy __name__ asc",
+        "empty: seeding `names` was refused",
+    ),
+    (
+        "names where __name__ > \"__id12__\"",
+        "empty: seeding `names` was refused",
+    ),
+    (
+        "descendants:items/d02",
+        "recursiveDelete's all-descendants query refused (no collection id)",
+    ),
+    (
+        "descendants:items/d01/sub",
+        "recursiveDelete's all-descendants query refused (no collection id)",
+    ),
+    (
+        "descendants:items",
+        "recursiveDelete's all-descendants query refused (no collection id)",
+    ),
+    (
+        "descendants:items/ghost",
+        "recursiveDelete's all-descendants query refused (no collection id)",
+    ),
+];
+
+/// The emulator's answers over each transport: the client's REST
+/// transport writes and reads some values differently from its gRPC one
+/// (JSON has no -0), so each Latchkey run is compared with the emulator
+/// reached the same way.
+struct References {
+    grpc: ConformanceReport,
+    rest: ConformanceReport,
+}
+
+/// A row's differences that are not tolerated, after taking out the known
+/// ones (`known`); a known difference that did not occur is reported too.
+fn untolerated(row: &str, diffs: Vec<Difference>, known: &[(&str, &str)]) -> Vec<Difference> {
+    let mut out: Vec<Difference> = Vec::new();
+    for d in diffs {
+        match known.iter().find(|(desc, _)| *desc == d.desc) {
+            Some((_, why)) => {
+                eprintln!("KNOWN DIFFERENCE in {row} (issue 15, item 4: {why}):\n  {d}")
+            }
+            None => out.push(d),
+        }
+    }
+    out
+}
+
+/// Known differences that did not occur in `diffs`.
+fn vanished(diffs: &[Difference], known: &[(&str, &str)]) -> Vec<String> {
+    known
+        .iter()
+        .filter(|(desc, _)| !diffs.iter().any(|d| d.desc == *desc))
+        .map(|(desc, why)| format!("`{desc}` ({why})"))
+        .collect()
+}
+
+/// Runs the table through gateway `tg` over gRPC and REST, and returns
+/// each mode's differences from the emulator's answers over the same
+/// transport, less the `known` ones (with the known ones that vanished).
+async fn rows_through(
+    name: &str,
+    tg: &TestGateway,
+    token: &str,
+    refs: &References,
+    known: &[(&str, &str)],
+) -> Vec<(String, Vec<Difference>, Vec<String>)> {
+    let target = target(tg);
+    let grpc = Conformance::new("latchkey-grpc", &target)
+        .project(PROJECT)
+        .token(token);
+    let rest = Conformance::new("latchkey-rest", &target)
+        .project(PROJECT)
+        .token(token);
+    let (grpc, rest) = tokio::join!(grpc.run(), rest.run());
+    let mut rows = Vec::new();
+    for (mode, report, reference) in [("grpc", grpc, &refs.grpc), ("rest", rest, &refs.rest)] {
+        let row = format!("{name} ({mode})");
+        let report = ran(&row, report);
+        let all = differences(reference, &report);
+        let gone = vanished(&all, known);
+        let diffs = untolerated(&row, all, known);
+        if !diffs.is_empty() {
+            eprintln!(
+                "{}stderr of the {row} run:\n{}",
+                describe_differences(&row, &diffs, reference.queries.len(), SHOWN),
+                report.stderr
+            );
+        }
+        rows.push((row, diffs, gone));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_conformance_query_answers_through_latchkey_as_the_emulator_does() {
+    let Some(emu) = FirestoreEmulator::start_or_skip().await else {
+        return;
+    };
+    let op = OidcProvider::start().await;
+    let grpc = Conformance::new("emulator", &emu.host_port()).project(PROJECT);
+    let rest = Conformance::new("emulator-rest", &emu.host_port()).project(PROJECT);
+    let (grpc, rest) = tokio::join!(grpc.run(), rest.run());
+    let refs = References {
+        grpc: ran("emulator", grpc),
+        rest: ran("emulator over REST", rest),
+    };
+    assert_reference_is_useful(&refs.grpc);
+    assert_reference_is_useful(&refs.rest);
+    // Informational: what the client's REST transport changes by itself.
+    let transport = differences(&refs.grpc, &refs.rest);
+    eprintln!(
+        "the Node client over REST answers {} of {} queries differently from over gRPC, \
+         against the same emulator (so REST runs are compared with REST runs)",
+        transport.len(),
+        refs.grpc.queries.len()
+    );
+
+    let mut rows = Vec::new();
+    let proxy = TestGateway::start(
+        &op,
+        Opts {
+            extra_toml: firestore_toml(&emu),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = proxy
+        .token_for(&op, "alice", &["developers"], "documents")
+        .await;
+    rows.extend(
+        rows_through(
+            "latchkey→emulator",
+            &proxy,
+            &token,
+            &refs,
+            KNOWN_PROXY_DIFFERENCES,
+        )
+        .await,
+    );
+
+    match embedded_backend_accepted().await {
+        Err(why) => {
+            latchkey_testkit::skip_or_fail(
+                "documents-embedded",
+                &format!(
+                    "SKIPPED (embedded backend not wired yet): the gateway refuses \
+                     `[documents] backend = \"embedded\"` ({why}); only the latchkey→emulator row ran"
+                ),
+            );
+        }
+        Ok(()) => {
+            let embedded = TestGateway::start(
+                &op,
+                Opts {
+                    extra_toml: EMBEDDED_TOML.to_owned(),
+                    ..Opts::default()
+                },
+            )
+            .await;
+            let token = embedded
+                .token_for(&op, "alice", &["developers"], "documents")
+                .await;
+            rows.extend(rows_through("latchkey embedded", &embedded, &token, &refs, &[]).await);
+        }
+    }
+
+    let total = refs.grpc.queries.len();
+    let mut failed: Vec<String> = rows
+        .iter()
+        .filter(|(_, d, _)| !d.is_empty())
+        .map(|(row, d, _)| describe_differences(row, d, total, SHOWN))
+        .collect();
+    for (row, _, gone) in &rows {
+        if !gone.is_empty() {
+            failed.push(format!(
+                "{row}: known differences no longer occur; remove them from \
+                 KNOWN_PROXY_DIFFERENCES: {}",
+                gone.join(", ")
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "the conformance table differs from the emulator (replay one query with \
+         `node testing/firestore-node/conformance.mjs --only qNNN ...`):\n{}",
+        failed.join("\n")
+    );
+    emu.stop().await;
+}
