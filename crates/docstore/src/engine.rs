@@ -9,6 +9,20 @@
 //! lost a race is evaluated again (or, in a transaction, answers
 //! `ABORTED`), so correctness rests on the store's transaction, not on
 //! anything held in memory.
+//!
+//! Transactions are optimistic: a read-write transaction remembers the
+//! version of every document it read and the rows every query of it read,
+//! and its commit checks them all again inside the store's transaction (a
+//! changed document or a phantom in a queried collection answers
+//! `ABORTED`, which the clients retry). Writes outside transactions do not
+//! wait for transactions that read the same documents; those transactions
+//! abort instead, which is the same serial outcome the clients see from
+//! Firestore's locks.
+//!
+//! Answers follow Google's emulator where it was asked (the tests say
+//! which): wording of refusals, the shape of streamed responses (a
+//! transaction a read began comes first, in a response of its own; the
+//! last `RunQuery` response is `done`), and what is accepted.
 
 mod convert;
 mod export;

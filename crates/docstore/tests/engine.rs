@@ -828,6 +828,10 @@ async fn field_names_and_values_are_checked_as_the_emulator_does() {
     .await
     .unwrap_err();
     assert_eq!(e.code, GrpcCode::InvalidArgument);
+    // `__name__` is not reserved there.
+    commit(&s, vec![with_mask(set("v/1", &[]), &["__name__"])])
+        .await
+        .unwrap();
     // The same field transformed twice applies both, in order.
     let mut w = with_mask(set("v/2", &[]), &[]);
     w = with_transform(w, "n", TransformType::Increment(int(1)));
@@ -1651,4 +1655,54 @@ async fn numeric_ids_are_documents_and_other_reserved_ids_are_refused() {
     assert_eq!(listed.documents.len(), 1);
     let e = commit(&s, vec![set("a/__x__", &[])]).await.unwrap_err();
     assert_eq!(e.code, GrpcCode::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_falls_behind_catches_up_to_the_latest_state() {
+    use proto::listen_response::ResponseType as RT;
+    let (_dir, s) = open().await;
+    commit(&s, vec![set("lag/1", &[("n", int(0))])])
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<proto::ListenRequest>();
+    let requests =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed();
+    let mut out = s.listen(requests);
+    tx.send(proto::ListenRequest {
+        database: DB.into(),
+        labels: Default::default(),
+        target_change: Some(proto::listen_request::TargetChange::AddTarget(
+            proto::Target {
+                target_id: 1,
+                target_type: Some(proto::target::TargetType::Documents(
+                    proto::target::DocumentsTarget {
+                        documents: vec![name("lag/1")],
+                    },
+                )),
+                ..Default::default()
+            },
+        )),
+    })
+    .unwrap();
+    for _ in 0..4 {
+        next(&mut out).await;
+    }
+    // More commits than the change broadcast holds, with nobody reading.
+    const N: i64 = 1_500;
+    for i in 1..=N {
+        commit(&s, vec![set("lag/1", &[("n", int(i))])])
+            .await
+            .unwrap();
+    }
+    // Whatever was skipped, the stream ends at the latest state.
+    let mut last = None;
+    loop {
+        match next(&mut out).await {
+            RT::DocumentChange(c) => last = Some(c.document.unwrap().fields["n"].clone()),
+            RT::TargetChange(_) if last == Some(int(N)) => break,
+            RT::TargetChange(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
