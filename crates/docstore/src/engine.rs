@@ -542,21 +542,23 @@ impl DocumentStore {
         Ok(out)
     }
 
-    /// The ids of the collections directly under `parent` (a document or
-    /// the root) that hold any document at any depth, ascending, starting
-    /// after `after`: a skip scan with one probe per id.
-    async fn child_collection_ids(
+    /// The distinct ids one level below `under` of every row in its
+    /// subtree, ascending, after `after`: under a document (or the root)
+    /// the ids of its collections that hold any document at any depth;
+    /// under a collection the ids of its documents that exist or have
+    /// descendants. A skip scan with one probe per id.
+    async fn child_ids(
         &self,
         database: &DatabaseName,
-        parent: &DocPath,
+        under: &DocPath,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, Status> {
         let db = database.to_string();
-        let depth = parent.segments().len();
-        let mut range = subtree(parent);
+        let depth = under.segments().len();
+        let mut range = subtree(under);
         if let Some(after) = after {
-            match skip_past(parent, after)? {
+            match skip_past(under, after)? {
                 Some(start) => range.start = start,
                 None => return Ok(Vec::new()),
             }
@@ -579,14 +581,12 @@ impl DocumentStore {
             let Some(id) = segments.get(depth).cloned() else {
                 break;
             };
-            match skip_past(parent, &id)? {
-                Some(start) => range.start = start,
-                None => {
-                    ids.push(id);
-                    break;
-                }
-            }
+            let next = skip_past(under, &id)?;
             ids.push(id);
+            match next {
+                Some(start) => range.start = start,
+                None => break,
+            }
         }
         Ok(ids)
     }
@@ -604,7 +604,7 @@ impl DocumentStore {
         let page = page_size(req.page_size)?;
         let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
         let mut ids = self
-            .child_collection_ids(&database, &parent, after, page.saturating_add(1))
+            .child_ids(&database, &parent, after, page.saturating_add(1))
             .await?;
         let next_page_token = if ids.len() > page {
             ids.truncate(page);
@@ -779,8 +779,8 @@ impl DocumentStore {
         })
     }
 
-    /// Every document id in `collection` that exists or has descendants,
-    /// after `after`: a skip scan.
+    /// Every document in `collection` that exists or has descendants,
+    /// after `after`, with its row if it exists.
     async fn list_with_missing(
         &self,
         database: &DatabaseName,
@@ -788,42 +788,16 @@ impl DocumentStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(DocPath, Option<Stored>)>, Status> {
-        let db = database.to_string();
-        let depth = collection.segments().len();
-        let mut range = subtree(collection);
-        if let Some(after) = after {
-            match skip_past(collection, after)? {
-                Some(start) => range.start = start,
-                None => return Ok(Vec::new()),
-            }
-        }
-        let mut paths = Vec::new();
-        while paths.len() < limit {
-            let Some(found) = self
-                .inner
-                .rows
-                .first_path_in(&db, &range)
-                .await
-                .map_err(store_status)?
-            else {
-                break;
-            };
-            let segments = crate::encoding::decode_path(&found).map_err(|e| {
-                tracing::warn!(error = %e, "unreadable document key");
-                Status::internal("the document store holds an unreadable row")
-            })?;
-            let Some(id) = segments.get(depth) else { break };
-            let path = collection.child(id).map_err(|e| {
-                tracing::warn!(error = %e, "unreadable document key");
-                Status::internal("the document store holds an unreadable row")
-            })?;
-            let next = skip_past(collection, id)?;
-            paths.push(path);
-            match next {
-                Some(start) => range.start = start,
-                None => break,
-            }
-        }
+        let ids = self.child_ids(database, collection, after, limit).await?;
+        let paths = ids
+            .iter()
+            .map(|id| {
+                collection.child(id).map_err(|e| {
+                    tracing::warn!(error = %e, "unreadable document key");
+                    Status::internal("the document store holds an unreadable row")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let docs = self.get_stored(database, &paths).await?;
         Ok(paths.into_iter().zip(docs).collect())
     }

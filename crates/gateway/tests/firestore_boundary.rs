@@ -1787,8 +1787,9 @@ async fn the_embedded_store_refuses_only_what_the_emulator_refuses() {
     let tg = TestGateway::start(
         &op,
         Opts {
-            extra_toml: "[documents]\nbackend = \"embedded\"\ndatabases = { \"(default)\" = \"dev\" }\n"
-                .into(),
+            extra_toml:
+                "[documents]\nbackend = \"embedded\"\ndatabases = { \"(default)\" = \"dev\" }\n"
+                    .into(),
             ..Opts::default()
         },
     )
