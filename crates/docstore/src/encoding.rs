@@ -34,6 +34,7 @@
 //! | geopoint | `70`, latitude, longitude (as numbers) |
 //! | array | `80`, elements, `00` |
 //! | map | `90`, per entry in key order: `01`, escaped key, `00 01`, value; then `00` |
+//! | pipeline expressions (never stored) | `A0`–`A3`: field and variable references as strings, functions and stages as name, arguments, options |
 //!
 //! Numbers: `E` is the binary exponent plus 1100 (2 bytes), `F` the bits
 //! after the leading one (8 bytes, left-aligned); both complemented for

@@ -840,6 +840,12 @@ fn offset_limit_and_projection() {
     let docs = run(&select(&["__name__"]), dataset()[..9].to_vec()).unwrap();
     assert!(docs.iter().all(|d| d.fields.is_empty()));
     assert_eq!(rel(&docs[0]), "q/d1");
+    // An empty projection returns no fields; a path through a non-map
+    // returns nothing.
+    let docs = run(&select(&[]), dataset()[..9].to_vec()).unwrap();
+    assert!(docs.iter().all(|d| d.fields.is_empty()));
+    let docs = run(&select(&["m.k.z", "a.z"]), dataset()[..9].to_vec()).unwrap();
+    assert!(docs[0].fields.is_empty());
     // A nested path alone keeps just that leaf.
     let docs = run(&select(&["m.k"]), dataset()[..9].to_vec()).unwrap();
     assert_eq!(
@@ -935,6 +941,14 @@ fn collection_groups_and_kindless_queries() {
         ..Default::default()
     };
     assert_eq!(run_under("", &children), Ok(vec!["sub/top".to_owned()]));
+    assert_eq!(
+        run_under("q/d1", &StructuredQuery::default()),
+        Ok(vec![
+            "q/d1/other/o1".to_owned(),
+            "q/d1/sub/s1".to_owned(),
+            "q/d1/sub/s2".to_owned()
+        ])
+    );
     assert_eq!(
         plan(&DocPath::root(), &StructuredQuery::default()),
         Ok(Scan::Children {
