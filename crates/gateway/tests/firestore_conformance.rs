@@ -57,11 +57,23 @@ backend = "embedded"
 databases = { "(default)" = "dev" }
 "#;
 
-/// Whether the gateway starts with [`EMBEDDED_TOML`]: the configuration
-/// parses and a gateway starts on it (in a scratch data directory, shut
-/// down at once). The error says why not.
-async fn embedded_backend_accepted() -> Result<(), String> {
+/// Whether a gateway starts with `extra` (a TOML table) added to a minimal
+/// configuration: it parses, and a gateway starts on it in a scratch data
+/// directory with the starter policies, and is shut down at once. The
+/// error says why not. The test runs it on the `[firestore]` table first,
+/// so a probe that could not start any gateway fails instead of skipping.
+async fn gateway_accepts(extra: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).map_err(|e| e.to_string())?;
+    for (name, text) in latchkey_policy::starter_policy_files() {
+        std::fs::write(policies.join(name), text).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        policies.join("entities.json"),
+        latchkey_policy::STARTER_ENTITIES,
+    )
+    .map_err(|e| e.to_string())?;
     let toml = format!(
         r#"
 [server]
@@ -70,7 +82,7 @@ data_dir = {data:?}
 
 [keys]
 master_key = {{ value = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=" }}
-{EMBEDDED_TOML}
+{extra}
 "#,
         data = dir.path().display().to_string()
     );
@@ -263,7 +275,10 @@ async fn every_conformance_query_answers_through_latchkey_as_the_emulator_does()
         .await,
     );
 
-    match embedded_backend_accepted().await {
+    if let Err(e) = gateway_accepts(&firestore_toml(&emu)).await {
+        panic!("the probe cannot start a gateway even with `[firestore]`: {e}");
+    }
+    match gateway_accepts(EMBEDDED_TOML).await {
         Err(why) => {
             latchkey_testkit::skip_or_fail(
                 "documents-embedded",
