@@ -202,6 +202,11 @@ EOF
   fi
 }
 if [ "$BACKEND" = auto ]; then
+  # The control first: a refusal of the embedded table means something
+  # only if the same configuration with `[firestore]` passes.
+  write_config firestore "$TMP/control.toml"
+  "$BIN" serve --check --config "$TMP/control.toml" >"$TMP/check.log" 2>&1 \
+    || { cat "$TMP/check.log" >&2; die "\`latchkey serve --check\` refuses even the [firestore] configuration $TMP/control.toml"; }
   write_config embedded "$TMP/embedded.toml"
   if "$BIN" serve --check --config "$TMP/embedded.toml" >"$TMP/check.log" 2>&1; then
     BACKEND=embedded
