@@ -10,19 +10,29 @@
 //! - [`encoding`]: an order-preserving byte encoding of values and document
 //!   paths (after FoundationDB's tuple layer), so a collection or a subtree
 //!   is a range scan and sorting is comparing bytes.
+//! - [`values`]: numbers on one exact scale and numeric ids, shared by
+//!   the order and the encoding.
 //! - [`query`]: structured queries (filters, orders, cursors, offset,
 //!   limit, projections) and aggregations over candidate documents.
 //! - [`engine`]: [`DocumentStore`], one method per RPC: reads, commits with
-//!   transforms and preconditions, transactions, `Listen`.
+//!   transforms and preconditions, transactions, `Listen`, and export and
+//!   import of whole documents with their times.
 //!
 //! Storage is the state store's [`latchkey_store::DocumentRows`]: keys and
 //! bytes only, so SQLite today and PostgreSQL later hold documents alike.
 
 pub mod encoding;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod order;
+#[cfg(test)]
+mod proptests;
 pub mod query;
 mod status;
+#[cfg(test)]
+mod testing;
+pub mod values;
 
 pub use engine::DocumentStore;
 pub use status::Status;

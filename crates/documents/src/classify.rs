@@ -14,7 +14,7 @@ use pb::document_transform::field_transform::TransformType;
 use prost::Message;
 
 use crate::grpc::Method;
-use crate::names::{DatabaseName, DocPath, FieldPath, NameError, ResourceName, check_id, truncate};
+use crate::names::{self, DatabaseName, DocPath, FieldPath, NameError, ResourceName, truncate};
 use crate::values;
 
 /// The kind of access, before it becomes a policy action.
@@ -67,6 +67,23 @@ pub enum Target {
         parent: DocPath,
         /// The collection id to match.
         collection_id: String,
+    },
+    /// Every collection, whatever its id, directly under `parent` (a
+    /// document, or the database root when empty), or with
+    /// `all_descendants` at any depth below it: a query or listen whose
+    /// collection selector names no collection id (the "kindless" query
+    /// the clients' `recursiveDelete` sends), or that has no selector at
+    /// all, and a `ListDocuments` without a collection id (which Google's
+    /// emulator answers with the documents of every collection directly
+    /// under `parent`). Firestore serves these, so Latchkey decides them:
+    /// the policy resource is `parent` itself, which covers everything
+    /// below it.
+    AnyCollection {
+        /// The document below which to look; empty is the database root.
+        parent: DocPath,
+        /// Whether collections at any depth are read, not only the
+        /// collections directly under `parent`.
+        all_descendants: bool,
     },
     /// The ids of the collections directly under `parent` (a document, or
     /// the root when empty): `ListCollectionIds`.
@@ -151,6 +168,14 @@ pub struct Access {
 impl Access {
     /// The policy intent for this access. `environment` is the environment
     /// `database` maps to (the gateway's configuration knows it).
+    ///
+    /// A query or listen says which collections it reads in its context:
+    /// `collection_id` and `all_descendants`. One over
+    /// [`Target::AnyCollection`] has no `collection_id` (a policy that
+    /// tests it cannot evaluate, so a permit does not apply and a forbid
+    /// denies: fail closed) and `collections = "any"`, which the audit
+    /// record keeps, so the record says that every collection below the
+    /// resource was read.
     pub fn intent(&self, database: &DatabaseName, environment: &str) -> Intent {
         let db = database.database.as_str();
         let (resource, group) = match &self.target {
@@ -159,24 +184,40 @@ impl Access {
             }
             Target::Collection(p) => (
                 p.to_resource(db, environment),
-                p.last().map(|id| (id.to_owned(), false)),
+                p.last().map(|id| (Some(id.to_owned()), false)),
             ),
             Target::Subtree {
                 parent,
                 collection_id,
             } => (
                 parent.to_resource(db, environment),
-                Some((collection_id.clone(), true)),
+                Some((Some(collection_id.clone()), true)),
+            ),
+            Target::AnyCollection {
+                parent,
+                all_descendants,
+            } => (
+                parent.to_resource(db, environment),
+                Some((None, *all_descendants)),
             ),
         };
         let mut intent =
             Intent::new(self.action.action(), resource).with("operation", self.operation);
-        if matches!(self.action, DocAction::Query | DocAction::Listen)
-            && let Some((collection_id, all)) = group
-        {
-            intent = intent
-                .with("collection_id", collection_id)
-                .with("all_descendants", all);
+        let query_like = matches!(self.action, DocAction::Query | DocAction::Listen);
+        match group {
+            Some((Some(id), all)) if query_like => {
+                intent = intent
+                    .with("collection_id", id)
+                    .with("all_descendants", all);
+            }
+            // A listing of every collection (`ListDocuments` without a
+            // collection id) says so too, for its audit record.
+            Some((None, all)) => {
+                intent = intent
+                    .with("collections", "any")
+                    .with("all_descendants", all);
+            }
+            _ => {}
         }
         intent
     }
@@ -396,6 +437,14 @@ impl<'o> Ctx<'o> {
     }
 
     /// One access per `from` selector of a structured query over `parent`.
+    ///
+    /// A selector without a collection id reads every collection under
+    /// `parent` (directly under it, or at any depth with
+    /// `all_descendants`), and so does a query with no selector at all
+    /// (Google's emulator answers both with those documents); both are
+    /// [`Target::AnyCollection`]. Firestore refuses more than one
+    /// selector; each is classified all the same, so nothing it might
+    /// read goes undecided.
     pub(crate) fn query(
         &mut self,
         action: DocAction,
@@ -406,14 +455,26 @@ impl<'o> Ctx<'o> {
         listen_target: Option<i32>,
     ) -> Result<()> {
         if from.is_empty() {
-            return Err(ClassifyError::Missing(from_label.to_owned()));
+            self.out.accesses.push(Access {
+                action,
+                target: Target::AnyCollection {
+                    parent: parent.clone(),
+                    all_descendants: false,
+                },
+                operation,
+                write: None,
+                listen_target,
+            });
+            return Ok(());
         }
         for (i, (collection_id, all_descendants)) in from.iter().enumerate() {
             let field = format!("{from_label}[{i}].collection_id");
-            if collection_id.is_empty() {
-                return Err(ClassifyError::Missing(field));
-            }
-            let target = if *all_descendants {
+            let target = if collection_id.is_empty() {
+                Target::AnyCollection {
+                    parent: parent.clone(),
+                    all_descendants: *all_descendants,
+                }
+            } else if *all_descendants {
                 check_collection_id(&field, collection_id)?;
                 Target::Subtree {
                     parent: parent.clone(),
@@ -620,6 +681,8 @@ fn require_parent(field: &str, name: &str, path: DocPath) -> Result<DocPath> {
     }
 }
 
+/// A collection id given on its own (a collection group's): no `/`, and
+/// not reserved.
 fn check_collection_id(field: &str, id: &str) -> Result<()> {
     if id.contains('/') {
         return Err(ClassifyError::Name {
@@ -627,18 +690,22 @@ fn check_collection_id(field: &str, id: &str) -> Result<()> {
             source: NameError::Slash(truncate(id)),
         });
     }
-    check_id(id).map_err(|source| ClassifyError::Name {
+    names::check_collection_id(id).map_err(|source| ClassifyError::Name {
         field: field.to_owned(),
         source,
     })
 }
 
-/// `parent` + one id, the id checked.
+/// `parent` + one id, the id checked as what its place makes it: a
+/// collection id under a document or the root, a document id under a
+/// collection (`CreateDocument`'s `document_id`, which may be numeric).
 pub(crate) fn child(field: &str, parent: &DocPath, id: &str) -> Result<DocPath> {
-    check_collection_id(field, id)?;
     parent.child(id).map_err(|source| ClassifyError::Name {
         field: field.to_owned(),
-        source,
+        source: match source {
+            NameError::Slash(s) => NameError::Slash(truncate(&s)),
+            other => other,
+        },
     })
 }
 
@@ -759,14 +826,23 @@ fn classify_grpc_in(
         Method::ListDocuments => {
             let r: ListDocumentsRequest = decode("ListDocumentsRequest", message)?;
             let (db, parent) = parent_of_call("parent", &r.parent)?;
-            let collection = list_collection(&parent, &r.collection_id, "collection_id")?;
+            // Without a collection id: the documents of every collection
+            // directly under the parent.
+            let target = if r.collection_id.is_empty() {
+                Target::AnyCollection {
+                    parent,
+                    all_descendants: false,
+                }
+            } else {
+                Target::Collection(list_collection(&parent, &r.collection_id, "collection_id")?)
+            };
             let mut cx = Ctx::new(method, db, opts);
             if let Some(list_documents_request::ConsistencySelector::Transaction(t)) =
                 r.consistency_selector
             {
                 cx.set_transaction(Some(t));
             }
-            cx.push(DocAction::List, Target::Collection(collection), "list");
+            cx.push(DocAction::List, target, "list");
             Ok(cx.finish())
         }
         Method::CreateDocument => {
@@ -1043,8 +1119,9 @@ fn classify_grpc_in(
 }
 
 /// The collection `ListDocuments` lists. An empty collection id (list
-/// every collection's documents) is refused: it has no one collection to
-/// decide on.
+/// every collection's documents) is refused here: a REST path always
+/// names its collection, and the gRPC front end makes that case a
+/// [`Target::AnyCollection`] before asking.
 pub(crate) fn list_collection(
     parent: &DocPath,
     collection_id: &str,

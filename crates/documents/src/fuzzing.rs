@@ -28,7 +28,9 @@ fn check_classified(c: &Classified) {
                 assert!(!parent.is_collection(), "{parent}");
                 assert!(!collection_id.is_empty() && !collection_id.contains('/'));
             }
-            Target::CollectionIds { parent } => assert!(!parent.is_collection(), "{parent}"),
+            Target::AnyCollection { parent, .. } | Target::CollectionIds { parent } => {
+                assert!(!parent.is_collection(), "{parent}");
+            }
         }
         if let Target::Document(p) | Target::Collection(p) = &a.target {
             assert_eq!(DocPath::parse(&p.to_string()).as_ref(), Ok(p));

@@ -53,6 +53,9 @@ pub use classify::{
 };
 pub use grpc::{FrameDecoder, FrameError, Method, encode_frame};
 pub use names::{DatabaseName, DocPath, FieldPath, FieldPathError, NameError, ResourceName};
+pub use rest::proto_json::{
+    JsonArrayStream, ProtoRequest, RequestMessage, ResponseMessage, request_to_proto,
+};
 pub use rest::{RestCall, RestTransactionTap, classify_rest};
 pub use status::{GrpcCode, grpc_message_encode, rest_error_body};
 

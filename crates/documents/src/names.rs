@@ -5,6 +5,16 @@
 //! `teams/a/members/bob`). Every id is checked here once, so the rest of the
 //! crate can trust a [`DocPath`]: no empty ids, no `.`/`..`, no reserved
 //! `__x__` ids, nothing over Firestore's size limits.
+//!
+//! The checks are Firestore's, no stricter: Latchkey decides what Firestore
+//! would serve and refuses only what it refuses (Google's emulator is the
+//! reference; `crates/gateway/tests/firestore_boundary.rs` compares them).
+//! One reserved form is served: a *document* id `__id{n}__`, where `{n}` is
+//! a nonzero 64-bit integer written canonically (`__id7__`, `__id-5__`, not
+//! `__id0__`, `__id007__` or `__id+5__`). Firestore stores it as the numeric
+//! id `n` of Datastore (whose ids these are) and the clients sort it so;
+//! each such id has exactly one spelling, so a policy resource names one
+//! document. A *collection* id never has this exception.
 
 use std::fmt;
 
@@ -34,8 +44,9 @@ pub enum NameError {
     /// An id is `.` or `..`.
     #[error("`{}` is not allowed as an id", echo(.0))]
     DotId(String),
-    /// An id matches Firestore's reserved `__.*__` pattern.
-    #[error("`{}` is a reserved id (ids matching `__.*__` are reserved)", echo(.0))]
+    /// An id matches Firestore's reserved `__.+__` pattern (and, for a
+    /// document id, is not a numeric `__id{n}__` id).
+    #[error("`{}` is a reserved id (ids matching `__.+__` are reserved)", echo(.0))]
     Reserved(String),
     /// An id is longer than Firestore allows.
     #[error("an id is {0} bytes long; the limit is 1500")]
@@ -149,11 +160,16 @@ impl DocPath {
         if segments.len() > MAX_SEGMENTS {
             return Err(NameError::TooDeep(segments.len()));
         }
-        for s in &segments {
+        for (i, s) in segments.iter().enumerate() {
             if s.contains('/') {
                 return Err(NameError::Slash(s.clone()));
             }
-            check_id(s)?;
+            // Collection ids and document ids alternate, collection first.
+            if i % 2 == 0 {
+                check_collection_id(s)?;
+            } else {
+                check_document_id(s)?;
+            }
         }
         Ok(Self { segments })
     }
@@ -247,8 +263,34 @@ impl fmt::Display for DocPath {
     }
 }
 
-/// Checks one document or collection id.
+/// Checks one id whose place (collection or document) is not known yet:
+/// what either place may hold passes, so the numeric `__id{n}__` form
+/// does. A REST path checks each segment so before it knows its shape;
+/// [`DocPath::from_segments`] then checks each by its place.
 pub(crate) fn check_id(id: &str) -> Result<(), NameError> {
+    check_document_id(id)
+}
+
+/// Checks a document id: `__.+__` is reserved except the numeric
+/// `__id{n}__` form (see the module docs).
+pub(crate) fn check_document_id(id: &str) -> Result<(), NameError> {
+    check_common(id)?;
+    if is_reserved(id) && !is_numeric_id(id) {
+        return Err(NameError::Reserved(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a collection id: every `__.+__` id is reserved.
+pub(crate) fn check_collection_id(id: &str) -> Result<(), NameError> {
+    check_common(id)?;
+    if is_reserved(id) {
+        return Err(NameError::Reserved(id.to_owned()));
+    }
+    Ok(())
+}
+
+fn check_common(id: &str) -> Result<(), NameError> {
     if id.is_empty() {
         return Err(NameError::EmptyId(id.to_owned()));
     }
@@ -258,10 +300,30 @@ pub(crate) fn check_id(id: &str) -> Result<(), NameError> {
     if id.len() > MAX_ID_BYTES {
         return Err(NameError::TooLong(id.len()));
     }
-    if id.len() >= 4 && id.starts_with("__") && id.ends_with("__") {
-        return Err(NameError::Reserved(id.to_owned()));
-    }
     Ok(())
+}
+
+/// Whether `id` matches `__.+__`: Google's emulator serves `__`, `___`
+/// and `____` (the pairs may not overlap, and something must lie between
+/// them) and refuses `_____`.
+fn is_reserved(id: &str) -> bool {
+    id.len() >= 5 && id.starts_with("__") && id.ends_with("__")
+}
+
+/// Whether `id` is `__id{n}__` with `{n}` a nonzero `i64` in canonical
+/// decimal: an optional `-`, then digits without a leading zero. This is
+/// exactly what Google's emulator serves (`__id-9223372036854775808__`
+/// and `__id9223372036854775807__` yes; `__id0__`, `__id-0__`, `__id007__`,
+/// `__id+5__`, `__id9223372036854775808__`, non-ASCII digits no).
+pub fn is_numeric_id(id: &str) -> bool {
+    let Some(n) = id.strip_prefix("__id").and_then(|s| s.strip_suffix("__")) else {
+        return false;
+    };
+    let digits = n.strip_prefix('-').unwrap_or(n);
+    let canonical = digits.bytes().all(|b| b.is_ascii_digit())
+        && matches!(digits.as_bytes().first(), Some(b'1'..=b'9'));
+    // `parse` also takes a leading `+`; `canonical` has refused it already.
+    canonical && n.parse::<i64>().is_ok_and(|v| v != 0)
 }
 
 /// Full resource names: `projects/{p}/databases/{d}/documents[/{path}]`.
@@ -546,7 +608,7 @@ mod tests {
             "projects/p/databases/d/documents/a/./b",
             "projects/p/databases/d/documents/a/..",
             "projects/p/databases/d/documents/__a__",
-            "projects/p/databases/d/documents/c/____",
+            "projects/p/databases/d/documents/c/_____",
             "projects/p/databases/d/documentsX/a",
             "projects/p/databases/d/docs/a",
             "projects/p/databases/d",
@@ -555,12 +617,91 @@ mod tests {
         ] {
             assert!(ResourceName::parse(bad).is_err(), "{bad}");
         }
-        // `__` alone and `___` do not match `__.*__`.
+        // `__`, `___` and `____` are not reserved.
         assert!(ResourceName::parse("projects/p/databases/d/documents/__/___").is_ok());
+        assert!(ResourceName::parse("projects/p/databases/d/documents/____/____").is_ok());
+        // Numeric document ids, at any depth; never as collection ids.
+        for ok in [
+            "c/__id7__",
+            "c/__id-5__",
+            "c/__id7__/s/__id-9223372036854775808__",
+        ] {
+            let name = format!("projects/p/databases/d/documents/{ok}");
+            assert!(ResourceName::parse(&name).is_ok(), "{ok}");
+        }
+        for bad in ["__id7__", "c/__id7__/__id8__", "c/__id0__", "c/__id007__"] {
+            let name = format!("projects/p/databases/d/documents/{bad}");
+            assert!(
+                matches!(ResourceName::parse(&name), Err(NameError::Reserved(_))),
+                "{bad}"
+            );
+        }
         assert_eq!(
             ResourceName::parse_bytes(b"projects/p/databases/d/documents/\xff"),
             Err(NameError::NotUtf8)
         );
+    }
+
+    /// The forms Google's emulator serves as document ids, probed one by
+    /// one (`firestore_boundary.rs` keeps checking them against it).
+    #[test]
+    fn numeric_document_ids() {
+        for ok in [
+            "__id1__",
+            "__id7__",
+            "__id-5__",
+            "__id10__",
+            "__id1000000000000000000__",
+            "__id9223372036854775807__",
+            "__id-9223372036854775808__",
+        ] {
+            assert!(is_numeric_id(ok), "{ok}");
+            assert_eq!(check_document_id(ok), Ok(()), "{ok}");
+            assert_eq!(check_id(ok), Ok(()), "{ok}");
+            assert_eq!(
+                check_collection_id(ok),
+                Err(NameError::Reserved(ok.into())),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "__id__",
+            "__id0__",
+            "__id-0__",
+            "__id00__",
+            "__id007__",
+            "__id-01__",
+            "__id+5__",
+            "__id-__",
+            "__id--5__",
+            "__id 1__",
+            "__id1a__",
+            "__idx__",
+            "__ID1__",
+            "__id\u{663}__",
+            "__id\u{ff11}__",
+            "__id9223372036854775808__",
+            "__id-9223372036854775809__",
+            "__id99999999999999999999__",
+            "__a__",
+            "_____",
+            "__.__",
+        ] {
+            assert!(!is_numeric_id(bad), "{bad}");
+            assert_eq!(
+                check_document_id(bad),
+                Err(NameError::Reserved(bad.into())),
+                "{bad}"
+            );
+        }
+        // Not reserved at all, so not special.
+        for plain in [
+            "__", "___", "____", "__._", "__id1__x", "x__id1__", "_id1__",
+        ] {
+            assert!(!is_numeric_id(plain), "{plain}");
+            assert_eq!(check_collection_id(plain), Ok(()), "{plain}");
+            assert_eq!(check_document_id(plain), Ok(()), "{plain}");
+        }
     }
 
     #[test]

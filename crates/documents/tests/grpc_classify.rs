@@ -188,15 +188,32 @@ fn list_documents() {
     );
     assert_eq!(targets(&root), [(DocAction::List, coll("flags"), "list")]);
 
-    let e = classify(
+    // No collection id: every collection directly below the parent,
+    // decided on the parent (issue 15).
+    let c = ok(
         Method::ListDocuments,
         &pb::ListDocumentsRequest {
-            parent: ROOT.into(),
+            parent: name("teams/a"),
             ..Default::default()
         },
-    )
-    .unwrap_err();
-    assert_eq!(e.code(), GrpcCode::Unimplemented);
+    );
+    assert_eq!(
+        targets(&c),
+        [(
+            DocAction::List,
+            Target::AnyCollection {
+                parent: DocPath::parse("teams/a").unwrap(),
+                all_descendants: false
+            },
+            "list"
+        )]
+    );
+    let i = c.accesses[0].intent(&c.database, "production");
+    assert_eq!(
+        (i.resource.kind, i.resource.id.as_str()),
+        (ResourceKind::Document, "prod/teams/a")
+    );
+    assert_eq!(i.context["collections"], ContextValue::from("any"));
     for bad in [("flags", "x"), ("teams/a", "a/b"), ("teams/a", "__x__")] {
         err(
             Method::ListDocuments,
@@ -367,19 +384,49 @@ fn queries() {
     );
     assert_eq!(c.accesses.len(), 2);
 
-    assert_eq!(
-        err(
-            Method::RunQuery,
-            &pb::RunQueryRequest {
-                parent: ROOT.into(),
-                query_type: Some(pb::run_query_request::QueryType::StructuredQuery(
-                    query(&[])
-                )),
-                ..Default::default()
-            }
-        ),
-        "missing required field `structured_query.from`"
-    );
+    // Queries naming no collection (issue 15): `recursiveDelete`'s
+    // all-descendants query reads the whole subtree below its parent; a
+    // selector without an id, or no selector, every collection directly
+    // below it. Each is decided on the parent, and says so.
+    for (from, all) in [
+        (vec![("", true)], true),
+        (vec![("", false)], false),
+        (vec![], false),
+    ] {
+        for (parent, kind, id) in [
+            (ROOT.to_owned(), ResourceKind::Environment, "production"),
+            (name("teams/a"), ResourceKind::Document, "prod/teams/a"),
+        ] {
+            let c = ok(
+                Method::RunQuery,
+                &pb::RunQueryRequest {
+                    parent: parent.clone(),
+                    query_type: Some(pb::run_query_request::QueryType::StructuredQuery(query(
+                        &from,
+                    ))),
+                    ..Default::default()
+                },
+            );
+            let (_, path) = latchkey_documents::ResourceName::parse(&parent).unwrap();
+            assert_eq!(
+                targets(&c),
+                [(
+                    DocAction::Query,
+                    Target::AnyCollection {
+                        parent: path,
+                        all_descendants: all
+                    },
+                    "query"
+                )],
+                "{from:?} under {parent}"
+            );
+            let i = c.accesses[0].intent(&c.database, "production");
+            assert_eq!((i.resource.kind, i.resource.id.as_str()), (kind, id));
+            assert!(!i.context.contains_key("collection_id"), "{i:?}");
+            assert_eq!(i.context["collections"], ContextValue::from("any"));
+            assert_eq!(i.context["all_descendants"], ContextValue::Bool(all));
+        }
+    }
     assert_eq!(
         err(
             Method::RunQuery,
@@ -403,15 +450,20 @@ fn queries() {
         )
         .contains("is a collection")
     );
-    err(
-        Method::RunQuery,
-        &pb::RunQueryRequest {
-            parent: ROOT.into(),
-            query_type: Some(pb::run_query_request::QueryType::StructuredQuery(query(&[
-                ("", false),
-            ]))),
-            ..Default::default()
-        },
+    // A collection group's id is checked as a collection id: the numeric
+    // form documents may have is still reserved here.
+    assert!(
+        err(
+            Method::RunQuery,
+            &pb::RunQueryRequest {
+                parent: ROOT.into(),
+                query_type: Some(pb::run_query_request::QueryType::StructuredQuery(query(&[
+                    ("__id7__", true),
+                ]))),
+                ..Default::default()
+            },
+        )
+        .contains("reserved")
     );
 }
 

@@ -180,6 +180,14 @@ pub async fn run(config: &Config, online: bool) -> Vec<ComponentCheck> {
         };
         out.push(ComponentCheck::new("firestore", result));
     }
+    if let Some(docs) = &config.documents
+        && docs.backend == crate::config::DocumentsBackend::Embedded
+    {
+        out.push(ComponentCheck::new(
+            "documents",
+            Ok("embedded (documents live in the state store)".to_owned()),
+        ));
+    }
     for (i, issuer) in config.issuers.iter().enumerate() {
         let component = format!("issuer {}", issuer.issuer);
         let result = match http {

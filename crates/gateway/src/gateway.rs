@@ -22,7 +22,7 @@ use crate::sessions::providers::{LoginProvider, Providers};
 use crate::sessions::return_to::ReturnOrigins;
 use crate::sessions::{SessionTimes, Sessions};
 use crate::targets::admin::AdminState;
-use crate::targets::documents::{Documents, FirestoreFront};
+use crate::targets::documents::{Documents, DocumentsFront};
 use crate::targets::git::GitTarget;
 use crate::targets::readiness::{Probe, Readiness};
 use crate::targets::signin::SignIn;
@@ -82,16 +82,16 @@ const WITNESS_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// certificates for Google's TLS, without contacting anyone. For
 /// `latchkey serve --check`; `Ok(false)` when `[firestore]` is not set.
 pub fn check_firestore(config: &Config) -> Result<bool, GatewayError> {
-    let Some(fs) = &config.firestore else {
+    let (Some(docs), Some(fs)) = (&config.documents, &config.firestore) else {
         return Ok(false);
     };
     let clock: latchkey_core::SharedClock = Arc::new(latchkey_core::SystemClock);
-    FirestoreFront::new(fs.clone(), clock, config.server.upstream_timeout).map_err(|message| {
-        crate::config::ConfigError::Invalid {
+    DocumentsFront::firestore(docs.clone(), fs, clock, config.server.upstream_timeout).map_err(
+        |message| crate::config::ConfigError::Invalid {
             key: "firestore".into(),
             message,
-        }
-    })?;
+        },
+    )?;
     Ok(true)
 }
 
@@ -286,7 +286,8 @@ impl Gateway {
                 webhook_secrets.insert(source, secret.into_bytes());
             }
         }
-        let store: SharedStore = Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
+        let sqlite = Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
+        let store: SharedStore = sqlite.clone();
 
         let dev_issuer = if config.dev_issuer.enabled {
             let issuer_url = format!("{public_url}/dev-idp");
@@ -454,15 +455,34 @@ impl Gateway {
                 },
             });
         }
-        let firestore = match &config.firestore {
-            Some(fs) => Some(
-                FirestoreFront::new(fs.clone(), clock.clone(), config.server.upstream_timeout)
-                    .map_err(|message| crate::config::ConfigError::Invalid {
-                        key: "firestore".into(),
-                        message,
-                    })?,
+        let documents_front = match (&config.documents, &config.firestore) {
+            (None, _) => None,
+            (Some(docs), _) if docs.backend == crate::config::DocumentsBackend::Embedded => {
+                let rows: Arc<dyn latchkey_store::DocumentRows> = sqlite.clone();
+                Some(DocumentsFront::embedded(
+                    docs.clone(),
+                    Arc::new(latchkey_docstore::DocumentStore::new(rows, clock.clone())),
+                ))
+            }
+            (Some(docs), Some(fs)) => Some(
+                DocumentsFront::firestore(
+                    docs.clone(),
+                    fs,
+                    clock.clone(),
+                    config.server.upstream_timeout,
+                )
+                .map_err(|message| crate::config::ConfigError::Invalid {
+                    key: "firestore".into(),
+                    message,
+                })?,
             ),
-            None => None,
+            (Some(_), None) => {
+                return Err(crate::config::ConfigError::Invalid {
+                    key: "documents.backend".into(),
+                    message: "`firestore` needs a [firestore] table".into(),
+                }
+                .into());
+            }
         };
 
         let limiter = RefusalLimiter::new(
@@ -534,7 +554,7 @@ impl Gateway {
                 .map(|c| (c.name, c.path))
                 .collect(),
         });
-        let documents = Arc::new(Documents::new(pipe.clone(), firestore));
+        let documents = Arc::new(Documents::new(pipe.clone(), documents_front));
         let git = Arc::new(GitTarget {
             pipe: pipe.clone(),
             upstreams: git_upstreams,

@@ -13,10 +13,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Opts, TestGateway, bearer};
+use common::{Opts, TestGateway, assert_same_steps, bearer, run_ok};
 use latchkey_audit::AuditRecord;
 use latchkey_testkit::OidcProvider;
-use latchkey_testkit::firestore::{FirestoreEmulator, Scenario, ScenarioClient, ScenarioReport};
+use latchkey_testkit::firestore::{FirestoreEmulator, Scenario, ScenarioClient};
 use latchkey_testkit::tls::TestCerts;
 use serde_json::{Value, json};
 
@@ -39,32 +39,6 @@ record_values = ["flags"]
 /// `127.0.0.1:PORT` of a cleartext test gateway.
 fn target(tg: &TestGateway) -> String {
     tg.base.trim_start_matches("http://").to_owned()
-}
-
-fn run_ok(report: Result<ScenarioReport, impl std::fmt::Display>) -> ScenarioReport {
-    let report = report.unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        report.failed().is_empty(),
-        "{} scenario in mode {} had failing steps:\n{}\nstderr:\n{}",
-        report.client,
-        report.mode,
-        report.summary(),
-        report.stderr
-    );
-    report
-}
-
-/// Same steps, in the same order, with the same normalized results.
-fn assert_same_steps(reference: &ScenarioReport, other: &ScenarioReport) {
-    let names = |r: &ScenarioReport| r.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>();
-    assert_eq!(names(reference), names(other));
-    for (a, b) in reference.steps.iter().zip(&other.steps) {
-        assert_eq!(
-            a.result, b.result,
-            "step `{}`: {} ({}) and {} ({}) disagree",
-            a.step, reference.client, reference.mode, other.client, other.mode
-        );
-    }
 }
 
 /// Decision records about documents.
@@ -231,37 +205,7 @@ async fn python_and_node_clients_over_tls_match_the_emulator() {
     let port = target(&tg).rsplit_once(':').unwrap().1.to_owned();
     let tls_target = format!("localhost:{port}");
 
-    // The test gateway's helpers speak cleartext; this one trusts only the test CA.
-    let https = reqwest::Client::builder()
-        .no_proxy()
-        .tls_certs_only([
-            reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap(),
-        ])
-        .build()
-        .unwrap();
-    let id = op
-        .mint(
-            "RS256",
-            "alice",
-            None,
-            json!({"groups": ["developers"]}),
-            300,
-        )
-        .await;
-    let resp = https
-        .post(format!("https://{tls_target}/oauth2/token"))
-        .form(&[
-            ("grant_type", common::GRANT),
-            ("subject_token", id.as_str()),
-            ("subject_token_type", common::TT_ID),
-            ("audience", "documents"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = common::documents_token_over_tls(&op, &tls_target, &certs.ca).await;
 
     let tls = |client, mode| {
         Scenario::new(client, mode, &tls_target)

@@ -143,6 +143,9 @@ pub(crate) enum Command {
     /// List and rotate token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Back up and restore the embedded document store.
+    #[command(subcommand)]
+    Documents(DocumentsCommand),
     /// A Git credential helper that hands Git short-lived Latchkey tokens.
     ///
     /// Configure it per gateway:
@@ -534,6 +537,47 @@ pub(crate) enum KeysCommand {
     /// running gateway reloads and audits the rotation within a second; a
     /// stopped one audits it when it next starts.
     Rotate(RotateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DocumentsCommand {
+    /// Write every document of the embedded store as JSON lines, one
+    /// document each (its full name, its fields in Firestore's REST JSON
+    /// form, its create and update times), to standard output or `--out`.
+    ///
+    /// Reads the state store directly: run it beside a running gateway or a
+    /// stopped one (beside a running one, writes made during the export may
+    /// or may not be in it). Not audited: whoever can read the data
+    /// directory can read the documents.
+    Export(DocumentsExportArgs),
+    /// Load JSON lines written by `export` (or converted from a Google
+    /// Firestore export) into the embedded store, keeping each document's
+    /// times; a document that exists is replaced. Idempotent.
+    ///
+    /// Writes the state store directly, bypassing policy: stop the gateway
+    /// first (its listeners would not see the documents change), and keep
+    /// the file as the record of what was loaded.
+    Import(DocumentsImportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct DocumentsExportArgs {
+    /// Only this database (`projects/P/databases/D`); all when unset.
+    #[arg(long)]
+    pub(crate) database: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) location: Location,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct DocumentsImportArgs {
+    /// The JSON-lines file (`-` for standard input).
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) location: Location,
 }
 
 #[derive(Debug, Args, Clone)]

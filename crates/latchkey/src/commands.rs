@@ -55,6 +55,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(cmd) => crate::output::audit(cmd, clock()).await,
         Command::Policy(cmd) => policy(cmd),
         Command::Keys(cmd) => keys(cmd).await,
+        Command::Documents(cmd) => crate::documents::run(cmd).await,
         Command::GitCredential(args) => crate::credential::run(args, clock()).await,
         Command::Ci(CiCommand::Token(args)) => crate::ci::token(args).await,
     }
@@ -152,6 +153,18 @@ async fn dev(
         for (name, text) in crate::init::starter_files() {
             std::fs::write(policy_dir.join(name), text)?;
         }
+    }
+    // The secret a Gogs (or `curl` with `openssl dgst -hmac`, as the README
+    // shows) signs the sandbox's push webhooks with; owner-only, like the
+    // rest of the directory.
+    let gogs_secret = data.join(crate::config::GOGS_SECRET_FILE);
+    if !gogs_secret.exists() {
+        use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+        let mut bytes = [0u8; 24];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("no randomness for the webhook secret"))?;
+        crate::credential::write_private(&data, &gogs_secret, &hex::encode(bytes))?;
     }
     let repos = data.join("repos");
     if !repos.join("acme/app.git").exists() {

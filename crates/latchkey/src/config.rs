@@ -8,6 +8,13 @@ use latchkey_gateway::config::Config;
 
 use crate::cli::Location;
 
+/// The Google Cloud project the dev sandbox's documents are in.
+pub(crate) const DEV_PROJECT: &str = "demo";
+
+/// The file in the dev sandbox's data directory that holds the secret its
+/// Gogs webhook receiver checks signatures with (generated on first start).
+pub(crate) const GOGS_SECRET_FILE: &str = "webhook-gogs.secret";
+
 /// The dev sandbox's config: everything embedded.
 pub(crate) fn dev_config(
     data: &Path,
@@ -33,13 +40,26 @@ enabled = true
 local_root = "repos"
 "#
     );
-    let text = match firestore_emulator {
+    // Documents: the embedded store, or Google's emulator when one is
+    // given; either way `(default)` is environment `dev` and `prod` is
+    // `prod`, and a signed Gogs push writes `pushes/{commit}` (the rule
+    // `record-pushes`, as Latchkey itself, decided like any caller).
+    let backend = match firestore_emulator {
         Some(hostport) => format!(
-            "{text}\n[firestore]\nemulator = {}\ndatabases = {{ \"(default)\" = \"dev\", \"prod\" = \"prod\" }}\n",
+            "backend = \"firestore\"\n\n[firestore]\nemulator = {}\n",
             toml::Value::String(hostport.to_owned())
         ),
-        None => text,
+        None => "backend = \"embedded\"\n".to_owned(),
     };
+    let text = format!(
+        "{text}\n[documents]\nproject = \"{DEV_PROJECT}\"\n\
+         databases = {{ \"(default)\" = \"dev\", \"prod\" = \"prod\" }}\n\
+         record_values = [\"flags\", \"pushes\"]\n{backend}\n\
+         [webhooks.gogs]\nsecret = {{ file = \"{data_str}/{GOGS_SECRET_FILE}\" }}\n\n\
+         [[rules]]\nname = \"record-pushes\"\non = \"push\"\n\
+         [rules.write_document]\ndatabase = \"(default)\"\npath = \"pushes/{{commit}}\"\n\
+         fields = {{ repository = \"{{repository}}\", pusher = \"{{pusher.login}}\", branch = \"{{branch}}\" }}\n"
+    );
     // The example app (`crate::dev_app`): a page that shows the identity
     // it was sent, behind a browser sign-in with the dev provider.
     let text = match example_app {

@@ -93,12 +93,17 @@ checkpoint_interval = "10s"              # records after the last signed checkpo
 # [git.upstreams.local]                  # a directory of bare repositories, served by `git http-backend`
 # local_root = "repos"
 
-# Firestore behind its own API (see "Firestore" in the README)
+# Documents: the Firestore API, answered by Latchkey's embedded store or by
+# Google Firestore (see "Documents" in the README)
 #
-# [firestore]
-# service_account_file = "/run/secrets/firestore-sa.json"   # or: metadata = true, or: emulator = "127.0.0.1:8681"
-# project = "acme-prod"
+# [documents]
+# backend = "embedded"                                      # or "firestore", with [firestore] below
+# project = "acme-prod"                                     # callers may name only this project
 # databases = { "(default)" = "staging", prod = "prod" }    # database → Environment; others refused
+# record_values = ["flags", "approvals"]                    # collections whose written values are audited
+#
+# [firestore]                                               # only with backend = "firestore"
+# service_account_file = "/run/secrets/firestore-sa.json"   # or: metadata = true, or: emulator = "127.0.0.1:8681"
 
 # Webhooks and the rules they drive (see "Webhooks and rules" in the README)
 #

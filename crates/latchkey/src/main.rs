@@ -9,6 +9,7 @@ mod config;
 mod credential;
 mod dev_app;
 mod dev_cgit;
+mod documents;
 mod init;
 mod login;
 mod output;

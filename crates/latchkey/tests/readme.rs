@@ -172,6 +172,33 @@ impl Reader {
 
     /// `bash -c SCRIPT` as the reader: `latchkey` first on `PATH`, the
     /// reader's own home, git config and cache.
+    /// Writes the section's scripts into the reader's directory, and links
+    /// the Node.js Firestore client the README installs with npm where Node
+    /// finds it. Scripts first: the README shows a script after the command
+    /// that runs it.
+    fn write_scripts(&self, blocks: &[Block]) {
+        let modules = self.cwd().join("node_modules");
+        if !modules.exists() {
+            std::os::unix::fs::symlink(
+                latchkey_testkit::firestore::node_scenario_dir().join("node_modules"),
+                &modules,
+            )
+            .expect("link node_modules");
+        }
+        for block in blocks.iter().filter(|b| b.lang == "js") {
+            // The script names its file on its first line: `// flags.mjs: ...`.
+            let name = block
+                .text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("// "))
+                .and_then(|l| l.split(':').next())
+                .expect("a JS block starts with `// FILE: ...`");
+            std::fs::write(self.cwd().join(name), self.rewrite(&block.text))
+                .expect("write the script");
+        }
+    }
+
     fn bash(&self, script: &str) -> Command {
         let mut bash = self.home.shell("bash", self.cwd(), script);
         // The Node client must not look for a GCE metadata server.
@@ -311,10 +338,15 @@ fn refs(repo: &Path) -> String {
 
 #[test]
 fn quick_start_runs_as_written() {
+    if let Err(e) = latchkey_testkit::firestore::ensure_node_installed() {
+        latchkey_testkit::skip_or_fail("node-firestore", &e.to_string());
+        return;
+    }
     let blocks = section("Quick start");
     let (server, rest) = blocks.split_first().expect("a server block first");
     assert!(is_server_block(server), "{server:?}");
     let mut reader = Reader::new();
+    reader.write_scripts(rest);
     reader.start_servers(server);
     let shell: Vec<&Block> = rest.iter().filter(|b| b.lang == "sh").collect();
     assert_eq!(shell.len(), 1, "one block of commands: {shell:?}");
@@ -332,6 +364,19 @@ fn quick_start_runs_as_written() {
         out.lines()
             .any(|l| l.contains("git.push") && l.contains("DENY") && l.contains("protect-main")),
         "`audit tail` shows the refused push and its policy:\n{out}"
+    );
+    // The webhook's rule wrote pushes/{commit} as Latchkey itself, and the
+    // client's prod write was refused by name: both in the same trail.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("document.update") && l.contains("ALLOW") && l.contains("pushes/")),
+        "`audit tail` shows the rule's write:\n{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.contains("document.update")
+            && l.contains("DENY")
+            && l.contains("protect-prod-documents")),
+        "`audit tail` shows the refused prod write and its policy:\n{out}"
     );
 }
 
@@ -369,40 +414,14 @@ fn login_section_runs_as_written() {
 }
 
 #[test]
-fn firestore_section_runs_as_written() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(emulator) =
-        rt.block_on(latchkey_testkit::firestore::FirestoreEmulator::start_or_skip())
-    else {
-        return;
-    };
+fn documents_section_runs_as_written() {
     if let Err(e) = latchkey_testkit::firestore::ensure_node_installed() {
         latchkey_testkit::skip_or_fail("node-firestore", &e.to_string());
         return;
     }
-    let blocks = section("Firestore");
+    let blocks = section("Documents");
     let mut reader = Reader::new();
-    reader.emulator = Some(emulator.host_port());
-    // The client the README installs with npm, where Node finds it from the
-    // reader's directory.
-    std::os::unix::fs::symlink(
-        latchkey_testkit::firestore::node_scenario_dir().join("node_modules"),
-        reader.cwd().join("node_modules"),
-    )
-    .expect("link node_modules");
-    // Scripts first: the README shows a script after the command that runs it.
-    for block in blocks.iter().filter(|b| b.lang == "js") {
-        // The script names its file on its first line: `// flags.mjs: ...`.
-        let name = block
-            .text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("// "))
-            .and_then(|l| l.split(':').next())
-            .expect("a JS block starts with `// FILE: ...`");
-        std::fs::write(reader.cwd().join(name), reader.rewrite(&block.text))
-            .expect("write the script");
-    }
+    reader.write_scripts(&blocks);
     let mut ran = 0;
     for block in blocks.iter().filter(|b| b.lang == "sh") {
         if is_server_block(block) {
@@ -436,8 +455,6 @@ fn firestore_section_runs_as_written() {
     };
     assert_eq!(effect("(default)"), Some("allow".into()), "{events:#?}");
     assert_eq!(effect("prod"), Some("deny".into()), "{events:#?}");
-    drop(reader);
-    rt.block_on(emulator.stop());
 }
 
 #[test]
@@ -465,20 +482,20 @@ fn configuration_starts_from_init() {
 }
 
 /// Every TOML block is a valid Latchkey config, so a renamed key shows up
-/// here. A fragment that needs a `[firestore]` table (a rule that writes a
-/// document) is checked with the Firestore section's own table added.
+/// here. A fragment that needs a `[documents]` table (a rule that writes a
+/// document) is checked with one added.
 #[test]
 fn every_toml_block_is_a_valid_config() {
-    let firestore_table = "[firestore]\nemulator = \"127.0.0.1:8681\"\nproject = \"demo\"\n\
+    let documents_table = "[documents]\nbackend = \"embedded\"\nproject = \"demo\"\n\
                            databases = { \"(default)\" = \"staging\", prod = \"prod\" }\n";
     let mut checked = 0;
     for block in readme_blocks().iter().filter(|b| b.lang == "toml") {
         let parsed = latchkey_gateway::config::Config::parse(&block.text).or_else(|e| {
-            if block.text.contains("[firestore]") {
+            if block.text.contains("[documents]") || block.text.contains("[firestore]") {
                 Err(e)
             } else {
                 latchkey_gateway::config::Config::parse(&format!(
-                    "{}\n{firestore_table}",
+                    "{}\n{documents_table}",
                     block.text
                 ))
             }
@@ -527,7 +544,7 @@ fn every_shell_block_is_run_or_says_why_not() {
         "Quick start",
         "Git credential helper",
         "Signing in from a terminal",
-        "Firestore",
+        "Documents",
         "Configuration",
     ];
     let blocks = readme_blocks();

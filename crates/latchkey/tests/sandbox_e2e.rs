@@ -622,7 +622,7 @@ fn the_sandbox_maps_prod_so_the_documented_denial_happens() {
     let token = sb.token(&id, "documents");
     let write = |database: &str| {
         let url = format!(
-            "{}/v1/projects/latchkey-sandbox/databases/{database}/documents/notes/hello",
+            "{}/v1/projects/demo/databases/{database}/documents/notes/hello",
             sb.url
         );
         rt.block_on(async {
@@ -642,10 +642,117 @@ fn the_sandbox_maps_prod_so_the_documented_denial_happens() {
     let (status, body) = write("prod");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("protect-prod-documents"), "{body}");
-    let prod = rt
-        .block_on(emu.documents("latchkey-sandbox", "prod"))
-        .unwrap();
+    let prod = rt.block_on(emu.documents("demo", "prod")).unwrap();
     assert!(prod.is_empty(), "{prod:?}");
     drop(sb);
     rt.block_on(emu.stop());
+}
+
+/// Issue 15: with nothing but `latchkey dev`, the sandbox serves documents
+/// from its embedded store: a developer's write to `(default)` lands, the
+/// same write to `prod` is refused by name and leaves nothing behind, and
+/// `latchkey documents export` / `import` carry the documents (times
+/// included) into another sandbox.
+#[test]
+fn the_sandbox_serves_documents_from_its_embedded_store() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut sb = Sandbox::start();
+    let id = sb.id_token("alice", &["developers"]);
+    let token = sb.token(&id, "documents");
+    let call = |method: reqwest::Method, url: &str, body: Option<serde_json::Value>| {
+        rt.block_on(async {
+            let mut req = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        })
+    };
+    let doc = |database: &str| {
+        format!(
+            "{}/v1/projects/demo/databases/{database}/documents/notes/hello",
+            sb.url
+        )
+    };
+    let body =
+        serde_json::json!({"fields": {"text": {"stringValue": "hi"}, "n": {"integerValue": "7"}}});
+    let (status, text) = call(
+        reqwest::Method::PATCH,
+        &doc("(default)"),
+        Some(body.clone()),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = call(reqwest::Method::PATCH, &doc("prod"), Some(body));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("protect-prod-documents"), "{text}");
+    let (status, _) = call(reqwest::Method::GET, &doc("prod"), None);
+    assert_eq!(status, 404);
+    let (status, before) = call(reqwest::Method::GET, &doc("(default)"), None);
+    assert_eq!(status, 200, "{before}");
+
+    // Export beside the running gateway: one line, the document's full
+    // name, its fields in REST JSON form and its times.
+    let out = sb.dir.path().join("documents.jsonl");
+    ok(sb.cli(&["documents", "export", "--out", out.to_str().unwrap()]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0]["name"],
+        "projects/demo/databases/(default)/documents/notes/hello"
+    );
+    assert_eq!(
+        lines[0]["fields"]["n"],
+        serde_json::json!({"integerValue": "7"})
+    );
+    assert!(lines[0]["createTime"].is_string() && lines[0]["updateTime"].is_string());
+    sb.stop();
+
+    // Into a new sandbox, stopped, twice (idempotent); a bad file changes nothing.
+    let mut other = Sandbox::start();
+    other.stop();
+    let bad = sb.dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{{\"name\": \"projects/demo/databases/(default)/documents/x\", \"fields\": {{\"a\": {{\"nope\": 1}}}}}}\n",
+            serde_json::to_string(&lines[0]).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = other.cli(&["documents", "import", bad.to_str().unwrap()]);
+    assert!(!o.status.success(), "a bad line is refused");
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+    for _ in 0..2 {
+        ok(other.cli(&["documents", "import", out.to_str().unwrap()]));
+    }
+    other.restart();
+    let id = other.id_token("alice", &["developers"]);
+    let token = other.token(&id, "documents");
+    let after = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/v1/projects/demo/databases/(default)/documents/notes/hello",
+                other.url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let (before, after): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&before).unwrap(),
+        serde_json::from_str(&after).unwrap(),
+    );
+    assert_eq!(before, after, "the same document, times included");
 }

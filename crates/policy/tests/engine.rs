@@ -43,7 +43,7 @@ fn load_err(policies: &[(String, String)], entities: Option<&str>) -> String {
 #[test]
 fn starter_set_loads() {
     let engine = starter();
-    assert_eq!(engine.policy_count(), 16);
+    assert_eq!(engine.policy_count(), 17);
     assert!(engine.policy_ids().contains(&"protect-main".to_owned()));
     assert_eq!(engine.entity_count(), 6);
     assert_eq!(
@@ -338,7 +338,7 @@ fn load_and_reload_from_a_directory() {
     files.push(("README.txt", "not a policy"));
     write_dir(dir.path(), &files);
     let engine = PolicyEngine::load(dir.path()).unwrap();
-    assert_eq!(engine.policy_count(), 16);
+    assert_eq!(engine.policy_count(), 17);
     assert!(
         engine
             .policy_file("protect-main")
@@ -359,7 +359,7 @@ fn load_and_reload_from_a_directory() {
     );
     let err = engine.reload(dir.path()).unwrap_err();
     assert!(matches!(err, PolicyError::Syntax { .. }), "{err}");
-    assert_eq!(engine.policy_count(), 16);
+    assert_eq!(engine.policy_count(), 17);
     assert!(
         engine
             .authorize(&alice, &push("refs/heads/f", "update"))
@@ -372,7 +372,7 @@ fn load_and_reload_from_a_directory() {
         engine.reload(dir.path()).unwrap_err(),
         PolicyError::NoPolicyFiles { .. }
     ));
-    assert_eq!(engine.policy_count(), 16);
+    assert_eq!(engine.policy_count(), 17);
 
     // A good set replaces it.
     write_dir(
@@ -386,7 +386,7 @@ fn load_and_reload_from_a_directory() {
     assert_eq!(summary.policies, 2);
     assert_eq!(summary.entities, 0);
     assert_eq!(summary.added, vec!["deny-all"]);
-    assert_eq!(summary.removed.len(), 15);
+    assert_eq!(summary.removed.len(), 16);
     let d = engine.authorize(&alice, &push("refs/heads/f", "update"));
     assert_eq!(d.policy_ids, vec!["deny-all"]);
 }

@@ -1,17 +1,24 @@
 //! Latchkey's state store: what must survive a restart and be shared between
 //! gateway nodes — signing keys (private halves already encrypted by the
 //! caller), revocations and freezes, webhook delivery ids, browser sessions, the
-//! audit index and small metadata blobs.
+//! audit index, small metadata blobs, and the embedded document store's rows
+//! ([`DocumentRows`]).
 //!
 //! The [`Store`] trait is the whole interface; callers hold an
 //! `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the embedded default.
 //! This crate does not encrypt, sign or decide anything: it keeps rows.
 
+mod documents;
 mod error;
 mod schema;
 mod sqlite;
+mod sqlite_documents;
 mod types;
 
+pub use documents::{
+    DocumentRow, DocumentRows, ExportCursor, KeyRange, RowCheck, RowCommitError, RowExpect,
+    RowScan, RowSelection, RowWrite, ScanCheck, key_successor, prefix_end, prefix_range,
+};
 pub use error::StoreError;
 pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};
 pub use types::{

@@ -102,6 +102,27 @@ CREATE INDEX sessions_expires_at ON sessions (expires_at);
 CREATE INDEX sessions_last_seen_at ON sessions (last_seen_at);
 ",
     },
+    Migration {
+        version: 3,
+        name: "documents",
+        // The embedded document store: path keys are order-preserving
+        // encodings, so a collection is `parent = ?`, a subtree a range of
+        // `path`, a collection group `collection_id = ?` and a range of `path`.
+        sql: "
+CREATE TABLE documents (
+    database_name TEXT NOT NULL,
+    path BLOB NOT NULL,
+    parent BLOB NOT NULL,
+    collection_id TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    fields BLOB NOT NULL,
+    PRIMARY KEY (database_name, path)
+);
+CREATE INDEX documents_parent ON documents (database_name, parent, path);
+CREATE INDEX documents_group ON documents (database_name, collection_id, path);
+",
+    },
 ];
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ const MAX_CHAR: char = '\u{10FFFF}';
 /// that would compete with the audit log's own.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     index_pool: SqlitePool,
 }
 
@@ -224,7 +224,7 @@ async fn enable_wal(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
 }
 
 /// `SQLITE_BUSY` or `SQLITE_LOCKED`, including their extended codes.
-fn is_busy(e: &sqlx::Error) -> bool {
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;
     };
@@ -235,7 +235,7 @@ fn is_busy(e: &sqlx::Error) -> bool {
 
 /// Maps a driver error to the store's vocabulary. SQLite's messages name
 /// tables and columns, never bound values, so no secret leaks through here.
-fn db_error(context: &str, e: sqlx::Error) -> StoreError {
+pub(crate) fn db_error(context: &str, e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Database(db) => match db.kind() {
             sqlx::error::ErrorKind::UniqueViolation => {

@@ -8,6 +8,7 @@
 //! unknown parameters and fields, a `+` in a parameter Latchkey decides on.
 
 pub(crate) mod json;
+pub mod proto_json;
 mod tap;
 
 use serde_json::Value as Json;

@@ -96,8 +96,17 @@ pub struct Config {
     /// `[[rules]]`: what the gateway does when a webhook event arrives.
     #[serde(default)]
     pub rules: Vec<latchkey_events::Rule>,
-    /// `[firestore]`: the Firestore front end (gRPC and REST). Absent: the
-    /// Firestore routes answer that no upstream is configured.
+    /// `[documents]`: the Firestore v1 document API (gRPC and REST) and the
+    /// backend that answers it. Absent (and no legacy `[firestore]` table):
+    /// the document routes answer that no document store is configured.
+    /// After [`Config::validate`] this is the one place to read the document
+    /// settings from, whichever table they were written in.
+    #[serde(default)]
+    pub documents: Option<DocumentsConfig>,
+    /// `[firestore]`: the Google Firestore (or emulator) upstream of
+    /// `documents.backend = "firestore"`. Written alone, with `databases` in
+    /// it, it is the older form of `[documents] backend = "firestore"` and
+    /// still accepted.
     #[serde(default)]
     pub firestore: Option<FirestoreConfig>,
     /// `[[apps]]`: web apps behind Latchkey, by host or path prefix.
@@ -143,26 +152,16 @@ fn default_session_absolute() -> Duration {
     Duration::from_secs(12 * 3600)
 }
 
-/// `[firestore]`: where Firestore calls go and how databases map to
-/// environments. Exactly one of `emulator`, `service_account_file` and
-/// `metadata` says where the upstream credential comes from.
+/// `[documents]`: the Firestore v1 document API Latchkey serves, how its
+/// databases map to environments, and which backend holds the documents.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FirestoreConfig {
-    /// `host:port` of a Firestore emulator. Calls go over cleartext with the
-    /// emulator's admin credential `Bearer owner`.
-    pub emulator: Option<String>,
-    /// A Google service-account key file; Latchkey trades it for
-    /// short-lived OAuth access tokens.
-    pub service_account_file: Option<PathBuf>,
-    /// Take access tokens from the GCE/GKE metadata server.
-    #[serde(default)]
-    pub metadata: bool,
-    /// The Google endpoint (TLS); only with real Google credentials.
-    #[serde(default = "default_firestore_endpoint")]
-    pub endpoint: String,
+pub struct DocumentsConfig {
+    /// `embedded` (documents in the state store, nothing else to run) or
+    /// `firestore` (Google Firestore or its emulator, set in `[firestore]`).
+    pub backend: DocumentsBackend,
     /// The Google Cloud project callers may name. Unset: any project (an
-    /// emulator accepts any).
+    /// emulator, and the embedded store, accept any).
     pub project: Option<String>,
     /// Firestore database id → environment (`prod = "prod"`,
     /// `"(default)" = "dev"`). A database not listed is refused.
@@ -179,11 +178,89 @@ pub struct FirestoreConfig {
     pub max_request_bytes: usize,
 }
 
+/// Which backend answers the document API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentsBackend {
+    /// Latchkey's own Firestore-compatible store, in the state store.
+    Embedded,
+    /// Google Firestore, or Google's emulator (`[firestore]`).
+    Firestore,
+}
+
+impl DocumentsBackend {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Firestore => "firestore",
+        }
+    }
+}
+
+/// `[firestore]`: where Firestore calls go. Exactly one of `emulator`,
+/// `service_account_file` and `metadata` says where the upstream credential
+/// comes from. `project`, `databases`, `record_values` and
+/// `max_request_bytes` belong in `[documents]`; here they are the older
+/// form, read only when `[documents]` is absent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirestoreConfig {
+    /// `host:port` of a Firestore emulator. Calls go over cleartext with the
+    /// emulator's admin credential `Bearer owner`.
+    pub emulator: Option<String>,
+    /// A Google service-account key file; Latchkey trades it for
+    /// short-lived OAuth access tokens.
+    pub service_account_file: Option<PathBuf>,
+    /// Take access tokens from the GCE/GKE metadata server.
+    #[serde(default)]
+    pub metadata: bool,
+    /// The Google endpoint (TLS); only with real Google credentials.
+    #[serde(default = "default_firestore_endpoint")]
+    pub endpoint: String,
+    /// Older form of `documents.project`.
+    pub project: Option<String>,
+    /// Older form of `documents.databases`.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    /// Older form of `documents.record_values`.
+    #[serde(default)]
+    pub record_values: Vec<String>,
+    /// Older form of `documents.max_request_bytes`.
+    pub max_request_bytes: Option<usize>,
+}
+
 fn default_firestore_endpoint() -> String {
     "https://firestore.googleapis.com".into()
 }
 fn default_firestore_max_request() -> usize {
     11 * 1024 * 1024
+}
+
+impl DocumentsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.databases.is_empty() {
+            return Err(invalid(
+                "documents.databases",
+                "map at least one database to an environment, e.g. `databases = { \"(default)\" = \"dev\" }`",
+            ));
+        }
+        for (db, env) in &self.databases {
+            if env.trim().is_empty() || env.contains('/') {
+                return Err(invalid(
+                    format!("documents.databases.{db}"),
+                    "the environment must be a non-empty name without `/`",
+                ));
+            }
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid(
+                "documents.max_request_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl FirestoreConfig {
@@ -212,26 +289,6 @@ impl FirestoreConfig {
             return Err(invalid(
                 "firestore.endpoint",
                 "Google's endpoint must be https:// (the credential would otherwise travel in the clear)",
-            ));
-        }
-        if self.databases.is_empty() {
-            return Err(invalid(
-                "firestore.databases",
-                "map at least one database to an environment, e.g. `databases = { \"(default)\" = \"dev\" }`",
-            ));
-        }
-        for (db, env) in &self.databases {
-            if env.trim().is_empty() || env.contains('/') {
-                return Err(invalid(
-                    format!("firestore.databases.{db}"),
-                    "the environment must be a non-empty name without `/`",
-                ));
-            }
-        }
-        if self.max_request_bytes < 1024 {
-            return Err(invalid(
-                "firestore.max_request_bytes",
-                "must be at least 1024",
             ));
         }
         Ok(())
@@ -370,7 +427,9 @@ pub struct ServerLimits {
     /// Connections served at once. Past it new connections wait in the
     /// kernel's accept queue until one closes (they are not refused).
     pub max_connections: usize,
-    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`. The Firestore clients
+    /// open one stream per `onSnapshot` listener on a single connection,
+    /// and their own system tests hold 150 at once: the default leaves room.
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, in bytes.
     pub http2_max_header_list_bytes: u32,
@@ -396,7 +455,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
-            http2_max_concurrent_streams: 128,
+            http2_max_concurrent_streams: 256,
             http2_max_header_list_bytes: 64 * 1024,
             http2_max_pending_accept_reset_streams: 20,
             http2_max_local_error_reset_streams: 256,
@@ -427,7 +486,7 @@ impl ServerLimits {
         if self.http2_max_concurrent_streams == 0 {
             return Err(invalid(
                 key("http2_max_concurrent_streams"),
-                "must be at least 1 (the default is 128)",
+                "must be at least 1 (the default is 256)",
             ));
         }
         if self.http2_max_header_list_bytes < 4096 {
@@ -800,6 +859,76 @@ impl Config {
             .unwrap_or_else(|| self.server.data_dir.join("policies"))
     }
 
+    /// Settles `[documents]`: the older form (`[firestore]` alone, with
+    /// `databases` in it) becomes `backend = "firestore"`; a `[firestore]`
+    /// table must go with that backend and no other; each table's values
+    /// are checked.
+    fn resolve_documents(&mut self) -> Result<(), ConfigError> {
+        if let Some(fs) = &self.firestore {
+            fs.validate()?;
+        }
+        match (&self.documents, &self.firestore) {
+            (None, None) => return Ok(()),
+            (None, Some(fs)) => {
+                self.documents = Some(DocumentsConfig {
+                    backend: DocumentsBackend::Firestore,
+                    project: fs.project.clone(),
+                    databases: fs.databases.clone(),
+                    record_values: fs.record_values.clone(),
+                    max_request_bytes: fs
+                        .max_request_bytes
+                        .unwrap_or_else(default_firestore_max_request),
+                });
+                if fs.databases.is_empty() {
+                    return Err(invalid(
+                        "documents.databases",
+                        "map at least one database to an environment, e.g. \
+                         `[documents]` with `databases = { \"(default)\" = \"dev\" }`",
+                    ));
+                }
+            }
+            (Some(docs), Some(fs)) => {
+                if docs.backend != DocumentsBackend::Firestore {
+                    return Err(invalid(
+                        "firestore",
+                        format!(
+                            "[firestore] is the upstream of `documents.backend = \"firestore\"`, \
+                             but the backend is `{}`; remove [firestore] or change the backend",
+                            docs.backend.as_str()
+                        ),
+                    ));
+                }
+                let moved = [
+                    ("project", fs.project.is_some()),
+                    ("databases", !fs.databases.is_empty()),
+                    ("record_values", !fs.record_values.is_empty()),
+                    ("max_request_bytes", fs.max_request_bytes.is_some()),
+                ];
+                if let Some((key, _)) = moved.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        format!("firestore.{key}"),
+                        format!(
+                            "with a [documents] table, `{key}` belongs there: move it to `documents.{key}`"
+                        ),
+                    ));
+                }
+            }
+            (Some(docs), None) => {
+                if docs.backend == DocumentsBackend::Firestore {
+                    return Err(invalid(
+                        "documents.backend",
+                        "`firestore` needs a [firestore] table saying where it is: \
+                         `emulator = \"host:port\"`, `service_account_file = \"key.json\"` or `metadata = true`",
+                    ));
+                }
+            }
+        }
+        if let Some(docs) = &self.documents {
+            docs.validate()?;
+        }
+        Ok(())
+    }
+
     /// Checks every value that parsing cannot.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         if let Some(url) = &self.server.public_url {
@@ -814,9 +943,7 @@ impl Config {
         }
         self.server.limits.validate()?;
         self.validate_sessions()?;
-        if let Some(fs) = &self.firestore {
-            fs.validate()?;
-        }
+        self.resolve_documents()?;
         if let Some(w) = &self.audit.witness {
             if w.url.is_none() && w.file.is_none() {
                 return Err(invalid(
@@ -1118,29 +1245,29 @@ impl Config {
             let Some(w) = &rule.write_document else {
                 continue;
             };
-            let Some(fs) = &self.firestore else {
+            let Some(docs) = &self.documents else {
                 return Err(invalid(
                     format!("rules[{i}]"),
                     format!(
-                        "`{}`: write_document needs a [firestore] table (the rule writes through the Firestore upstream)",
+                        "`{}`: write_document needs a [documents] table (the rule writes through the document API)",
                         rule.name
                     ),
                 ));
             };
-            if fs.project.is_none() {
+            if docs.project.is_none() {
                 return Err(invalid(
                     format!("rules[{i}]"),
                     format!(
-                        "`{}`: write_document needs `firestore.project` (the project the document is written in)",
+                        "`{}`: write_document needs `documents.project` (the project the document is written in)",
                         rule.name
                     ),
                 ));
             }
-            if !fs.databases.contains_key(&w.database) {
+            if !docs.databases.contains_key(&w.database) {
                 return Err(invalid(
                     format!("rules[{i}].write_document.database"),
                     format!(
-                        "`{}` is not in `firestore.databases`; map it to an environment",
+                        "`{}` is not in `documents.databases`; map it to an environment",
                         w.database
                     ),
                 ));
@@ -1238,6 +1365,64 @@ mod tests {
     }
 
     #[test]
+    fn documents_backends_and_the_older_firestore_form() {
+        // The embedded store needs nothing but the databases.
+        let c = Config::parse(
+            "[documents]\nbackend = \"embedded\"\ndatabases = { \"(default)\" = \"dev\" }\n",
+        )
+        .unwrap();
+        let d = c.documents.as_ref().unwrap();
+        assert_eq!(d.backend, DocumentsBackend::Embedded);
+        assert_eq!(d.databases["(default)"], "dev");
+        // `[firestore]` alone, with databases, is `backend = "firestore"`.
+        let c = Config::parse(
+            "[firestore]\nemulator = \"127.0.0.1:8681\"\nproject = \"p\"\n\
+             databases = { prod = \"prod\" }\nrecord_values = [\"flags\"]\n",
+        )
+        .unwrap();
+        let d = c.documents.as_ref().unwrap();
+        assert_eq!(d.backend, DocumentsBackend::Firestore);
+        assert_eq!(d.project.as_deref(), Some("p"));
+        assert_eq!(d.record_values, vec!["flags".to_owned()]);
+        // The new form of the same.
+        let c = Config::parse(
+            "[documents]\nbackend = \"firestore\"\ndatabases = { prod = \"prod\" }\n\
+             [firestore]\nemulator = \"127.0.0.1:8681\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.documents.unwrap().backend, DocumentsBackend::Firestore);
+        let refused = [
+            (
+                "[documents]\nbackend = \"firestore\"\ndatabases = { prod = \"prod\" }\n",
+                "needs a [firestore] table",
+            ),
+            (
+                "[documents]\nbackend = \"embedded\"\ndatabases = { prod = \"prod\" }\n\
+                 [firestore]\nemulator = \"127.0.0.1:8681\"\n",
+                "remove [firestore] or change the backend",
+            ),
+            (
+                "[documents]\nbackend = \"firestore\"\ndatabases = { prod = \"prod\" }\n\
+                 [firestore]\nemulator = \"127.0.0.1:8681\"\ndatabases = { a = \"b\" }\n",
+                "move it to `documents.databases`",
+            ),
+            (
+                "[documents]\nbackend = \"embedded\"\n",
+                "map at least one database",
+            ),
+            ("[documents]\nbackend = \"mongo\"\n", "unknown variant"),
+            (
+                "[firestore]\nemulator = \"127.0.0.1:8681\"\n",
+                "map at least one database",
+            ),
+        ];
+        for (text, expect) in refused {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(expect), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn upstream_needs_one_target() {
         let e = Config::parse("[git.upstreams.gogs]\nusername = \"bot\"\n")
             .unwrap_err()
@@ -1267,7 +1452,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("write_document needs a [firestore] table"),
+            err.contains("write_document needs a [documents] table"),
             "{err}"
         );
         let err = Config::parse("[webhooks.github]\nsecret = {}\n")

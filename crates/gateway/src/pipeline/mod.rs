@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 pub(crate) use authenticate::Scheme;
 pub(crate) use client_limit::{ClientAddr, RefusalLimiter};
 pub(crate) use records::{AuditAction, TargetName};
-pub(crate) use refusal::{Code, Protocol, Refusal, Stage, grpc_trailers};
+pub(crate) use refusal::{Code, Protocol, Refusal, Stage, grpc_trailers, grpc_trailers_only};
 pub(crate) use request_id::{RequestId, new_request_id};
 
 /// What every request of one target is known by: its id (also in the

@@ -329,3 +329,70 @@ pub fn verify_with_jwks(token: &str, jwks: &Value, iss: &str, aud: &str) -> Valu
         .unwrap_or_else(|e| panic!("token does not verify against the JWKS: {e}"))
         .claims
 }
+
+/// A Firestore client scenario's report, failing the test (with the
+/// client's stderr) if any step failed.
+pub fn run_ok(
+    report: Result<latchkey_testkit::firestore::ScenarioReport, impl std::fmt::Display>,
+) -> latchkey_testkit::firestore::ScenarioReport {
+    let report = report.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.failed().is_empty(),
+        "{} scenario in mode {} had failing steps:\n{}\nstderr:\n{}",
+        report.client,
+        report.mode,
+        report.summary(),
+        report.stderr
+    );
+    report
+}
+
+/// Same steps, in the same order, with the same normalized results.
+pub fn assert_same_steps(
+    reference: &latchkey_testkit::firestore::ScenarioReport,
+    other: &latchkey_testkit::firestore::ScenarioReport,
+) {
+    use latchkey_testkit::firestore::ScenarioReport;
+    let names = |r: &ScenarioReport| r.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>();
+    assert_eq!(names(reference), names(other));
+    for (a, b) in reference.steps.iter().zip(&other.steps) {
+        assert_eq!(
+            a.result, b.result,
+            "step `{}`: {} ({}) and {} ({}) disagree",
+            a.step, reference.client, reference.mode, other.client, other.mode
+        );
+    }
+}
+
+/// A Latchkey token for audience `documents` for alice (a developer),
+/// exchanged over HTTPS at `https://{tls_target}` trusting only `ca`.
+pub async fn documents_token_over_tls(op: &OidcProvider, tls_target: &str, ca: &Path) -> String {
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap()])
+        .build()
+        .unwrap();
+    let id = op
+        .mint(
+            "RS256",
+            "alice",
+            None,
+            json!({"groups": ["developers"]}),
+            300,
+        )
+        .await;
+    let resp = https
+        .post(format!("https://{tls_target}/oauth2/token"))
+        .form(&[
+            ("grant_type", GRANT),
+            ("subject_token", id.as_str()),
+            ("subject_token_type", TT_ID),
+            ("audience", "documents"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}

@@ -40,7 +40,10 @@ pub(crate) enum GrpcPlan {
     Unary {
         method: Method,
         parts: http::request::Parts,
+        /// The framed request, as it came (forwarded to Firestore).
         raw: Bytes,
+        /// The one request message in it (run by the embedded store).
+        message: Bytes,
         call: latchkey_documents::Classified,
     },
     /// A client stream (`Listen`, `Write`): each message is decided as it
@@ -155,6 +158,7 @@ impl Target for DocumentsGrpc {
                     method,
                     parts,
                     raw,
+                    message,
                     call,
                 },
             );
@@ -185,6 +189,22 @@ impl Target for DocumentsGrpc {
                     method,
                     parts,
                     body,
+                } if method == Method::Write
+                    && matches!(self.0.front()?.backend, super::Backend::Embedded(_)) =>
+                {
+                    drop((parts, body));
+                    Err(Refusal::new(
+                        Stage::Act,
+                        Code::Unsupported,
+                        "the Write stream is not served by Latchkey's embedded document store; \
+                         the clients use Commit, which is",
+                    )
+                    .with_grpc(GrpcCode::Unimplemented))
+                }
+                GrpcPlan::Stream {
+                    method,
+                    parts,
+                    body,
                 } => Ok(stream_call(
                     self.0.clone(),
                     method,
@@ -197,10 +217,26 @@ impl Target for DocumentsGrpc {
                     method,
                     parts,
                     raw,
+                    message,
                     call: classified,
                 } => {
                     let docs = &self.0;
                     let front = docs.front()?;
+                    if let super::Backend::Embedded(store) = &front.backend {
+                        return docs
+                            .embedded_unary(
+                                store,
+                                cx,
+                                &principal,
+                                method,
+                                &message,
+                                &classified,
+                                authorized,
+                                false,
+                            )
+                            .await
+                            .map(super::embedded::Reply::into_grpc);
+                    }
                     let call = Arc::new(Call {
                         docs: docs.clone(),
                         method,
@@ -219,7 +255,7 @@ impl Target for DocumentsGrpc {
                         .alongside(
                             &docs.pipe,
                             front
-                                .upstream
+                                .upstream()?
                                 .grpc(&path, &parts.headers, Body::from(raw), true),
                         )
                         .await?;
@@ -489,7 +525,6 @@ fn stream_call(
     let (down_tx, down_rx) = mpsc::channel::<FrameResult>(8);
     let sender: SharedSender = Arc::new(Mutex::new(Some(down_tx)));
     let (up_tx, up_rx) = mpsc::channel::<FrameResult>(8);
-    let upstream_body = channel_body(up_rx);
 
     // The upstream side: open the stream, then relay its frames.
     let relay_handle = {
@@ -498,12 +533,19 @@ fn stream_call(
         let path = parts.uri.path().to_owned();
         let headers = parts.headers.clone();
         tokio::spawn(async move {
-            let Ok(front) = call.docs.front() else {
+            let docs = call.docs.clone();
+            let Ok(front) = docs.front() else {
                 return;
             };
-            match front
-                .upstream
-                .grpc(&path, &headers, upstream_body, false)
+            let upstream = match &front.backend {
+                super::Backend::Embedded(store) => {
+                    embedded_listen(store, call, sender, up_rx).await;
+                    return;
+                }
+                super::Backend::Firestore(upstream) => upstream,
+            };
+            match upstream
+                .grpc(&path, &headers, channel_body(up_rx), false)
                 .await
             {
                 Ok(resp) => {
@@ -640,4 +682,78 @@ fn stream_call(
         HeaderValue::from_static("application/grpc"),
     );
     resp
+}
+
+/// `Listen` on the embedded store: the request messages the request side
+/// decided (framed, as they would go to Firestore) are decoded and fed to
+/// the store's listener; its responses go down the shared channel. The
+/// outcome is recorded when either side ends the stream.
+async fn embedded_listen(
+    store: &latchkey_docstore::DocumentStore,
+    call: Arc<Call>,
+    sender: SharedSender,
+    up_rx: mpsc::Receiver<FrameResult>,
+) {
+    use futures_util::StreamExt;
+    use prost::Message;
+    let max = call.docs.max_request();
+    let requests = futures_util::stream::unfold(
+        (up_rx, FrameDecoder::new(max)),
+        |(mut rx, mut decoder)| async move {
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(m)) => {
+                        // Decided already, so it decodes; a message that
+                        // did not would end the stream.
+                        let request = latchkey_docstore::proto::ListenRequest::decode(m).ok()?;
+                        return Some((request, (rx, decoder)));
+                    }
+                    Ok(None) => {}
+                    Err(_) => return None,
+                }
+                match rx.recv().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            decoder.push(data);
+                        }
+                    }
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        },
+    )
+    .boxed();
+    let mut responses = store.listen(requests);
+    while let Some(response) = responses.next().await {
+        match response {
+            Ok(r) => {
+                let frame = Frame::data(latchkey_documents::encode_frame(&r.encode_to_vec()));
+                if !send(&sender, Ok(frame)).await {
+                    let _ = call
+                        .finish(
+                            GrpcCode::Cancelled.as_i32(),
+                            Some("the caller went away before the response ended"),
+                        )
+                        .await;
+                    return;
+                }
+            }
+            Err(status) => {
+                let trailers = match call
+                    .finish(status.code.as_i32(), Some(&status.message))
+                    .await
+                {
+                    Ok(()) => grpc_trailers(status.code, &status.message),
+                    Err(r) => grpc_trailers(r.grpc_code(), &r.message),
+                };
+                send_last(&sender, Frame::trailers(trailers)).await;
+                return;
+            }
+        }
+    }
+    let trailers = match call.finish(GrpcCode::Ok.as_i32(), None).await {
+        Ok(()) => grpc_trailers(GrpcCode::Ok, ""),
+        Err(r) => grpc_trailers(r.grpc_code(), &r.message),
+    };
+    send_last(&sender, Frame::trailers(trailers)).await;
 }

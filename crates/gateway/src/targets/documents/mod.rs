@@ -3,9 +3,12 @@
 //! speak) and REST v1 — that share one classify step: `latchkey-documents`
 //! turns a call into accesses, each access is one intent, all of a call's
 //! intents are decided together (one denial refuses the whole call before
-//! anything reaches Firestore), and the call goes upstream with Latchkey's
-//! Google credential instead of the caller's token.
+//! anything reaches the backend). The backend is Google Firestore (or its
+//! emulator), reached with Latchkey's Google credential instead of the
+//! caller's token, or Latchkey's embedded store (`latchkey-docstore`),
+//! called in-process with the very message that was decided.
 
+mod embedded;
 mod grpc;
 mod rest;
 mod transactions;
@@ -23,7 +26,7 @@ use serde_json::{Map, json};
 pub(crate) use grpc::DocumentsGrpc;
 pub(crate) use rest::DocumentsRest;
 
-use crate::config::FirestoreConfig;
+use crate::config::{DocumentsConfig, FirestoreConfig};
 use crate::pipeline::{
     Ask, Authorized, Code, Durability, Pipeline, Refusal, RequestCx, Stage, TargetName,
 };
@@ -33,42 +36,77 @@ use upstream::FirestoreUpstream;
 /// The token audience Firestore callers present.
 pub(crate) const AUDIENCE: &str = "documents";
 
-/// The document targets' shared state: the pipeline, and the Firestore
-/// front end when `[firestore]` is configured.
+/// The document targets' shared state: the pipeline, and the document
+/// front end when `[documents]` is configured.
 pub(crate) struct Documents {
     pub(crate) pipe: Arc<Pipeline>,
-    front: Option<FirestoreFront>,
+    front: Option<DocumentsFront>,
 }
 
-/// The Firestore front end's state.
-pub(crate) struct FirestoreFront {
-    config: FirestoreConfig,
-    upstream: FirestoreUpstream,
+/// What answers the calls Latchkey lets through.
+pub(crate) enum Backend {
+    /// Google Firestore or its emulator, over the network (boxed: its
+    /// clients are large, and the front end is built once).
+    Firestore(Box<FirestoreUpstream>),
+    /// Latchkey's own store, in-process.
+    Embedded(Arc<latchkey_docstore::DocumentStore>),
+}
+
+/// The document front end's state.
+pub(crate) struct DocumentsFront {
+    config: DocumentsConfig,
+    backend: Backend,
     transactions: TransactionBindings,
 }
 
-impl std::fmt::Debug for FirestoreFront {
+impl std::fmt::Debug for DocumentsFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FirestoreFront")
-            .field("emulator", &self.config.emulator)
+        f.debug_struct("DocumentsFront")
+            .field("backend", &self.config.backend)
             .field("databases", &self.config.databases)
             .finish_non_exhaustive()
     }
 }
 
-impl FirestoreFront {
-    /// Builds the front end from `[firestore]`, without contacting anyone.
-    pub(crate) fn new(
-        config: FirestoreConfig,
+impl DocumentsFront {
+    /// The front end over Google Firestore (or its emulator), built from
+    /// `[documents]` and `[firestore]` without contacting anyone.
+    pub(crate) fn firestore(
+        config: DocumentsConfig,
+        upstream: &FirestoreConfig,
         clock: latchkey_core::SharedClock,
         timeout: std::time::Duration,
     ) -> Result<Self, String> {
-        let upstream = FirestoreUpstream::new(&config, clock, timeout)?;
+        let upstream = FirestoreUpstream::new(upstream, clock, timeout)?;
         Ok(Self {
             config,
-            upstream,
+            backend: Backend::Firestore(Box::new(upstream)),
             transactions: TransactionBindings::default(),
         })
+    }
+
+    /// The front end over the embedded store.
+    pub(crate) fn embedded(
+        config: DocumentsConfig,
+        store: Arc<latchkey_docstore::DocumentStore>,
+    ) -> Self {
+        Self {
+            config,
+            backend: Backend::Embedded(store),
+            transactions: TransactionBindings::default(),
+        }
+    }
+
+    /// The Firestore upstream; only called on the Firestore backend's paths.
+    fn upstream(&self) -> Result<&FirestoreUpstream, Refusal> {
+        match &self.backend {
+            Backend::Firestore(u) => Ok(u),
+            Backend::Embedded(_) => Err(Refusal::new(
+                Stage::Act,
+                Code::NotConfigured,
+                "internal: a Firestore upstream call on the embedded backend",
+            )),
+        }
     }
 }
 
@@ -77,16 +115,17 @@ fn not_configured() -> Refusal {
     Refusal::new(
         Stage::Classify,
         Code::NotConfigured,
-        "no Firestore upstream is configured: add a [firestore] table to latchkey.toml",
+        "no document store is configured: add a [documents] table to latchkey.toml \
+         (`backend = \"embedded\"` needs nothing else)",
     )
 }
 
 impl Documents {
-    pub(crate) fn new(pipe: Arc<Pipeline>, front: Option<FirestoreFront>) -> Self {
+    pub(crate) fn new(pipe: Arc<Pipeline>, front: Option<DocumentsFront>) -> Self {
         Self { pipe, front }
     }
 
-    fn front(&self) -> Result<&FirestoreFront, Refusal> {
+    fn front(&self) -> Result<&DocumentsFront, Refusal> {
         self.front.as_ref().ok_or_else(not_configured)
     }
 
@@ -161,7 +200,7 @@ impl Documents {
                 Stage::Classify,
                 Code::UnknownDatabase,
                 format!(
-                    "database `{}` is not served by this Latchkey; map it to an environment in [firestore.databases]",
+                    "database `{}` is not served by this Latchkey; map it to an environment in `documents.databases`",
                     latchkey_core::echo(&db.database)
                 ),
             ));
@@ -323,7 +362,7 @@ impl Documents {
             Refusal::new(
                 Stage::Classify,
                 Code::NotConfigured,
-                "set `firestore.project` so rules know where to write",
+                "set `documents.project` so rules know where to write",
             )
             .with_grpc(GrpcCode::FailedPrecondition)
         })?;
@@ -378,23 +417,74 @@ impl Documents {
         if !authorized.all_allowed() {
             return Err(Self::denial(&authorized));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let result = front
-            .upstream
-            .rest(
-                http::Method::PATCH,
-                &uri,
-                &headers,
-                axum::body::Body::from(body),
-            )
-            .await;
+        let result = match &front.backend {
+            Backend::Firestore(upstream) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                match upstream
+                    .rest(
+                        http::Method::PATCH,
+                        &uri,
+                        &headers,
+                        axum::body::Body::from(body),
+                    )
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                    Ok(r) => Err((
+                        r.status().as_str().to_owned(),
+                        format!("Firestore answered HTTP {}", r.status()),
+                    )),
+                    Err(e) => Err(("unavailable".to_owned(), e.to_string())),
+                }
+            }
+            Backend::Embedded(store) => {
+                // The same write the REST PATCH above says: a set of the
+                // whole document (no mask, no precondition).
+                let name = classified
+                    .database
+                    .resource_name(&DocPath::parse(path).map_err(|e| {
+                        Refusal::new(
+                            Stage::Classify,
+                            Code::Malformed,
+                            format!("rule document path `{path}`: {e}"),
+                        )
+                    })?);
+                let request = latchkey_docstore::proto::UpdateDocumentRequest {
+                    document: Some(latchkey_docstore::proto::Document {
+                        name,
+                        fields: fields
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    latchkey_docstore::proto::Value {
+                                        value_type: Some(
+                                            latchkey_docstore::proto::value::ValueType::StringValue(
+                                                v.clone(),
+                                            ),
+                                        ),
+                                    },
+                                )
+                            })
+                            .collect(),
+                        create_time: None,
+                        update_time: None,
+                    }),
+                    ..Default::default()
+                };
+                match store.update_document(request).await {
+                    Ok(_) => Ok(200),
+                    Err(status) => Err((status.code.name().to_owned(), status.message)),
+                }
+            }
+        };
         let (status, detail) = match &result {
-            Ok(r) => (r.status().as_str().to_owned(), None),
-            Err(e) => ("unavailable".to_owned(), Some(e.to_string())),
+            Ok(code) => (code.to_string(), None),
+            Err((status, detail)) => (status.clone(), Some(detail.clone())),
         };
         self.record_outcome(
             classified.method,
@@ -406,19 +496,7 @@ impl Documents {
             Some(base),
         )
         .await?;
-        match result {
-            Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
-            Ok(r) => Err(Refusal::new(
-                Stage::Act,
-                Code::UpstreamUnavailable,
-                format!("Firestore answered HTTP {}", r.status()),
-            )),
-            Err(e) => Err(Refusal::new(
-                Stage::Act,
-                Code::UpstreamUnavailable,
-                e.to_string(),
-            )),
-        }
+        result.map_err(|(_, detail)| Refusal::new(Stage::Act, Code::UpstreamUnavailable, detail))
     }
 }
 

@@ -10,8 +10,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use latchkey_core::Principal;
+use latchkey_documents::rest::proto_json;
 use latchkey_documents::{
-    Classified as DocCall, ClassifyOptions, Method, RestCall, RestTransactionTap, classify_rest,
+    Classified as DocCall, ClassifyOptions, Method, RestCall, RestTransactionTap, classify_grpc,
+    classify_rest,
 };
 use latchkey_relay::{HeldEnd, Hold, Release, Tap, TapSays};
 
@@ -29,6 +31,9 @@ pub(crate) struct RestPlan {
     parts: http::request::Parts,
     raw: Bytes,
     call: DocCall,
+    /// On the embedded backend: the RPC and its protobuf request, read once
+    /// from the JSON body; what was classified and what runs.
+    proto: Option<(Method, Bytes)>,
 }
 
 impl Target for DocumentsRest {
@@ -66,14 +71,27 @@ impl Target for DocumentsRest {
                         .with_grpc(e.code())
                 })?;
             let raw = read_body(body, docs.max_request()).await?;
-            let classified = {
-                let record_values = |p: &latchkey_documents::DocPath| docs.records_values(p);
-                let opts = ClassifyOptions {
-                    record_values: &record_values,
-                };
-                classify_rest(&call, &raw, &opts)
-            }
-            .map_err(Refusal::from)?;
+            let embedded = matches!(docs.front()?.backend, super::Backend::Embedded(_));
+            let record_values = |p: &latchkey_documents::DocPath| docs.records_values(p);
+            let opts = ClassifyOptions {
+                record_values: &record_values,
+            };
+            // The embedded store runs a protobuf request: the JSON is read
+            // into it once, and the classifier reads that same message, so
+            // what is decided is what runs. Google reads the JSON itself,
+            // so for it the JSON is classified (strictly, as Google reads it).
+            let (classified, proto) = if embedded {
+                let request = proto_json::request_to_proto(&call, &raw).map_err(Refusal::from)?;
+                let message = Bytes::from(request.message.encode_to_vec());
+                let classified =
+                    classify_grpc(request.method, &message, &opts).map_err(Refusal::from)?;
+                (classified, Some((request.method, message)))
+            } else {
+                (
+                    classify_rest(&call, &raw, &opts).map_err(Refusal::from)?,
+                    None,
+                )
+            };
             check_routing(&parts.headers, &classified.database)?;
             let asks = docs.asks(cx, principal, &classified, &serde_json::Map::new())?;
             let mut c = Classified::new(
@@ -82,6 +100,7 @@ impl Target for DocumentsRest {
                     parts,
                     raw,
                     call: classified,
+                    proto,
                 },
             );
             c.durability = Documents::durability(&c.plan.call);
@@ -108,7 +127,22 @@ impl Target for DocumentsRest {
         Box::pin(async move {
             let docs = &self.0;
             let front = docs.front()?;
-            let RestPlan { parts, raw, call } = plan;
+            let RestPlan {
+                parts,
+                raw,
+                call,
+                proto,
+            } = plan;
+            if let (super::Backend::Embedded(store), Some((method, message))) =
+                (&front.backend, proto)
+            {
+                return docs
+                    .embedded_unary(
+                        store, cx, &principal, method, &message, &call, authorized, true,
+                    )
+                    .await
+                    .map(super::embedded::Reply::into_rest);
+            }
             let path_and_query = parts
                 .uri
                 .path_and_query()
@@ -119,7 +153,7 @@ impl Target for DocumentsRest {
                 .pending
                 .alongside(
                     &docs.pipe,
-                    front.upstream.rest(
+                    front.upstream()?.rest(
                         parts.method.clone(),
                         &path_and_query,
                         &parts.headers,

@@ -1,0 +1,500 @@
+//! [`DocumentRows`] over the SQLite file: the `documents` table of
+//! migration 3, through the same pool (and so the same `synchronous=FULL`
+//! durability) as the rest of the state store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use crate::documents::{
+    DocumentRow, DocumentRows, ExportCursor, KeyRange, RowCheck, RowCommitError, RowExpect,
+    RowScan, RowSelection, RowWrite, ScanCheck,
+};
+use crate::sqlite::db_error;
+use crate::{SqliteStore, StoreError};
+
+/// Keys per `IN (...)` of a multi-key read: far below SQLite's
+/// bound-parameter limit.
+const GET_CHUNK: usize = 200;
+
+const COLUMNS: &str =
+    "database_name, path, parent, collection_id, create_time, update_time, fields";
+
+impl SqliteStore {
+    /// The same store as the document store's rows, for
+    /// `latchkey_docstore::DocumentStore` (the pools are shared, so this
+    /// is cheap and writes go to the one file).
+    pub fn document_rows(&self) -> Arc<dyn DocumentRows> {
+        Arc::new(self.clone())
+    }
+}
+
+fn decode_row(row: &SqliteRow) -> Result<DocumentRow, StoreError> {
+    let ctx = "reading documents";
+    let get_err = |e| db_error(ctx, e);
+    Ok(DocumentRow {
+        database: row.try_get("database_name").map_err(get_err)?,
+        path: row.try_get("path").map_err(get_err)?,
+        parent: row.try_get("parent").map_err(get_err)?,
+        collection_id: row.try_get("collection_id").map_err(get_err)?,
+        create_time: row.try_get("create_time").map_err(get_err)?,
+        update_time: row.try_get("update_time").map_err(get_err)?,
+        fields: row.try_get("fields").map_err(get_err)?,
+    })
+}
+
+/// `... FROM documents WHERE` the database and the selection.
+fn push_selection(qb: &mut QueryBuilder<Sqlite>, database: &str, selection: &RowSelection) {
+    qb.push(" FROM documents WHERE database_name = ")
+        .push_bind(database.to_owned());
+    match selection {
+        RowSelection::Children { parent } => {
+            qb.push(" AND parent = ").push_bind(parent.clone());
+        }
+        RowSelection::Range(range) => push_range(qb, range),
+        RowSelection::Group {
+            collection_id,
+            range,
+        } => {
+            qb.push(" AND collection_id = ")
+                .push_bind(collection_id.clone());
+            push_range(qb, range);
+        }
+    }
+}
+
+fn push_range(qb: &mut QueryBuilder<Sqlite>, range: &KeyRange) {
+    qb.push(" AND path >= ").push_bind(range.start.clone());
+    if let Some(end) = &range.end {
+        qb.push(" AND path < ").push_bind(end.clone());
+    }
+}
+
+async fn put_row(
+    conn: &mut SqliteConnection,
+    database: &str,
+    row: &DocumentRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO documents (database_name, path, parent, collection_id, create_time, \
+         update_time, fields) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (database_name, path) DO UPDATE SET parent = excluded.parent, \
+         collection_id = excluded.collection_id, create_time = excluded.create_time, \
+         update_time = excluded.update_time, fields = excluded.fields",
+    )
+    .bind(database)
+    .bind(&row.path)
+    .bind(&row.parent)
+    .bind(&row.collection_id)
+    .bind(row.create_time)
+    .bind(row.update_time)
+    .bind(&row.fields)
+    .execute(conn)
+    .await
+    .map_err(|e| db_error("writing a document", e))?;
+    Ok(())
+}
+
+#[async_trait]
+impl DocumentRows for SqliteStore {
+    async fn get_rows(
+        &self,
+        database: &str,
+        paths: &[Vec<u8>],
+    ) -> Result<Vec<Option<DocumentRow>>, StoreError> {
+        let mut found = std::collections::HashMap::with_capacity(paths.len());
+        for chunk in paths.chunks(GET_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
+            qb.push(COLUMNS)
+                .push(" FROM documents WHERE database_name = ")
+                .push_bind(database.to_owned())
+                .push(" AND path IN (");
+            let mut sep = qb.separated(", ");
+            for p in chunk {
+                sep.push_bind(p.clone());
+            }
+            qb.push(")");
+            let rows = qb
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| db_error("reading documents", e))?;
+            for r in &rows {
+                let row = decode_row(r)?;
+                found.insert(row.path.clone(), row);
+            }
+        }
+        Ok(paths.iter().map(|p| found.get(p).cloned()).collect())
+    }
+
+    async fn scan_rows(
+        &self,
+        database: &str,
+        scan: &RowScan,
+    ) -> Result<Vec<DocumentRow>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
+        qb.push(COLUMNS);
+        push_selection(&mut qb, database, &scan.selection);
+        if let Some(after) = &scan.after {
+            qb.push(" AND path > ").push_bind(after.clone());
+        }
+        qb.push(" ORDER BY path");
+        if let Some(limit) = scan.limit {
+            qb.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("scanning documents", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn first_path_in(
+        &self,
+        database: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT path FROM documents WHERE database_name = ");
+        qb.push_bind(database.to_owned());
+        push_range(&mut qb, range);
+        qb.push(" ORDER BY path LIMIT 1");
+        let row = qb
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("scanning documents", e))?;
+        row.map(|r| r.try_get::<Vec<u8>, _>("path"))
+            .transpose()
+            .map_err(|e| db_error("scanning documents", e))
+    }
+
+    async fn commit_rows(
+        &self,
+        database: &str,
+        checks: &[RowCheck],
+        scans: &[ScanCheck],
+        writes: &[RowWrite],
+    ) -> Result<(), RowCommitError> {
+        // BEGIN IMMEDIATE takes the write lock before the checks read, so no
+        // other writer (in this process or another) commits between them.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_error("starting a document commit", e))?;
+        for (index, check) in checks.iter().enumerate() {
+            let current: Option<i64> = sqlx::query(
+                "SELECT update_time FROM documents WHERE database_name = ? AND path = ?",
+            )
+            .bind(database)
+            .bind(&check.path)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| db_error("checking a document", e))?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()
+            .map_err(|e| db_error("checking a document", e))?;
+            let holds = match check.expect {
+                RowExpect::Absent => current.is_none(),
+                RowExpect::Present => current.is_some(),
+                RowExpect::UpdateTime(t) => current == Some(t),
+            };
+            if !holds {
+                // Dropping `tx` rolls back; nothing was written yet anyway.
+                return Err(RowCommitError::Conflict { index });
+            }
+        }
+        for (i, scan) in scans.iter().enumerate() {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT path, update_time");
+            push_selection(&mut qb, database, &scan.selection);
+            qb.push(" ORDER BY path");
+            let rows = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error("checking a scan", e))?;
+            let mut now = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let path: Vec<u8> = r
+                    .try_get("path")
+                    .map_err(|e| db_error("checking a scan", e))?;
+                let update_time: i64 = r
+                    .try_get("update_time")
+                    .map_err(|e| db_error("checking a scan", e))?;
+                now.push((path, update_time));
+            }
+            if now != scan.rows {
+                return Err(RowCommitError::Conflict {
+                    index: checks.len() + i,
+                });
+            }
+        }
+        for write in writes {
+            match write {
+                RowWrite::Put(row) => put_row(&mut tx, database, row).await?,
+                RowWrite::Delete(path) => {
+                    sqlx::query("DELETE FROM documents WHERE database_name = ? AND path = ?")
+                        .bind(database)
+                        .bind(path)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| db_error("deleting a document", e))?;
+                }
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing documents", e))?;
+        Ok(())
+    }
+
+    async fn export_rows(
+        &self,
+        database: Option<&str>,
+        after: Option<&ExportCursor>,
+        limit: u32,
+    ) -> Result<Vec<DocumentRow>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
+        qb.push(COLUMNS).push(" FROM documents WHERE 1 = 1");
+        if let Some(db) = database {
+            qb.push(" AND database_name = ").push_bind(db.to_owned());
+        }
+        if let Some((db, path)) = after {
+            qb.push(" AND (database_name > ")
+                .push_bind(db.clone())
+                .push(" OR (database_name = ")
+                .push_bind(db.clone())
+                .push(" AND path > ")
+                .push_bind(path.clone())
+                .push("))");
+        }
+        qb.push(" ORDER BY database_name, path LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("exporting documents", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn import_rows(&self, rows: &[DocumentRow]) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_error("starting an import", e))?;
+        for row in rows {
+            put_row(&mut tx, &row.database, row).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing an import", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::documents::{key_successor, prefix_range};
+
+    fn row(path: &[u8], parent: &[u8], cid: &str, t: i64) -> DocumentRow {
+        DocumentRow {
+            database: "projects/p/databases/d".into(),
+            path: path.to_vec(),
+            parent: parent.to_vec(),
+            collection_id: cid.into(),
+            create_time: t,
+            update_time: t,
+            fields: vec![1, 2, 3],
+        }
+    }
+
+    const DB: &str = "projects/p/databases/d";
+
+    async fn seeded() -> SqliteStore {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let rows = [
+            row(b"a/1", b"a", "a", 1),
+            row(b"a/2", b"a", "a", 2),
+            row(b"a/2/b/1", b"a/2/b", "b", 3),
+            row(b"c/1", b"c", "c", 4),
+            row(b"c/1/b/9", b"c/1/b", "b", 5),
+        ];
+        let writes: Vec<RowWrite> = rows.iter().cloned().map(RowWrite::Put).collect();
+        store.commit_rows(DB, &[], &[], &writes).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn scans_children_ranges_and_groups() {
+        let store = seeded().await;
+        let paths =
+            |rows: Vec<DocumentRow>| -> Vec<Vec<u8>> { rows.into_iter().map(|r| r.path).collect() };
+        let children = RowScan {
+            selection: RowSelection::Children {
+                parent: b"a".to_vec(),
+            },
+            after: None,
+            limit: None,
+        };
+        assert_eq!(
+            paths(store.scan_rows(DB, &children).await.unwrap()),
+            vec![b"a/1".to_vec(), b"a/2".to_vec()]
+        );
+        let group = RowScan {
+            selection: RowSelection::Group {
+                collection_id: "b".into(),
+                range: KeyRange::default(),
+            },
+            after: Some(b"a/2/b/1".to_vec()),
+            limit: Some(5),
+        };
+        assert_eq!(
+            paths(store.scan_rows(DB, &group).await.unwrap()),
+            vec![b"c/1/b/9".to_vec()]
+        );
+        let subtree = RowScan {
+            selection: RowSelection::Range(prefix_range(b"a/2/")),
+            after: None,
+            limit: None,
+        };
+        assert_eq!(
+            paths(store.scan_rows(DB, &subtree).await.unwrap()),
+            vec![b"a/2/b/1".to_vec()]
+        );
+        let first = store
+            .first_path_in(
+                DB,
+                &KeyRange {
+                    start: key_successor(b"a/2"),
+                    end: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(first, Some(b"a/2/b/1".to_vec()));
+        let got = store
+            .get_rows(DB, &[b"c/1".to_vec(), b"zz".to_vec()])
+            .await
+            .unwrap();
+        assert_eq!(got[0].as_ref().map(|r| r.update_time), Some(4));
+        assert!(got[1].is_none());
+        // Another database sees none of it.
+        assert!(
+            store
+                .get_rows("projects/p/databases/other", &[b"c/1".to_vec()])
+                .await
+                .unwrap()[0]
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_writes_nothing() {
+        let store = seeded().await;
+        let checks = [
+            RowCheck {
+                path: b"a/1".to_vec(),
+                expect: RowExpect::UpdateTime(1),
+            },
+            RowCheck {
+                path: b"a/3".to_vec(),
+                expect: RowExpect::Present,
+            },
+        ];
+        let writes = [
+            RowWrite::Delete(b"a/1".to_vec()),
+            RowWrite::Put(row(b"a/3", b"a", "a", 9)),
+        ];
+        match store.commit_rows(DB, &checks, &[], &writes).await {
+            Err(RowCommitError::Conflict { index: 1 }) => {}
+            other => panic!("expected a conflict on check 1, got {other:?}"),
+        }
+        let got = store
+            .get_rows(DB, &[b"a/1".to_vec(), b"a/3".to_vec()])
+            .await
+            .unwrap();
+        assert!(got[0].is_some() && got[1].is_none());
+        // With the checks holding, both apply.
+        let checks = [
+            RowCheck {
+                path: b"a/1".to_vec(),
+                expect: RowExpect::UpdateTime(1),
+            },
+            RowCheck {
+                path: b"a/3".to_vec(),
+                expect: RowExpect::Absent,
+            },
+        ];
+        store.commit_rows(DB, &checks, &[], &writes).await.unwrap();
+        let got = store
+            .get_rows(DB, &[b"a/1".to_vec(), b"a/3".to_vec()])
+            .await
+            .unwrap();
+        assert!(got[0].is_none() && got[1].is_some());
+    }
+
+    #[tokio::test]
+    async fn a_scan_check_fails_on_a_phantom() {
+        let store = seeded().await;
+        let children = RowSelection::Children {
+            parent: b"a".to_vec(),
+        };
+        let read = ScanCheck {
+            selection: children.clone(),
+            rows: vec![(b"a/1".to_vec(), 1), (b"a/2".to_vec(), 2)],
+        };
+        let write = [RowWrite::Put(row(b"z/1", b"z", "z", 9))];
+        store
+            .commit_rows(DB, &[], std::slice::from_ref(&read), &write)
+            .await
+            .unwrap();
+        // A new row in the scanned collection: the same check now fails.
+        store
+            .commit_rows(DB, &[], &[], &[RowWrite::Put(row(b"a/3", b"a", "a", 10))])
+            .await
+            .unwrap();
+        let checks = [RowCheck {
+            path: b"c/1".to_vec(),
+            expect: RowExpect::Present,
+        }];
+        match store.commit_rows(DB, &checks, &[read], &write).await {
+            Err(RowCommitError::Conflict { index: 1 }) => {}
+            other => panic!("expected the scan check to fail, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn export_pages_through_every_database_and_import_replaces() {
+        let store = seeded().await;
+        let mut other = row(b"x/1", b"x", "x", 7);
+        other.database = "projects/p/databases/e".into();
+        store.import_rows(&[other.clone()]).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor: Option<ExportCursor> = None;
+        loop {
+            let page = store.export_rows(None, cursor.as_ref(), 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.database.clone(), last.path.clone()));
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen[5], other);
+        let only_d = store.export_rows(Some(DB), None, 100).await.unwrap();
+        assert_eq!(only_d.len(), 5);
+        // Import again: same rows, replaced, not duplicated.
+        other.fields = vec![9];
+        store.import_rows(&[other.clone()]).await.unwrap();
+        let e = store
+            .export_rows(Some("projects/p/databases/e"), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(e, vec![other]);
+    }
+}
