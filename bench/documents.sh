@@ -22,7 +22,9 @@
 #      read with one answers and adds its decision to the audit log;
 #      seeds each target (testing/firestore-node/bench.mjs --phase seed;
 #      the two use different collection prefixes);
-#   5. per round (BENCH_DOCUMENTS_ROUNDS, default 3), per operation
+#   5. warms the emulator's JVM (and the gateway) up: each operation
+#      against each target for BENCH_DOCUMENTS_JVM_WARMUP (8) s, untimed;
+#      then per round (BENCH_DOCUMENTS_ROUNDS, default 3), per operation
 #      (`get`: a point read; `set`: a single-document write; `query`: a
 #      100-result query), runs bench.mjs against each target in turn (the
 #      order alternates every round): a BENCH_DOCUMENTS_WARMUP (2) s
@@ -48,7 +50,7 @@
 #
 # Environment: LATCHKEY_BIN (default target/release/latchkey),
 # BENCH_DOCUMENTS_ROUNDS, BENCH_DOCUMENTS_SECONDS, BENCH_DOCUMENTS_WARMUP,
-# BENCH_DOCUMENTS_CONCURRENCY, BENCH_DOCUMENTS_OPS (default "get set query"),
+# BENCH_DOCUMENTS_JVM_WARMUP, BENCH_DOCUMENTS_CONCURRENCY, BENCH_DOCUMENTS_OPS (default "get set query"),
 # BENCH_DOCUMENTS_MODE, BENCH_DOCUMENTS_BACKEND (auto|embedded|firestore),
 # BENCH_DOCUMENTS_KEEP=1 keeps the temporary directory.
 set -euo pipefail
@@ -58,6 +60,7 @@ BIN=${LATCHKEY_BIN:-$ROOT/target/release/latchkey}
 ROUNDS=${BENCH_DOCUMENTS_ROUNDS:-3}
 DURATION=${BENCH_DOCUMENTS_SECONDS:-5}
 WARMUP=${BENCH_DOCUMENTS_WARMUP:-2}
+JVM_WARMUP=${BENCH_DOCUMENTS_JVM_WARMUP:-8}
 CONCURRENCY=${BENCH_DOCUMENTS_CONCURRENCY:-8}
 OPS=${BENCH_DOCUMENTS_OPS:-get set query}
 MODE=${BENCH_DOCUMENTS_MODE:-latchkey-grpc}
@@ -74,6 +77,7 @@ for v in ROUNDS:ROUNDS DURATION:SECONDS CONCURRENCY:CONCURRENCY; do
   is_count "$val" || die "BENCH_DOCUMENTS_${v#*:} is \`$val\`; give a whole number above 0"
 done
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_DOCUMENTS_WARMUP is \`$WARMUP\`; give a whole number of seconds"
+[[ "$JVM_WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_DOCUMENTS_JVM_WARMUP is \`$JVM_WARMUP\`; give a whole number of seconds"
 for op in $OPS; do
   case $op in get|set|query) ;; *) die "BENCH_DOCUMENTS_OPS names \`$op\`; pick from get set query" ;; esac
 done
@@ -133,26 +137,33 @@ session_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
-EMU_PORT=$(free_port)
 # gcloud moves itself into a process group of its own unless it leads its
 # session: setsid makes it the leader, so the JVM stays in its session.
-CLOUDSDK_CORE_DISABLE_PROMPTS=1 CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1 \
-  setsid gcloud emulators firestore start --host-port="127.0.0.1:$EMU_PORT" </dev/null >"$TMP/emulator.log" 2>&1 &
-EMU_SID=$!
-PIDS+=($EMU_SID)
-for i in $(seq 1 900); do
-  if grep -q "Dev App Server is now running" "$TMP/emulator.log" && curl -sf -o /dev/null "http://127.0.0.1:$EMU_PORT/"; then break; fi
-  if ! kill -0 "$EMU_SID" 2>/dev/null; then
-    if grep -q "Executing:" "$TMP/emulator.log"; then
-      cat "$TMP/emulator.log" >&2; die "the Firestore emulator exited"
-    fi
+# Another process may bind the port first (the JVM says BindException):
+# then another port is tried, as the test harness does.
+for attempt in 1 2 3 4; do
+  EMU_PORT=$(free_port)
+  CLOUDSDK_CORE_DISABLE_PROMPTS=1 CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1 \
+    setsid gcloud emulators firestore start --host-port="127.0.0.1:$EMU_PORT" </dev/null >"$TMP/emulator.log" 2>&1 &
+  EMU_SID=$!
+  up=0
+  for i in $(seq 1 900); do
+    if grep -q "Dev App Server is now running" "$TMP/emulator.log" && curl -sf -o /dev/null "http://127.0.0.1:$EMU_PORT/"; then up=1; break; fi
+    kill -0 "$EMU_SID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if (( up )); then PIDS+=($EMU_SID); break; fi
+  kill -TERM -- "-$EMU_SID" 2>/dev/null || true
+  wait "$EMU_SID" 2>/dev/null || true
+  if ! grep -q "Executing:" "$TMP/emulator.log"; then
     log "SKIPPED: gcloud could not run the Firestore emulator (its component or Java is missing)"
     printf '{"bench":"documents","skipped":"gcloud could not run the Firestore emulator: %s"}\n' \
       "$(tail -1 "$TMP/emulator.log" | tr -d '"\\' | cut -c1-200)"
     exit 0
   fi
-  (( i < 900 )) || { cat "$TMP/emulator.log" >&2; die "the Firestore emulator did not answer within 90 s"; }
-  sleep 0.1
+  (( attempt < 4 )) && grep -q BindException "$TMP/emulator.log" && continue
+  tail -30 "$TMP/emulator.log" >&2
+  die "the Firestore emulator did not start (see its output above)"
 done
 EMU=127.0.0.1:$EMU_PORT
 
@@ -191,6 +202,11 @@ EOF
   fi
 }
 if [ "$BACKEND" = auto ]; then
+  # The control first: a refusal of the embedded table means something
+  # only if the same configuration with `[firestore]` passes.
+  write_config firestore "$TMP/control.toml"
+  "$BIN" serve --check --config "$TMP/control.toml" >"$TMP/check.log" 2>&1 \
+    || { cat "$TMP/check.log" >&2; die "\`latchkey serve --check\` refuses even the [firestore] configuration $TMP/control.toml"; }
   write_config embedded "$TMP/embedded.toml"
   if "$BIN" serve --check --config "$TMP/embedded.toml" >"$TMP/check.log" 2>&1; then
     BACKEND=embedded
@@ -199,17 +215,28 @@ if [ "$BACKEND" = auto ]; then
     log "embedded backend not wired yet (\`latchkey serve --check\` refuses \`[documents] backend = \"embedded\"\`: $(grep -m1 -i 'error\|invalid' "$TMP/check.log" | cut -c1-160)); measuring Latchkey in front of the same emulator instead"
   fi
 fi
-write_config "$BACKEND" "$TMP/latchkey.toml"
-LATCHKEY_LOG=warn setsid "$BIN" serve --config "$TMP/latchkey.toml" >"$TMP/latchkey.log" 2>&1 &
-LK_SID=$!
-PIDS+=($LK_SID)
-LK_URL=http://127.0.0.1:$LK_PORT
-for i in $(seq 1 200); do
-  curl -s -o /dev/null "$LK_URL/admin/health" && break
-  kill -0 "$LK_SID" 2>/dev/null || { cat "$TMP/latchkey.log" >&2; die "latchkey serve exited"; }
-  (( i < 200 )) || die "latchkey did not answer at $LK_URL; see $TMP/latchkey.log"
-  sleep 0.05
+# A port free a moment ago may be taken before the gateway binds it (the
+# emulator's JVM opens more ports as it starts): then another is tried.
+for attempt in 1 2 3 4; do
+  write_config "$BACKEND" "$TMP/latchkey.toml"
+  LATCHKEY_LOG=warn setsid "$BIN" serve --config "$TMP/latchkey.toml" >"$TMP/latchkey.log" 2>&1 &
+  LK_SID=$!
+  LK_URL=http://127.0.0.1:$LK_PORT
+  up=0
+  for i in $(seq 1 200); do
+    if curl -s -o /dev/null "$LK_URL/admin/health"; then up=1; break; fi
+    kill -0 "$LK_SID" 2>/dev/null || break
+    sleep 0.05
+  done
+  (( up )) && break
+  wait "$LK_SID" 2>/dev/null || true
+  if (( attempt < 4 )) && grep -q "Address already in use" "$TMP/latchkey.log"; then
+    LK_PORT=$(free_port)
+    continue
+  fi
+  cat "$TMP/latchkey.log" >&2; die "latchkey serve did not answer at $LK_URL"
 done
+PIDS+=($LK_SID)
 lk_token() {
   local id
   id=$("$BIN" dev token --data "$LK_DATA" --url "$LK_URL" --user bench --group developers) || return 1
@@ -243,6 +270,18 @@ declare -A TARGET CMODE PREFIX RPS P50 P99 GW_CPU EMU_CPU
 TARGET[emulator]=$EMU; CMODE[emulator]=emulator; PREFIX[emulator]=bemu_
 TARGET[latchkey]=127.0.0.1:$LK_PORT; CMODE[latchkey]=$MODE; PREFIX[latchkey]=blk_
 contestants=(emulator latchkey)
+# The emulator's JVM compiles its hot paths during the first seconds of
+# load (rounds against a cold JVM ran 3x slower): one untimed pass of
+# every operation against both targets first.
+if (( JVM_WARMUP > 0 )); then
+  log "warming up: ${JVM_WARMUP} s of each operation against each target, untimed"
+  for op in $OPS; do
+    for c in "${contestants[@]}"; do
+      bench "${TARGET[$c]}" "${CMODE[$c]}" "${PREFIX[$c]}" --op "$op" --seconds 1 --warmup "$JVM_WARMUP" \
+        --concurrency "$CONCURRENCY" >/dev/null || { tail -20 "$TMP/bench.log" >&2; die "$op against $c failed"; }
+    done
+  done
+fi
 log "measuring $OPS: $ROUNDS rounds of ${WARMUP} s warm-up + ${DURATION} s, $CONCURRENCY calls in flight, $MODE to Latchkey"
 for r in $(seq 1 "$ROUNDS"); do
   TOKEN=$(lk_token) || die "no Latchkey token for audience documents; see $TMP/latchkey.log"
