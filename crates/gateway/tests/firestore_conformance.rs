@@ -137,16 +137,22 @@ const KNOWN_PROXY_DIFFERENCES: &[(&str, &str)] = &[];
 /// sends) with FAILED_PRECONDITION; the embedded store answers it.
 const DESC_KEY_SCAN: &str = "the emulator refuses descending key scans (FAILED_PRECONDITION); \
                              the embedded store answers";
-/// The emulator counts, sums and averages only the documents that have
-/// every field an aggregation of the query sums or averages (as an order
-/// on those fields would), before any limit; the embedded store takes
-/// every document the query matches.
-const AGG_EXISTS: &str = "the emulator aggregates only documents holding every summed or \
-                          averaged field (before the limit); the embedded store aggregates all";
+/// A limited aggregation over two summed fields: the emulator takes its
+/// first documents in an order of its indexes that neither the name order
+/// nor an order on the summed fields reproduces; the embedded store takes
+/// the first by name. The count agrees; the sums differ.
+const LIMITED_MULTI_FIELD_AGGREGATION: &str = "a limit over an aggregation of two summed fields \
+    takes the emulator's first documents in an index order the embedded store does not model";
 
-/// What the embedded store (issue 15) still answers otherwise than the
-/// emulator; for the docstore's owner.
+/// What the embedded store answers otherwise than the emulator, on
+/// purpose: the emulator's refusal of descending name scans comes from its
+/// simulation of missing indexes; Google's Firestore serves them from the
+/// built-in descending index on `__name__`, and so does the embedded store.
 const KNOWN_EMBEDDED_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "items limit 6 aggregate count, sum(x), sum(n)",
+        LIMITED_MULTI_FIELD_AGGREGATION,
+    ),
     (
         "group(sub) orderBy __name__ asc limitToLast 1",
         DESC_KEY_SCAN,
@@ -158,22 +164,6 @@ const KNOWN_EMBEDDED_DIFFERENCES: &[(&str, &str)] = &[
     ("items orderBy __name__ desc limit 3", DESC_KEY_SCAN),
     ("group(sub) orderBy __name__ desc", DESC_KEY_SCAN),
     ("names orderBy __name__ desc limit 4", DESC_KEY_SCAN),
-    ("items aggregate sum(m.k), avg(v), avg(nope)", AGG_EXISTS),
-    ("items limit 6 aggregate count, sum(x), sum(n)", AGG_EXISTS),
-    (
-        "items limit 3 aggregate avg(nope), count, avg(nope)",
-        AGG_EXISTS,
-    ),
-    (
-        "items where tags array-contains-any [\"blue\", null, \"x\"] aggregate avg(m.k), sum(n)",
-        AGG_EXISTS,
-    ),
-    (
-        "group(sub) where tags array-contains-any [null, \"green\"] aggregate count, sum(nope), avg(m.k)",
-        AGG_EXISTS,
-    ),
-    ("items aggregate count, sum(n), avg(n)", AGG_EXISTS),
-    ("group(sub) aggregate count, sum(n), avg(n)", AGG_EXISTS),
 ];
 
 /// The emulator's answers over each transport: the client's REST

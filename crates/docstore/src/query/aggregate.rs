@@ -8,6 +8,12 @@
 //!   it does not or when any double took part; NaN and opposite
 //!   infinities give NaN; non-numbers are skipped; no numbers give `0`.
 //! - `avg` is always a double, null when no value was a number.
+//! - With any `sum` or `avg`, only documents holding every summed or
+//!   averaged field (whatever its value) are aggregated, and that before
+//!   the nested query's cursors, offset and limit: a `count` beside
+//!   `sum(n)` counts the documents that have `n` (Firestore answers from
+//!   the fields' index entries; confirmed on the emulator by the
+//!   conformance table).
 
 use std::collections::{HashMap, HashSet};
 
@@ -97,6 +103,21 @@ pub fn aggregate(
         plan.push((alias, agg));
     }
 
+    let summed: Vec<&Vec<String>> = plan
+        .iter()
+        .filter_map(|(_, agg)| match agg {
+            Agg::Sum(path) | Agg::Avg(path) => Some(path),
+            Agg::Count(_) => None,
+        })
+        .collect();
+    let candidates = if summed.is_empty() {
+        candidates
+    } else {
+        candidates
+            .into_iter()
+            .filter(|d| summed.iter().all(|path| has_field(&d.fields, path)))
+            .collect()
+    };
     let mut nested = nested.clone();
     nested.select = None;
     let docs = super::run(&nested, candidates)?;
@@ -119,6 +140,23 @@ pub fn aggregate(
         );
     }
     Ok(AggregationResult { aggregate_fields })
+}
+
+/// Whether `fields` holds a value (any value, null included) at `path`.
+fn has_field(fields: &HashMap<String, Value>, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    match (fields.get(first), rest.is_empty()) {
+        (Some(_), true) => true,
+        (
+            Some(Value {
+                value_type: Some(ValueType::MapValue(m)),
+            }),
+            false,
+        ) => has_field(&m.fields, rest),
+        _ => false,
+    }
 }
 
 fn check_alias(alias: &str) -> Result<(), Status> {
