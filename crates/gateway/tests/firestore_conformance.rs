@@ -9,9 +9,7 @@
 //! - `latchkey→emulator`: the `[firestore]` backend in front of the same
 //!   emulator (today's proxy);
 //! - `latchkey embedded`: `[documents] backend = "embedded"`, Latchkey's
-//!   own store. Until the gateway accepts that configuration this row
-//!   prints `SKIPPED (embedded backend not wired yet)` and only the first
-//!   row runs.
+//!   own store.
 //!
 //! What a row is known to answer otherwise is listed, with its cause, in
 //! `KNOWN_PROXY_DIFFERENCES` and `KNOWN_EMBEDDED_DIFFERENCES`: printed as
@@ -288,13 +286,7 @@ async fn every_conformance_query_answers_through_latchkey_as_the_emulator_does()
     }
     match gateway_accepts(EMBEDDED_TOML).await {
         Err(why) => {
-            latchkey_testkit::skip_or_fail(
-                "documents-embedded",
-                &format!(
-                    "SKIPPED (embedded backend not wired yet): the gateway refuses \
-                     `[documents] backend = \"embedded\"` ({why}); only the latchkey→emulator row ran"
-                ),
-            );
+            panic!("the gateway refuses `[documents] backend = \"embedded\"`: {why}");
         }
         Ok(()) => {
             let embedded = TestGateway::start(
