@@ -70,6 +70,7 @@ async fn node_client_over_grpc_and_rest_on_the_embedded_store() {
         rest.run()
     );
     let (grpc, rest) = (run_ok(grpc), run_ok(rest));
+    assert_eq!(grpc.steps.len(), 12, "every step ran:\n{}", grpc.summary());
     assert_same_steps(&grpc, &rest);
     if let Some((emu, reference)) = reference {
         assert_same_steps(&reference, &grpc);
@@ -189,6 +190,14 @@ async fn python_and_node_clients_over_tls_on_the_embedded_store() {
         node_rest.run(),
     );
     let (py, node, node_rest) = (run_ok(py), run_ok(node), run_ok(node_rest));
+    for report in [&py, &node, &node_rest] {
+        assert_eq!(
+            report.steps.len(),
+            12,
+            "every step ran:\n{}",
+            report.summary()
+        );
+    }
     assert_same_steps(&node, &node_rest);
     if let Some((emu, reference)) = reference {
         for report in [&py, &node, &node_rest] {
