@@ -42,6 +42,12 @@ const MAX_CHAR: char = '\u{10FFFF}';
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     index_pool: SqlitePool,
+    /// Document commits of this process, one at a time: SQLite has one
+    /// writer, and concurrent `BEGIN IMMEDIATE`s would otherwise meet
+    /// SQLITE_BUSY and sleep in its busy handler (tens of milliseconds)
+    /// instead of queueing. Another process (`latchkey documents import`)
+    /// still waits through the busy timeout.
+    pub(crate) document_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -100,7 +106,11 @@ impl SqliteStore {
     }
 
     async fn from_pools(pool: SqlitePool, index_pool: SqlitePool) -> Result<Self, StoreError> {
-        let store = Self { pool, index_pool };
+        let store = Self {
+            pool,
+            index_pool,
+            document_writer: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

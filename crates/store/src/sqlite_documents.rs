@@ -181,6 +181,7 @@ impl DocumentRows for SqliteStore {
     ) -> Result<(), RowCommitError> {
         // BEGIN IMMEDIATE takes the write lock before the checks read, so no
         // other writer (in this process or another) commits between them.
+        let _writer = self.document_writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -283,6 +284,7 @@ impl DocumentRows for SqliteStore {
     }
 
     async fn import_rows(&self, rows: &[DocumentRow]) -> Result<(), StoreError> {
+        let _writer = self.document_writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
