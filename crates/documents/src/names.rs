@@ -373,7 +373,7 @@ impl ResourceName {
 }
 
 /// Names echoed in errors are cut short so an error cannot be made huge.
-pub(crate) fn truncate(s: &str) -> String {
+pub fn truncate(s: &str) -> String {
     const MAX: usize = 200;
     if s.len() <= MAX {
         return s.to_owned();

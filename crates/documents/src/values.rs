@@ -80,7 +80,8 @@ pub(crate) fn rest_fields(fields: &Map<String, Json>, label: &str) -> Result<Jso
     Ok(Json::Object(out))
 }
 
-const VALUE_KINDS: &[&str] = &[
+/// The keys of a REST `Value` object, one of which it holds.
+pub(crate) const VALUE_KINDS: &[&str] = &[
     "nullValue",
     "booleanValue",
     "integerValue",

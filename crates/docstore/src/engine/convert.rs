@@ -171,18 +171,8 @@ pub(crate) fn database(name: &str) -> Result<DatabaseName, Status> {
     DatabaseName::parse(name).map_err(|e| Status::invalid(e.to_string()))
 }
 
-/// Names echoed in errors stay short.
-pub(crate) fn short(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
+/// Names echoed in errors stay short (at most 200 bytes).
+pub(crate) use latchkey_documents::names::truncate as short;
 
 /// Whether a field name is reserved: Firestore reserves `__.+__`.
 pub(crate) fn is_reserved_field_name(segment: &str) -> bool {

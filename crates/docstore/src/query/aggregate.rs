@@ -115,7 +115,11 @@ pub fn aggregate(
     } else {
         candidates
             .into_iter()
-            .filter(|d| summed.iter().all(|path| has_field(&d.fields, path)))
+            .filter(|d| {
+                summed
+                    .iter()
+                    .all(|path| super::eval::lookup(&d.fields, path).is_some())
+            })
             .collect()
     };
     let mut nested = nested.clone();
@@ -140,23 +144,6 @@ pub fn aggregate(
         );
     }
     Ok(AggregationResult { aggregate_fields })
-}
-
-/// Whether `fields` holds a value (any value, null included) at `path`.
-fn has_field(fields: &HashMap<String, Value>, path: &[String]) -> bool {
-    let Some((first, rest)) = path.split_first() else {
-        return false;
-    };
-    match (fields.get(first), rest.is_empty()) {
-        (Some(_), true) => true,
-        (
-            Some(Value {
-                value_type: Some(ValueType::MapValue(m)),
-            }),
-            false,
-        ) => has_field(&m.fields, rest),
-        _ => false,
-    }
 }
 
 fn check_alias(alias: &str) -> Result<(), Status> {

@@ -27,6 +27,7 @@ use crate::error::ClassifyError;
 use crate::proto;
 use crate::proto::structured_query as sq;
 use crate::rest::json::{JsonObj, decode_base64};
+use crate::values::VALUE_KINDS;
 
 pub(crate) type Result<T, E = ClassifyError> = std::result::Result<T, E>;
 
@@ -249,24 +250,6 @@ fn label(parent: &str, key: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // Values and documents
-
-const VALUE_KINDS: &[&str] = &[
-    "nullValue",
-    "booleanValue",
-    "integerValue",
-    "doubleValue",
-    "timestampValue",
-    "stringValue",
-    "bytesValue",
-    "referenceValue",
-    "geoPointValue",
-    "arrayValue",
-    "mapValue",
-    "fieldReferenceValue",
-    "variableReferenceValue",
-    "functionValue",
-    "pipelineValue",
-];
 
 /// `google.protobuf.NullValue`.
 const NULL_VALUE: &[(&str, i32)] = &[("NULL_VALUE", 0)];
