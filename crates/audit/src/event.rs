@@ -279,6 +279,7 @@ impl From<&AuditRecord> for AuditIndexRow {
 pub(crate) fn index_row(record: &AuditRecord, event_json: String) -> AuditIndexRow {
     let e = &record.event;
     AuditIndexRow {
+        node: String::new(),
         seq: record.seq,
         time_ms: e.time_ms,
         request_id: e.request_id.clone(),

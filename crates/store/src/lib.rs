@@ -11,6 +11,7 @@
 mod documents;
 mod error;
 mod schema;
+mod shared;
 mod sqlite;
 mod sqlite_documents;
 mod types;
@@ -20,6 +21,7 @@ pub use documents::{
     RowScan, RowSelection, RowWrite, ScanCheck, key_successor, prefix_end, prefix_range,
 };
 pub use error::StoreError;
+pub use shared::{AuditNode, FeedState, RevocationChange, RevocationSnapshot, WitnessedCheckpoint};
 pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};
 pub use types::{
     AuditIndexRow, AuditQuery, Revocation, RevocationKind, RevocationMode, StoredSession,
@@ -125,4 +127,158 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a metadata blob (insert or replace).
     async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    // ---- Several nodes -------------------------------------------------
+    //
+    // The defaults below are right for a store one process owns (SQLite):
+    // every change a node makes is applied to its own memory as it makes
+    // it, so there is nothing to follow, no one to lead and no one to
+    // witness for. A shared backend (PostgreSQL) overrides all of them.
+
+    /// Whether several gateway processes share this store. When they do,
+    /// revocations are followed through the change log, leader jobs take
+    /// the leader lock, and transaction bindings live in the store.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// This process's node name in a shared store (`[store] node`): the
+    /// writer of the audit index rows it adds. Empty for an unshared store.
+    fn node(&self) -> &str {
+        ""
+    }
+
+    /// Every live revocation and the change-log head, read together.
+    async fn revocation_snapshot(&self, now: UnixTime) -> Result<RevocationSnapshot, StoreError> {
+        Ok(RevocationSnapshot {
+            rows: self.list_revocations(now).await?,
+            head: 0,
+        })
+    }
+
+    /// Change-log entries after `after`, oldest first, at most `limit`.
+    async fn revocation_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RevocationChange>, StoreError> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
+    /// A feed that moves when another node announces a change (PostgreSQL's
+    /// `NOTIFY`). `None` when the backend has none: followers then rely on
+    /// polling alone.
+    fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<FeedState>> {
+        None
+    }
+
+    /// Whether this process leads `job` (key rotation, clean-up), taking
+    /// the job's leader lock if it is free and keeping it while the process
+    /// lives. The lock only spares work: every leader job is also correct
+    /// when two nodes run it at once (row locks in its own transactions).
+    async fn lead(&self, job: &str) -> Result<bool, StoreError> {
+        let _ = job;
+        Ok(true)
+    }
+
+    /// Adds `key` unless a stored key already signs after `after` (another
+    /// node made the successor first); returns whether it was added. Checked
+    /// and written in one transaction that locks the keys, so two nodes
+    /// racing to rotate create one key.
+    async fn insert_signing_key_unless_covered(
+        &self,
+        key: &StoredSigningKey,
+        after: UnixTime,
+    ) -> Result<bool, StoreError> {
+        if self
+            .list_signing_keys()
+            .await?
+            .iter()
+            .any(|k| k.signs_until > after)
+        {
+            return Ok(false);
+        }
+        self.insert_signing_key(key).await?;
+        Ok(true)
+    }
+
+    /// Adds one to the named counter and returns its new value (1 the
+    /// first time), atomically across nodes.
+    async fn next_counter(&self, name: &str) -> Result<u64, StoreError> {
+        let key = format!("counter:{name}");
+        let current = match self.get_meta(&key).await? {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("counter `{name}` is not a number")))?,
+        };
+        let next = current.saturating_add(1);
+        self.put_meta(&key, next.to_string().as_bytes()).await?;
+        Ok(next)
+    }
+
+    /// Binds a Firestore transaction id to the caller that began it, until
+    /// `expires_ms`. Only called on a shared store (a single node keeps
+    /// bindings in memory).
+    async fn bind_transaction(
+        &self,
+        transaction: &[u8],
+        owner: &str,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (transaction, owner, expires_ms);
+        Err(StoreError::Unavailable(
+            "this store is not shared; transaction bindings are kept in memory".into(),
+        ))
+    }
+
+    /// The owner of a transaction binding that has not expired at `now_ms`.
+    async fn transaction_owner(
+        &self,
+        transaction: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (transaction, now_ms);
+        Err(StoreError::Unavailable(
+            "this store is not shared; transaction bindings are kept in memory".into(),
+        ))
+    }
+
+    /// Forgets a transaction binding (after its commit or rollback), and
+    /// every binding expired at `now_ms`.
+    async fn end_transaction(&self, transaction: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        let _ = (transaction, now_ms);
+        Ok(())
+    }
+
+    /// Publishes this node's latest audit checkpoint into the shared store
+    /// (a witness every node and `latchkey audit verify` can read), so a
+    /// node's log cut short is detected.
+    async fn witness_audit_checkpoint(
+        &self,
+        checkpoint: &WitnessedCheckpoint,
+    ) -> Result<(), StoreError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// The checkpoints `node` published, oldest first.
+    async fn witnessed_audit_checkpoints(
+        &self,
+        node: &str,
+    ) -> Result<Vec<WitnessedCheckpoint>, StoreError> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
+    /// Every node that wrote audit rows or checkpoints, by name.
+    async fn audit_nodes(&self) -> Result<Vec<AuditNode>, StoreError> {
+        Ok(vec![AuditNode {
+            node: self.node().to_owned(),
+            max_seq: self.max_audit_seq().await?,
+            checkpoint_seq: None,
+        }])
+    }
 }

@@ -329,6 +329,7 @@ fn decode_revocation(row: &SqliteRow) -> Result<Revocation, StoreError> {
 fn decode_audit_row(row: &SqliteRow) -> Result<AuditIndexRow, StoreError> {
     const CTX: &str = "reading the audit index";
     Ok(AuditIndexRow {
+        node: String::new(),
         seq: get_u64(row, "seq", CTX)?,
         time_ms: get_u64(row, "time_ms", CTX)?,
         request_id: get(row, "request_id", CTX)?,

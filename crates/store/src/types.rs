@@ -111,7 +111,12 @@ pub struct Revocation {
 /// source of truth; this index can be rebuilt from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditIndexRow {
-    /// Position in the chain, from 1.
+    /// The node whose chain holds the record (`[store] node`; empty on a
+    /// store one node owns). Set by the store on insert: a node indexes
+    /// only into its own chain.
+    #[serde(default)]
+    pub node: String,
+    /// Position in the node's chain, from 1.
     pub seq: u64,
     /// Event time, milliseconds since the Unix epoch.
     pub time_ms: u64,
@@ -137,6 +142,8 @@ pub struct AuditIndexRow {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuditQuery {
+    /// Only this node's records (a shared store holds every node's).
+    pub node: Option<String>,
     /// Principal `kind:id`, or just the id (matches any kind).
     pub principal: Option<String>,
     /// Substring of the resource display form.
@@ -153,7 +160,8 @@ pub struct AuditQuery {
     pub since_ms: Option<u64>,
     /// Only events before this time (ms).
     pub until_ms: Option<u64>,
-    /// Only events with a greater `seq` (for following).
+    /// Only events with a greater `seq` (for following one node's chain;
+    /// in a shared store, set `node` too).
     pub after_seq: Option<u64>,
     /// Maximum rows; 0 means the implementation's default (1000).
     pub limit: u32,

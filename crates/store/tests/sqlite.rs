@@ -60,6 +60,7 @@ fn revocation(kind: RevocationKind, value: &str, mode: RevocationMode) -> Revoca
 
 fn audit(seq: u64) -> AuditIndexRow {
     AuditIndexRow {
+        node: String::new(),
         seq,
         time_ms: 1_000 * seq,
         request_id: format!("req-{seq}"),
