@@ -48,6 +48,10 @@ pub struct AuditConfig {
     /// How long a buffered append may stay written but unsynced when no
     /// waited-for append comes along to sync it.
     pub buffered_sync: Duration,
+    /// Checkpoints a witness holds for this log (on several nodes, the ones
+    /// this node published into the shared store): the log must hold each
+    /// exactly, or it does not open (it was cut short or rewritten).
+    pub witness: Vec<crate::Checkpoint>,
 }
 
 impl Default for AuditConfig {
@@ -56,6 +60,7 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             queue_capacity: 8192,
             buffered_sync: Duration::from_millis(10),
+            witness: Vec::new(),
         }
     }
 }
@@ -220,8 +225,9 @@ impl AuditLog {
         };
         let owned_dir = dir.to_path_buf();
         let open_clock = clock.clone();
+        let witness = config.witness.clone();
         let (files, signer) = tokio::task::spawn_blocking(move || {
-            open_files(&owned_dir, &signer, interval, index_max_seq, &open_clock)
+            open_files(&owned_dir, &signer, interval, index_max_seq, &witness, &open_clock)
                 .map(|files| (files, signer))
         })
         .await
@@ -555,6 +561,7 @@ fn open_files(
     signer: &AuditSigner,
     interval: Duration,
     index_max_seq: Option<u64>,
+    witness: &[crate::Checkpoint],
     clock: &SharedClock,
 ) -> Result<OpenFiles, AuditError> {
     create_private_dir(dir)?;
@@ -581,7 +588,7 @@ fn open_files(
             keys: &keys,
             checkpoint_interval: interval,
             index_max_seq,
-            witness: &[],
+            witness,
         },
     )
     .map_err(|e| match e {

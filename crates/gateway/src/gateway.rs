@@ -10,7 +10,7 @@ use latchkey_audit::{AuditConfig, AuditLog, AuditSigner};
 use latchkey_core::SharedClock;
 use latchkey_identity::{DevIssuer, IssuerConfig, IssuerSet};
 use latchkey_policy::PolicyEngine;
-use latchkey_store::{SharedStore, SqliteStore, Store};
+use latchkey_store::{SharedStore, Store};
 use latchkey_tokens::{
     KeySchedule, Lifetimes, MasterKey, RevocationSet, SigningKeyRing, TokenIssuer, TokenVerifier,
 };
@@ -119,8 +119,7 @@ pub async fn open_keyring(
     clock: SharedClock,
 ) -> Result<SigningKeyRing, GatewayError> {
     let master = load_master_key(config, false)?;
-    let store: SharedStore =
-        Arc::new(SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?);
+    let store = crate::cluster::open_store_for_command(config).await?;
     let schedule = KeySchedule {
         rotation_period: config.keys.rotation_period,
         publish_ahead: config.keys.publish_ahead,
@@ -216,6 +215,8 @@ pub struct Gateway {
     /// The store's key generation the keyring was last reloaded at; see
     /// [`Gateway::watch_keys`]. Serialised so two polls never audit twice.
     pub(crate) keys_seen: tokio::sync::Mutex<Option<u64>>,
+    /// The revocation follower (a shared store only), stopped at shutdown.
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -286,8 +287,8 @@ impl Gateway {
                 webhook_secrets.insert(source, secret.into_bytes());
             }
         }
-        let sqlite = Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
-        let store: SharedStore = sqlite.clone();
+        let opened = crate::cluster::open_store(&config, crate::cluster::StoreRole::Node).await?;
+        let store: SharedStore = opened.store.clone();
 
         let dev_issuer = if config.dev_issuer.enabled {
             let issuer_url = format!("{public_url}/dev-idp");
@@ -358,6 +359,7 @@ impl Gateway {
             clock.clone(),
             AuditConfig {
                 checkpoint_interval: config.audit.checkpoint_interval,
+                witness: store_witnessed_checkpoints(store.as_ref()).await?,
                 ..AuditConfig::default()
             },
         )
@@ -376,15 +378,13 @@ impl Gateway {
             );
             audit.append(event).await?;
         }
-        let witnesses = match &config.audit.witness {
-            Some(w) => {
-                crate::witness::spawn(w, &audit.checkpoints()).map_err(|e| GatewayError::Io {
+        let shared = store.is_shared().then(|| store.clone());
+        let witnesses =
+            crate::witness::spawn(config.audit.witness.as_ref(), shared, &audit.checkpoints())
+                .map_err(|e| GatewayError::Io {
                     what: "cannot build the audit witness's HTTP client".into(),
                     source: std::io::Error::other(e),
-                })?
-            }
-            None => Vec::new(),
-        };
+                })?;
 
         let mut probes = Vec::new();
         let mut git_upstreams = BTreeMap::new();
@@ -458,7 +458,7 @@ impl Gateway {
         let documents_front = match (&config.documents, &config.firestore) {
             (None, _) => None,
             (Some(docs), _) if docs.backend == crate::config::DocumentsBackend::Embedded => {
-                let rows: Arc<dyn latchkey_store::DocumentRows> = sqlite.clone();
+                let rows: Arc<dyn latchkey_store::DocumentRows> = opened.documents.clone();
                 Some(DocumentsFront::embedded(
                     docs.clone(),
                     Arc::new(latchkey_docstore::DocumentStore::new(rows, clock.clone())),
@@ -489,7 +489,20 @@ impl Gateway {
             config.server.limits.unauthenticated_refusals,
             config.server.limits.unauthenticated_interval,
         );
+        let follow_status = Arc::new(crate::cluster::FollowStatus::default());
+        let follower = crate::cluster::spawn_revocation_follower(
+            store.clone(),
+            revocations.clone(),
+            config.store.poll_interval,
+            follow_status.clone(),
+        );
         let pipe = Arc::new(Pipeline {
+            revocation_view: crate::cluster::RevocationView {
+                set: revocations.clone(),
+                consistency: config.store.revocations,
+                max_staleness: config.store.max_staleness,
+                status: follow_status,
+            },
             clock: clock.clone(),
             audit,
             policy,
@@ -554,6 +567,10 @@ impl Gateway {
                 .map(|c| (c.name, c.path))
                 .collect(),
         });
+        let documents_front = match documents_front {
+            Some(front) if store.is_shared() => Some(front.share_transactions(store.clone())),
+            other => other,
+        };
         let documents = Arc::new(Documents::new(pipe.clone(), documents_front));
         let git = Arc::new(GitTarget {
             pipe: pipe.clone(),
@@ -607,6 +624,7 @@ impl Gateway {
         )?);
         let gw = Arc::new(Self {
             keys_seen: tokio::sync::Mutex::new(None),
+            follower: std::sync::Mutex::new(follower),
             apps,
             config,
             clock,
@@ -735,16 +753,38 @@ impl Gateway {
                 tracing::error!(error = %e, "audit append failed for suppressed refusals");
             }
         }
-        if let Err(e) = self.keyring.maintain().await {
-            tracing::error!(error = %e, "signing key maintenance failed");
+        // Leader jobs: on a shared store one node at a time runs them
+        // (the advisory lock spares work; each job is also safe when two
+        // nodes run it at once, through row locks in its own transactions).
+        if self.leads("keys").await {
+            if let Err(e) = self.keyring.maintain().await {
+                tracing::error!(error = %e, "signing key maintenance failed");
+            }
         }
         if let Err(e) = self.watch_keys().await {
             tracing::error!(error = %e, "signing key reload failed");
         }
-        if let Err(e) = self.revocations.refresh().await {
-            tracing::error!(error = %e, "revocation refresh failed");
+        if !self.store.is_shared() {
+            // A shared store is followed through its change log instead.
+            if let Err(e) = self.revocations.refresh().await {
+                tracing::error!(error = %e, "revocation refresh failed");
+            }
         }
-        self.sessions.prune().await;
+        if self.leads("cleanup").await {
+            self.sessions.prune().await;
+        }
+    }
+
+    /// Whether this node runs the leader job `job` now (always, on a store
+    /// one node owns). A store that cannot answer means no.
+    async fn leads(&self, job: &str) -> bool {
+        match self.store.lead(job).await {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!(error = %e, job, "cannot take the leader lock; skipping the job");
+                false
+            }
+        }
     }
 
     /// Rotates the signing key (see [`SigningKeyRing::rotate`] for the two
@@ -761,6 +801,14 @@ impl Gateway {
     /// Flushes the audit log, writes a final checkpoint, and gives the
     /// witnesses a few seconds to take it.
     pub async fn shutdown(&self) {
+        if let Some(task) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         if let Err(e) = self.pipe.audit.shutdown().await {
             tracing::error!(error = %e, "audit shutdown failed");
         }
@@ -813,6 +861,29 @@ fn dev_issuer_config(issuer_url: &str) -> IssuerConfig {
     );
     // The text above is fixed; a parse failure is a bug caught by tests.
     toml::from_str(&text).unwrap_or_else(|e| panic!("dev issuer config: {e}"))
+}
+
+/// The checkpoints this node published into a shared store (none on a
+/// store one node owns), for the log's verification at open and for
+/// `latchkey audit verify`.
+pub async fn store_witnessed_checkpoints(
+    store: &dyn Store,
+) -> Result<Vec<latchkey_audit::Checkpoint>, GatewayError> {
+    if !store.is_shared() {
+        return Ok(Vec::new());
+    }
+    let rows = store.witnessed_audit_checkpoints(store.node()).await?;
+    rows.iter()
+        .map(|row| {
+            serde_json::from_str(&row.json).map_err(|e| {
+                GatewayError::from(latchkey_store::StoreError::Corrupt(format!(
+                    "checkpoint {} of node `{}` in the shared store does not parse: {e}",
+                    row.seq,
+                    store.node()
+                )))
+            })
+        })
+        .collect()
 }
 
 const AUDIT_KEY_META: &str = "audit_signing_key";

@@ -20,6 +20,7 @@
 //! their errors into safe responses, keeping detail for the log.
 
 pub mod check;
+mod cluster;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -33,9 +34,11 @@ mod sessions;
 mod targets;
 mod witness;
 
+pub use cluster::{StoreRole, open_documents_for_command, open_store_for_command};
 pub use gateway::{
     Gateway, GatewayError, KEY_WATCH_INTERVAL, StartOptions, audit_public_key, check_firestore,
     create_private_dir, load_audit_signer, load_master_key, open_keyring, spawn_key_watch,
+    store_witnessed_checkpoints,
 };
 pub use server::listener::{ServeError, serve, serve_with_limits, tls_server_config};
 pub use server::router;

@@ -29,6 +29,10 @@ enum Target {
         url: String,
     },
     File(PathBuf),
+    /// The state store several nodes share: each node's checkpoints sit
+    /// beside the others', where `latchkey audit verify` and every node's
+    /// start read them, so a node's log cut short is detected.
+    Store(latchkey_store::SharedStore),
 }
 
 impl Target {
@@ -36,6 +40,7 @@ impl Target {
         match self {
             Self::Http { url, .. } => url.clone(),
             Self::File(path) => path.display().to_string(),
+            Self::Store(store) => format!("the state store (node `{}`)", store.node()),
         }
     }
 
@@ -53,6 +58,16 @@ impl Target {
                 } else {
                     Err(format!("answered {}", resp.status()))
                 }
+            }
+            Self::Store(store) => {
+                let json = serde_json::to_string(cp).map_err(|e| e.to_string())?;
+                store
+                    .witness_audit_checkpoint(&latchkey_store::WitnessedCheckpoint {
+                        seq: cp.n,
+                        json,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Self::File(path) => {
                 let path = path.clone();
@@ -81,13 +96,24 @@ fn append_synced(path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// Starts one task per configured witness. Each first delivers the current
-/// checkpoint, so the witness learns where the log stands at start.
+/// Starts one task per configured witness, and one for a shared store.
+/// Each first delivers the current checkpoint, so the witness learns where
+/// the log stands at start.
 pub(crate) fn spawn(
-    config: &WitnessConfig,
+    config: Option<&WitnessConfig>,
+    shared: Option<latchkey_store::SharedStore>,
     checkpoints: &watch::Receiver<Checkpoint>,
 ) -> Result<Vec<JoinHandle<()>>, reqwest::Error> {
     let mut targets = Vec::new();
+    if let Some(store) = shared {
+        targets.push(Target::Store(store));
+    }
+    let Some(config) = config else {
+        return Ok(targets
+            .into_iter()
+            .map(|target| tokio::spawn(run(target, checkpoints.clone())))
+            .collect());
+    };
     if let Some(url) = &config.url {
         let client = reqwest::Client::builder().timeout(config.timeout).build()?;
         targets.push(Target::Http {

@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 use latchkey_docstore::DocumentStore;
 use latchkey_documents::rest::proto_json;
 use latchkey_gateway::config::DocumentsBackend;
-use latchkey_store::SqliteStore;
 
 use crate::cli::{DocumentsCommand, DocumentsExportArgs, DocumentsImportArgs};
 
@@ -34,14 +33,12 @@ async fn open(location: &crate::cli::Location) -> Result<DocumentStore> {
         );
     }
     let path = config.server.data_dir.join("latchkey.db");
-    if !path.exists() {
+    if config.store.backend == latchkey_gateway::config::StoreBackend::Sqlite && !path.exists() {
         bail!("no state store at `{}`", path.display());
     }
-    let store = Arc::new(
-        SqliteStore::open(&path)
-            .await
-            .with_context(|| format!("cannot open `{}`", path.display()))?,
-    );
+    let store = latchkey_gateway::open_documents_for_command(&config)
+        .await
+        .context("cannot open the state store")?;
     let clock: latchkey_core::SharedClock = Arc::new(latchkey_core::SystemClock);
     Ok(DocumentStore::new(store, clock))
 }

@@ -41,6 +41,13 @@ data_dir = "data"                        # SQLite store, audit log, signing keys
 # cert_file = "/etc/latchkey/tls.crt"
 # key_file = "/etc/latchkey/tls.key"
 
+# [store]                                # several nodes: shared state in PostgreSQL (see "Running several nodes")
+# backend = "postgres"                   # default "sqlite": latchkey.db in data_dir, one node
+# url = { env = "LATCHKEY_DATABASE_URL" }   # postgres://latchkey@db.internal/latchkey?sslmode=verify-full
+# node = "gw-1"                          # unique per node; its audit chain is kept under this name
+# revocations = "strict"                 # refuse (503) when the view of revocations is older than max_staleness
+# max_staleness = "5s"
+
 [keys]
 master_key = { file = "data/master.key" }   # 32 random bytes, base64; `latchkey init` made this one (mode 0600)
 # rotation_period = "24h"                # a new signing key every day

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use latchkey_core::SharedClock;
-use latchkey_store::{AuditQuery, SqliteStore, Store};
+use latchkey_store::{AuditQuery, Store};
 
 use crate::cli::{AuditArchiveArgs, AuditCommand, AuditQueryArgs, AuditTailArgs, AuditVerifyArgs};
 use crate::config::locate;
@@ -114,8 +114,8 @@ pub(crate) async fn audit(cmd: AuditCommand, clock: SharedClock) -> Result<ExitC
 async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
     let config = locate(&args.location)?;
     let data = &config.server.data_dir;
-    let store = SqliteStore::open(&data.join("latchkey.db")).await?;
-    let Some(public) = latchkey_gateway::audit_public_key(&store).await? else {
+    let store = latchkey_gateway::open_store_for_command(&config).await?;
+    let Some(public) = latchkey_gateway::audit_public_key(store.as_ref()).await? else {
         bail!(
             "no audit key recorded in `{}`; has the gateway run here?",
             data.display()
@@ -129,6 +129,13 @@ async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot read the witness `{source}`"))?,
         );
     }
+    // On several nodes, the checkpoints this node published into the shared
+    // store witness its log: a log cut short or rewritten no longer holds them.
+    let shared_witness = latchkey_gateway::store_witnessed_checkpoints(store.as_ref())
+        .await
+        .context("cannot read this node's checkpoints from the shared store")?;
+    let shared_witnessed = shared_witness.len();
+    witness.extend(shared_witness);
     let index_max_seq = store
         .max_audit_seq()
         .await
@@ -165,6 +172,17 @@ async fn verify(args: AuditVerifyArgs) -> Result<ExitCode> {
                     config.audit.checkpoint_interval
                 );
             }
+            if store.is_shared() {
+                println!(
+                    "node `{}`: {} in the shared store match the log",
+                    store.node(),
+                    count(
+                        shared_witnessed as u64,
+                        "published checkpoint",
+                        "published checkpoints"
+                    )
+                );
+            }
             if !args.witness.is_empty() {
                 println!(
                     "{} the log",
@@ -196,7 +214,7 @@ async fn archive(args: AuditArchiveArgs, clock: &SharedClock) -> Result<ExitCode
     let data = &config.server.data_dir;
     let audit_dir = data.join("audit");
     let master = latchkey_gateway::load_master_key(&config, args.location.config.is_none())?;
-    let store = std::sync::Arc::new(SqliteStore::open(&data.join("latchkey.db")).await?);
+    let store = latchkey_gateway::open_store_for_command(&config).await?;
     let signer = latchkey_gateway::load_audit_signer(store.as_ref(), &master).await?;
     let archived =
         latchkey_audit::archive(&audit_dir, clock.unix_millis()).map_err(|e| match e {
@@ -247,7 +265,7 @@ async fn archive(args: AuditArchiveArgs, clock: &SharedClock) -> Result<ExitCode
 /// A running gateway indexes records a few milliseconds after they are
 /// logged; waits (briefly) until the index holds what the log held when the
 /// query started, and says so if it does not.
-async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
+async fn wait_for_index(store: &dyn Store, audit_dir: &std::path::Path) {
     let logged = match latchkey_audit::last_logged_seq(audit_dir) {
         Ok(seq) => seq,
         Err(e) => {
@@ -274,7 +292,7 @@ async fn wait_for_index(store: &SqliteStore, audit_dir: &std::path::Path) {
 
 async fn query(args: AuditQueryArgs, clock: &SharedClock) -> Result<ExitCode> {
     let config = locate(&args.location)?;
-    let store = SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?;
+    let store = latchkey_gateway::open_store_for_command(&config).await?;
     let resource = match (&args.repo, &args.resource) {
         (Some(r), None) => Some(r.clone()),
         (None, r) => r.clone(),
@@ -294,7 +312,7 @@ async fn query(args: AuditQueryArgs, clock: &SharedClock) -> Result<ExitCode> {
         newest: true,
         ..AuditQuery::default()
     };
-    wait_for_index(&store, &config.server.data_dir.join("audit")).await;
+    wait_for_index(store.as_ref(), &config.server.data_dir.join("audit")).await;
     let rows = store
         .query_audit(&q)
         .await
@@ -304,9 +322,16 @@ async fn query(args: AuditQueryArgs, clock: &SharedClock) -> Result<ExitCode> {
         if args.json {
             let mut ev = ev;
             ev["seq"] = row.seq.into();
+            if !row.node.is_empty() {
+                ev["node"] = row.node.clone().into();
+            }
             println!("{ev}");
-        } else {
+        } else if row.node.is_empty() {
             println!("{}", event_line(row.seq, &ev));
+        } else {
+            // Several nodes: each record is `node` and its seq in that
+            // node's chain.
+            println!("{:<10} {}", row.node, event_line(row.seq, &ev));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -204,10 +204,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Adds one to the named counter and returns its new value (1 the
-    /// first time), atomically across nodes.
+    /// first time), atomically across nodes. The counter is the metadata
+    /// blob `name`, as decimal text, so [`Store::get_meta`] reads it.
     async fn next_counter(&self, name: &str) -> Result<u64, StoreError> {
-        let key = format!("counter:{name}");
-        let current = match self.get_meta(&key).await? {
+        let key = name;
+        let current = match self.get_meta(key).await? {
             None => 0,
             Some(bytes) => std::str::from_utf8(&bytes)
                 .ok()
@@ -215,7 +216,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                 .ok_or_else(|| StoreError::Corrupt(format!("counter `{name}` is not a number")))?,
         };
         let next = current.saturating_add(1);
-        self.put_meta(&key, next.to_string().as_bytes()).await?;
+        self.put_meta(key, next.to_string().as_bytes()).await?;
         Ok(next)
     }
 

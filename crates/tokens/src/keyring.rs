@@ -378,6 +378,21 @@ impl SigningKeyRing {
     /// Creates and stores a key signing from `signs_from` for one rotation
     /// period. Does not touch memory; callers reload.
     async fn create_key(&self, signs_from: UnixTime) -> Result<String, TokenError> {
+        Ok(self
+            .create_key_unless_covered(signs_from, None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// [`Self::create_key`], but when `after` is set the key is stored only
+    /// if no stored key signs after `after` (checked and written in one
+    /// store transaction): when two nodes run the scheduled rotation at
+    /// once, one successor is made. `None` when another node made it.
+    async fn create_key_unless_covered(
+        &self,
+        signs_from: UnixTime,
+        after: Option<UnixTime>,
+    ) -> Result<Option<String>, TokenError> {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| TokenError::Crypto("Ed25519 key generation failed".into()))?;
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
@@ -396,10 +411,25 @@ impl SigningKeyRing {
             signs_until,
             published_until: signs_until.saturating_add(self.schedule.max_token_lifetime.as_secs()),
         };
-        self.store.insert_signing_key(&key).await?;
+        match after {
+            None => self.store.insert_signing_key(&key).await?,
+            Some(after) => {
+                if !self
+                    .store
+                    .insert_signing_key_unless_covered(&key, after)
+                    .await?
+                {
+                    tracing::info!(
+                        signs_from,
+                        "another node created the successor signing key first"
+                    );
+                    return Ok(None);
+                }
+            }
+        }
         self.remember(vec![kid.clone()]).await?;
         tracing::info!(kid = %kid, signs_from, signs_until, "created token signing key");
-        Ok(kid)
+        Ok(Some(kid))
     }
 
     /// Periodic upkeep (the gateway runs it every few minutes): reloads from
@@ -426,7 +456,12 @@ impl SigningKeyRing {
         match last_until {
             Some(until) if any_active => {
                 if now.saturating_add(self.schedule.publish_ahead.as_secs()) >= until {
-                    let kid = self.create_key(until).await?;
+                    let Some(kid) = self.create_key_unless_covered(until, Some(until)).await?
+                    else {
+                        self.reload_inner().await?;
+                        report.active = self.signing_key().ok().map(|k| k.kid.clone());
+                        return Ok(report);
+                    };
                     // The regular rotation is audited like a manual one.
                     let retired = live
                         .iter()
@@ -448,8 +483,11 @@ impl SigningKeyRing {
             }
             _ => {
                 // Nothing signs now (the ring was idle past a rotation, or a
-                // pending key starts later): sign immediately.
-                report.created.push(self.create_key(now).await?);
+                // pending key starts later): sign immediately, unless
+                // another node just did.
+                if let Some(kid) = self.create_key_unless_covered(now, Some(now)).await? {
+                    report.created.push(kid);
+                }
             }
         }
         self.reload_inner().await?;
@@ -532,15 +570,15 @@ impl SigningKeyRing {
         Ok(rotation)
     }
 
-    /// Stores `rotation` under the next generation and bumps
-    /// [`KEYS_GENERATION_META`]. The record is written before the counter,
-    /// so whoever sees the counter finds the record.
-    ///
-    /// The read-and-bump is not atomic across processes: two rotations at
-    /// the same instant may share a generation, and then only one is
-    /// audited (both still take effect: the keys are in the store).
+    /// Takes the next generation from the store's atomic counter
+    /// ([`KEYS_GENERATION_META`]) and stores `rotation` under it, so two
+    /// rotations at the same instant (two nodes, or a node and
+    /// `latchkey keys rotate`) get two generations and are both audited.
+    /// A node that reads the counter between the bump and the record's
+    /// write finds no record for that generation and skips it (it still
+    /// reloads the keys, which are in the store).
     async fn record_rotation(&self, mut rotation: Rotation) -> Result<Rotation, TokenError> {
-        let generation = self.generation().await?.saturating_add(1);
+        let generation = self.store.next_counter(KEYS_GENERATION_META).await?;
         rotation.generation = generation;
         let key = rotation_meta_key(generation);
         let json = serde_json::to_vec(&rotation).map_err(|e| TokenError::RotationRecord {
@@ -548,9 +586,6 @@ impl SigningKeyRing {
             message: e.to_string(),
         })?;
         self.store.put_meta(&key, &json).await?;
-        self.store
-            .put_meta(KEYS_GENERATION_META, generation.to_string().as_bytes())
-            .await?;
         Ok(rotation)
     }
 

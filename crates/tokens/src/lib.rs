@@ -35,7 +35,7 @@ pub use keyring::{
     Rotation, RotationMode, SigningKeyRing,
 };
 pub use master::MasterKey;
-pub use revocation::RevocationSet;
+pub use revocation::{RevocationSet, SyncReport};
 pub use verifier::{TokenVerifier, VerifiedToken};
 
 use std::time::Duration;

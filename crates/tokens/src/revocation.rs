@@ -1,9 +1,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use latchkey_core::{Principal, SharedClock, UnixTime};
-use latchkey_store::{Revocation, RevocationKind, RevocationMode, SharedStore};
+use latchkey_store::{
+    Revocation, RevocationChange, RevocationKind, RevocationMode, SharedStore,
+};
 
 use crate::sync::{read, write};
 use crate::{TokenClaims, TokenError};
@@ -133,8 +136,15 @@ fn describe(r: &Revocation) -> String {
 ///
 /// Kept in memory so [`RevocationSet::check`] (run on every token use) never
 /// touches the store; changes are written to the store first, so an
-/// acknowledged revocation survives a crash and reaches other nodes on their
-/// next [`RevocationSet::refresh`].
+/// acknowledged revocation survives a crash.
+///
+/// On a store several nodes share, the set follows the store's change log:
+/// [`RevocationSet::sync`] applies the entries after the last one applied
+/// (the gateway runs it on every change notification and on a short poll),
+/// and [`RevocationSet::view_age`] says how long ago the set last matched
+/// the store, so a node cut off from the database can refuse rather than
+/// wave a revoked token through. On a store one node owns, every change is
+/// made here, and the set is always current.
 ///
 /// A subject revocation names either the token's `sub` or `kind:sub`
 /// (`agent:deploy-bot`); it also matches tokens where that subject is the
@@ -144,36 +154,148 @@ pub struct RevocationSet {
     store: SharedStore,
     clock: SharedClock,
     indexes: RwLock<Indexes>,
+    /// The last change-log seq applied. Held across a store write and its
+    /// memory update, and across a sync's read and apply, so a sync that
+    /// read before this node's own change cannot undo it in memory.
+    applied: tokio::sync::Mutex<u64>,
+    /// A copy of `applied` that readers never wait for.
+    applied_seen: std::sync::atomic::AtomicU64,
+    /// When the set last matched the store (the start of the last read
+    /// that succeeded), for [`Self::view_age`].
+    synced_at: RwLock<Instant>,
 }
 
+/// What one [`RevocationSet::sync`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Change-log entries applied.
+    pub applied: usize,
+    /// The last seq applied after the sync.
+    pub seq: u64,
+    /// Whether the set was reloaded whole (the log had been pruned past
+    /// what this node had applied).
+    pub reloaded: bool,
+}
+
+/// Change-log entries read per query while catching up.
+const SYNC_BATCH: u32 = 1000;
+
 impl RevocationSet {
-    /// Loads every unexpired revocation from the store.
+    /// Loads every unexpired revocation from the store (a node serves only
+    /// after this first full load).
     pub async fn load(store: SharedStore, clock: SharedClock) -> Result<Self, TokenError> {
         let set = Self {
             store,
             clock,
             indexes: RwLock::new(Indexes::default()),
+            applied: tokio::sync::Mutex::new(0),
+            applied_seen: std::sync::atomic::AtomicU64::new(0),
+            synced_at: RwLock::new(Instant::now()),
         };
         set.refresh().await?;
         Ok(set)
     }
 
-    /// Replaces the in-memory set with the store's (run periodically, and
-    /// when another node announces a change).
+    /// Replaces the in-memory set with the store's.
     pub async fn refresh(&self) -> Result<(), TokenError> {
-        let rows = self.store.list_revocations(self.clock.unix()).await?;
+        let mut applied = self.applied.lock().await;
+        let started = Instant::now();
+        let snapshot = self.store.revocation_snapshot(self.clock.unix()).await?;
         let mut fresh = Indexes::default();
-        for r in rows {
+        for r in snapshot.rows {
             fresh.insert(r);
         }
         *write(&self.indexes) = fresh;
+        *applied = snapshot.head;
+        self.applied_seen
+            .store(snapshot.head, std::sync::atomic::Ordering::Relaxed);
+        *write(&self.synced_at) = started;
         Ok(())
     }
 
+    /// Applies the store's change-log entries after the last one applied,
+    /// in order (a shared store; on an unshared one this only marks the
+    /// set current). A gap in the log (entries pruned) reloads the set.
+    pub async fn sync(&self) -> Result<SyncReport, TokenError> {
+        if !self.store.is_shared() {
+            *write(&self.synced_at) = Instant::now();
+            return Ok(SyncReport::default());
+        }
+        let mut applied = self.applied.lock().await;
+        let started = Instant::now();
+        let mut report = SyncReport::default();
+        loop {
+            let changes = self.store.revocation_changes(*applied, SYNC_BATCH).await?;
+            let full = changes.len() >= SYNC_BATCH as usize;
+            if changes.first().is_some_and(|c| c.seq != *applied + 1) {
+                drop(applied);
+                self.refresh().await?;
+                let seq = self.applied_seq();
+                return Ok(SyncReport {
+                    applied: 0,
+                    seq,
+                    reloaded: true,
+                });
+            }
+            report.applied += changes.len();
+            self.apply(&mut applied, changes)?;
+            if !full {
+                break;
+            }
+        }
+        report.seq = *applied;
+        self.applied_seen
+            .store(*applied, std::sync::atomic::Ordering::Relaxed);
+        *write(&self.synced_at) = started;
+        Ok(report)
+    }
+
+    /// Applies entries that follow `applied` without a gap.
+    fn apply(&self, applied: &mut u64, changes: Vec<RevocationChange>) -> Result<(), TokenError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut indexes = write(&self.indexes);
+        for change in changes {
+            if change.seq != *applied + 1 {
+                return Err(TokenError::Store(latchkey_store::StoreError::Corrupt(format!(
+                    "the revocation change log skips from {} to {}",
+                    *applied, change.seq
+                ))));
+            }
+            // Each entry carries the row as it stands after the change,
+            // so replacing (not widening) gives the store's state.
+            indexes.remove(change.kind, &change.value, change.mode);
+            if let Some(r) = change.revocation {
+                indexes.insert(r);
+            }
+            *applied = change.seq;
+        }
+        Ok(())
+    }
+
+    /// How long ago this set last matched the store: `None` on a store one
+    /// node owns (it is always current there).
+    pub fn view_age(&self) -> Option<Duration> {
+        if !self.store.is_shared() {
+            return None;
+        }
+        Some(read(&self.synced_at).elapsed())
+    }
+
+    /// The last change-log seq applied (never waits for a sync).
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records a revocation or freeze: durable in the store first, then in
-    /// memory. Effective on this node when this returns.
+    /// memory. Effective on this node when this returns; on the others at
+    /// their next sync.
     pub async fn revoke(&self, revocation: Revocation) -> Result<(), TokenError> {
+        let applied = self.applied.lock().await;
         self.store.insert_revocation(&revocation).await?;
+        write(&self.indexes).insert(revocation.clone());
+        drop(applied);
         if revocation.kind == RevocationKind::Subject {
             // The subject's browser sessions end with its tokens. Every
             // request with a session also checks the set, so this is
@@ -197,7 +319,6 @@ impl RevocationSet {
             value = %revocation.value,
             "recorded revocation"
         );
-        write(&self.indexes).insert(revocation);
         Ok(())
     }
 
@@ -208,8 +329,10 @@ impl RevocationSet {
         value: &str,
         mode: RevocationMode,
     ) -> Result<bool, TokenError> {
+        let applied = self.applied.lock().await;
         let existed = self.store.delete_revocation(kind, value, mode).await?;
         write(&self.indexes).remove(kind, value, mode);
+        drop(applied);
         tracing::info!(kind = kind.as_str(), mode = mode.as_str(), value = %value, "lifted revocation");
         Ok(existed)
     }
@@ -299,6 +422,31 @@ impl RevocationSet {
         subject_names(principal.kind.as_str(), &principal.id)
             .find_map(|v| indexes.dead(RevocationKind::Subject, &v, since, now))
             .map(describe)
+    }
+
+    /// How many revocations and freezes are in memory, and a SHA-256 over
+    /// them in a fixed order (what matches, mode, `created_at`,
+    /// `expires_at`): two nodes with the same fingerprint enforce the same
+    /// set. Reveals nothing about what is revoked.
+    pub fn fingerprint(&self) -> (usize, String) {
+        let mut all = self.list();
+        all.sort_by(|a, b| {
+            (a.kind.as_str(), &a.value, a.mode.as_str()).cmp(&(b.kind.as_str(), &b.value, b.mode.as_str()))
+        });
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for r in &all {
+            let line = serde_json::json!([
+                r.kind.as_str(),
+                r.value,
+                r.mode.as_str(),
+                r.created_at,
+                r.expires_at
+            ])
+            .to_string();
+            ctx.update(line.as_bytes());
+            ctx.update(b"\n");
+        }
+        (all.len(), hex::encode(ctx.finish().as_ref()))
     }
 
     /// Every revocation and freeze in memory.

@@ -11,9 +11,11 @@ use serde::Deserialize;
 
 mod apps;
 mod secrets;
+mod store;
 pub(crate) use apps::cgi_form;
 pub use apps::{AppConfig, AppCookie, AppPreset, IdentityField, RESERVED_PREFIXES, UserClaim};
 pub use secrets::SecretSource;
+pub use store::{RevocationConsistency, StoreBackend, StoreConfig};
 
 /// A configuration problem, naming the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,10 @@ pub struct Config {
     /// Listener, public URL and data directory.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[store]`: where shared state lives (SQLite in the data directory,
+    /// or PostgreSQL shared by several nodes).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Token lifetimes and audiences.
     #[serde(default)]
     pub tokens: TokensConfig,
@@ -942,6 +948,7 @@ impl Config {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
         self.server.limits.validate()?;
+        self.store.validate()?;
         self.validate_sessions()?;
         self.resolve_documents()?;
         if let Some(w) = &self.audit.witness {
@@ -1288,12 +1295,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration like `90s`, `15m`, `24h` or `7d`"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("`{s}` has an unknown unit; use s, m, h or d")),
+        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }

@@ -252,6 +252,9 @@ pub(crate) trait Target: Send + Sync + 'static {
 
 /// The pipeline's own state: what authenticate, authorize and record need.
 pub(crate) struct Pipeline {
+    /// This node's view of revocations: a `strict` node whose view is too
+    /// old refuses every request before reading it.
+    pub(crate) revocation_view: crate::cluster::RevocationView,
     pub(crate) clock: SharedClock,
     pub(crate) audit: AuditLog,
     pub(crate) policy: PolicyEngine,
@@ -270,6 +273,24 @@ impl Pipeline {
     pub(crate) async fn serve<T: Target>(target: &T, req: Request) -> Response {
         let pipe = target.pipeline();
         let cx = RequestCx::of(&req);
+        if let Some(age) = pipe.revocation_view.refusing() {
+            // INVARIANT: a node that cannot know whether a token was revoked
+            // elsewhere does not decide on it (fail closed).
+            let refusal = Refusal::new(
+                Stage::Authenticate,
+                Code::RevocationsStale,
+                format!(
+                    "this node's view of revocations is {}s old (the state store cannot be reached); \
+                     it refuses requests until it catches up",
+                    age.as_secs()
+                ),
+            );
+            let action = target.refusal_action(refusal.stage);
+            return pipe
+                .refused(&cx, None, action, refusal)
+                .await
+                .render(T::PROTOCOL);
+        }
         let (principal, input) = match target.authenticate(&cx, req).await {
             Ok(ok) => ok,
             Err(refusal) => {

@@ -117,6 +117,9 @@ pub(crate) enum Code {
     Misconfigured,
     /// The state store cannot be read or written.
     StoreUnavailable,
+    /// This node's view of revocations is older than `store.max_staleness`
+    /// (`strict` mode): it cannot know whether a token was revoked elsewhere.
+    RevocationsStale,
     /// The audit log cannot be written (fail closed).
     AuditUnavailable,
 }
@@ -155,6 +158,7 @@ impl Code {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Misconfigured => "misconfigured",
             Self::StoreUnavailable => "store_unavailable",
+            Self::RevocationsStale => "revocations_stale",
             Self::AuditUnavailable => "audit_unavailable",
         }
     }
@@ -166,9 +170,10 @@ impl Code {
             | Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::Misconfigured => Fault::Upstream,
-            Self::NotConfigured | Self::StoreUnavailable | Self::AuditUnavailable => {
-                Fault::Latchkey
-            }
+            Self::NotConfigured
+            | Self::StoreUnavailable
+            | Self::RevocationsStale
+            | Self::AuditUnavailable => Fault::Latchkey,
             _ => Fault::Caller,
         }
     }
@@ -181,6 +186,7 @@ impl Code {
                 | Self::UpstreamUnavailable
                 | Self::UpstreamTimeout
                 | Self::StoreUnavailable
+                | Self::RevocationsStale
                 | Self::AuditUnavailable
                 | Self::ClientTimeout
         )
@@ -214,9 +220,10 @@ impl Code {
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable | Self::Misconfigured => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::IssuerUnavailable | Self::StoreUnavailable | Self::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::IssuerUnavailable
+            | Self::StoreUnavailable
+            | Self::RevocationsStale
+            | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -252,6 +259,7 @@ impl Code {
             Self::IssuerUnavailable
             | Self::UpstreamUnavailable
             | Self::StoreUnavailable
+            | Self::RevocationsStale
             | Self::AuditUnavailable => GrpcCode::Unavailable,
         }
     }
@@ -284,6 +292,7 @@ impl Code {
             | Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::StoreUnavailable
+            | Self::RevocationsStale
             | Self::AuditUnavailable => "temporarily_unavailable",
         }
     }

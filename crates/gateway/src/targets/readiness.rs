@@ -133,6 +133,7 @@ pub(crate) async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
             json!({ "component": "store", "status": "failing", "reason": "unreachable" })
         }
     });
+    components.extend(s.pipe.revocation_view.readiness());
 
     r.issuers.refresh_stale().await;
     for (name, status) in r.issuers.key_status().await {

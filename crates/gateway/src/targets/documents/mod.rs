@@ -97,6 +97,13 @@ impl DocumentsFront {
         }
     }
 
+    /// Keeps transaction bindings in `store` too, which the other nodes
+    /// sharing it read.
+    pub(crate) fn share_transactions(mut self, store: latchkey_store::SharedStore) -> Self {
+        self.transactions = TransactionBindings::shared(store);
+        self
+    }
+
     /// The Firestore upstream; only called on the Firestore backend's paths.
     fn upstream(&self) -> Result<&FirestoreUpstream, Refusal> {
         match &self.backend {
@@ -210,6 +217,7 @@ impl Documents {
                 front
                     .transactions
                     .check(tx, &Self::owner(principal), self.pipe.clock.unix_millis())
+                    .await
         {
             return Err(Refusal::new(
                 Stage::Classify,
@@ -339,7 +347,7 @@ impl Documents {
 
     fn end_transaction(&self, tx: &[u8]) {
         if let Some(front) = &self.front {
-            front.transactions.end(tx);
+            front.transactions.end(tx, self.pipe.clock.unix_millis());
         }
     }
 
