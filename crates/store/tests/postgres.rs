@@ -256,6 +256,13 @@ async fn the_change_feed_moves_within_a_second_and_survives_a_restart() {
     }
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].revocation, Some(r2));
+    // The node-name locks died with the old server; each store took its
+    // own back (checked every second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = PostgresStore::connect(pg.url(), "b", PostgresOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
