@@ -5,11 +5,15 @@
 //! ([`DocumentRows`]).
 //!
 //! The [`Store`] trait is the whole interface; callers hold an
-//! `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the embedded default.
+//! `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the embedded default;
+//! [`PostgresStore`] is for several gateway nodes sharing one database.
 //! This crate does not encrypt, sign or decide anything: it keeps rows.
 
 mod documents;
 mod error;
+mod postgres;
+mod postgres_documents;
+mod postgres_schema;
 mod schema;
 mod shared;
 mod sqlite;
@@ -21,6 +25,7 @@ pub use documents::{
     RowScan, RowSelection, RowWrite, ScanCheck, key_successor, prefix_end, prefix_range,
 };
 pub use error::StoreError;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use shared::{AuditNode, FeedState, RevocationChange, RevocationSnapshot, WitnessedCheckpoint};
 pub use sqlite::{DEFAULT_AUDIT_LIMIT, SqliteStore};
 pub use types::{

@@ -6,6 +6,8 @@
 //! [`firestore`] runs Google's Firestore emulator and official clients;
 //! [`tls`] makes throwaway certificates with the `openssl` command line;
 //! [`backstage`] runs a real Backstage backend from npm (`testing/backstage`);
+//! [`postgres`] starts a throwaway PostgreSQL cluster (or a fresh database
+//! in `DATABASE_URL`);
 //! [`cgit`] runs Debian's cgit behind a throwaway nginx and fcgiwrap;
 //! [`browser`] drives Debian's headless Chromium through a script of steps;
 //! [`rp`] is a minimal relying party of that provider (PKCE, code exchange,
@@ -23,6 +25,7 @@ pub mod cgit;
 pub mod firestore;
 pub mod firestore_conformance;
 pub mod forge;
+pub mod postgres;
 pub mod rp;
 pub mod tls;
 
