@@ -227,8 +227,15 @@ impl AuditLog {
         let open_clock = clock.clone();
         let witness = config.witness.clone();
         let (files, signer) = tokio::task::spawn_blocking(move || {
-            open_files(&owned_dir, &signer, interval, index_max_seq, &witness, &open_clock)
-                .map(|files| (files, signer))
+            open_files(
+                &owned_dir,
+                &signer,
+                interval,
+                index_max_seq,
+                &witness,
+                &open_clock,
+            )
+            .map(|files| (files, signer))
         })
         .await
         .map_err(|e| AuditError::Unavailable(format!("opening the log panicked: {e}")))??;

@@ -45,9 +45,8 @@ pub(crate) async fn open_store(
 ) -> Result<OpenedStore, GatewayError> {
     match config.store.backend {
         StoreBackend::Sqlite => {
-            let sqlite = Arc::new(
-                SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?,
-            );
+            let sqlite =
+                Arc::new(SqliteStore::open(&config.server.data_dir.join("latchkey.db")).await?);
             Ok(OpenedStore {
                 documents: sqlite.clone(),
                 store: sqlite,
@@ -62,9 +61,11 @@ pub(crate) async fn open_store(
             })?;
             let node = config.store.node.clone().unwrap_or_default();
             let options = latchkey_store::PostgresOptions {
-                pool_size: config.store.pool_size,
+                max_connections: config.store.pool_size,
+                // Short, so a node cut off from the database notices within
+                // its staleness bound rather than waiting in the pool.
+                connect_timeout: Duration::from_secs(2),
                 claim_node: role == StoreRole::Node,
-                ..latchkey_store::PostgresOptions::default()
             };
             let pg = Arc::new(latchkey_store::PostgresStore::connect(&url, &node, options).await?);
             Ok(OpenedStore {
@@ -199,7 +200,11 @@ pub(crate) fn spawn_revocation_follower(
                         failing = false;
                     }
                     if report.applied > 0 {
-                        tracing::debug!(applied = report.applied, seq = report.seq, "applied revocation changes");
+                        tracing::debug!(
+                            applied = report.applied,
+                            seq = report.seq,
+                            "applied revocation changes"
+                        );
                     }
                     *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }

@@ -71,10 +71,14 @@ async fn a_revocation_on_one_node_is_refused_on_every_node_within_a_second() {
     let mut latencies = Vec::new();
     for (k, t) in victims.iter().enumerate() {
         let origin = k % 3;
-        assert_eq!(c.revoke(origin, revoker, "token", &jti(t)).await, 200);
+        assert_eq!(c.revoke(origin, revoker, "token", &jti(t)).await, 201);
         let acked = Instant::now();
         // Effective on the node that acknowledged it before it answered.
-        assert_eq!(c.probe(origin, t).await.0, 401, "revocation {k} on its own node");
+        assert_eq!(
+            c.probe(origin, t).await.0,
+            401,
+            "revocation {k} on its own node"
+        );
         let others: Vec<usize> = (0..3).filter(|i| *i != origin).collect();
         let (a, b) = tokio::join!(
             until_refused(&c, others[0], t, acked),
@@ -127,7 +131,7 @@ async fn concurrent_revocations_from_every_node_leave_one_set_and_no_gap() {
     }
     for t in tasks {
         let statuses = t.await.unwrap();
-        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     }
     // Every node converges on the same set at the log's head.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -142,7 +146,10 @@ async fn concurrent_revocations_from_every_node_leave_one_set_and_no_gap() {
         if settled {
             break views;
         }
-        assert!(Instant::now() < deadline, "nodes did not converge: {views:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {views:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let prints: BTreeSet<&str> = views
@@ -193,14 +200,35 @@ async fn one_webhook_delivery_sent_to_two_nodes_at_once_acts_once() {
         );
     }
     // The rule wrote each push's document once: one allowed write per commit.
-    let writes = c.audit_query(2, &["--action", "document.create", "--limit", "1000"]);
+    let writes = c.audit_query(
+        2,
+        &[
+            "--action",
+            "document.update",
+            "--decision",
+            "allow",
+            "--limit",
+            "1000",
+        ],
+    );
     let mut per_commit: BTreeMap<String, usize> = BTreeMap::new();
     for w in &writes {
         if let Some(path) = w["resource"].as_str() {
             *per_commit.entry(path.to_owned()).or_default() += 1;
         }
     }
-    assert_eq!(per_commit.len(), 20, "{writes:#?}");
+    if per_commit.len() != 20 {
+        let all = c.audit_query(2, &["--limit", "1000"]);
+        let actions: BTreeSet<String> = all
+            .iter()
+            .map(|r| format!("{} {} {}", r["node"], r["action"], r["resource"]))
+            .collect();
+        panic!(
+            "{} writes, {} records: {actions:#?}",
+            writes.len(),
+            all.len()
+        );
+    }
     assert!(per_commit.values().all(|n| *n == 1), "{per_commit:#?}");
 }
 
@@ -235,7 +263,7 @@ async fn a_killed_node_enforces_what_was_revoked_while_it_was_down_from_its_firs
     {
         let c = c.read().await;
         for (k, t) in victims.iter().enumerate() {
-            assert_eq!(c.revoke(k % 2, revoker, "token", &jti(t)).await, 200);
+            assert_eq!(c.revoke(k % 2, revoker, "token", &jti(t)).await, 201);
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -245,7 +273,11 @@ async fn a_killed_node_enforces_what_was_revoked_while_it_was_down_from_its_firs
     c.start_node(2);
     // Its very first requests: every token revoked while it was down.
     for (k, t) in victims.iter().enumerate() {
-        assert_eq!(c.probe(2, t).await.0, 401, "victim {k} on the restarted node");
+        assert_eq!(
+            c.probe(2, t).await.0,
+            401,
+            "victim {k} on the restarted node"
+        );
     }
     assert_eq!(c.probe(2, revoker).await.0, 200);
     let (ok, out) = c.audit_verify(2);
@@ -268,7 +300,7 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
     let (admin, live) = (admins[0].clone(), admins[1].clone());
     let dead_id = c.id_token("mallory", &["admins"]);
     let dead = c.exchange(0, &dead_id, "latchkey").await;
-    assert_eq!(c.revoke(0, &admin, "token", &jti(&dead)).await, 200);
+    assert_eq!(c.revoke(0, &admin, "token", &jti(&dead)).await, 201);
 
     // The load: 4 workers, each a request at a time, round robin over the
     // nodes, alternating a live and a revoked token.
@@ -303,13 +335,20 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
     {
         let c = c.read().await;
         for i in 0..3 {
-            assert_eq!(c.probe(i, &fresh).await.0, 200, "node {i} after the restart");
+            assert_eq!(
+                c.probe(i, &fresh).await.0,
+                200,
+                "node {i} after the restart"
+            );
         }
-        assert_eq!(c.revoke(1, &admin, "token", &jti(&fresh)).await, 200);
+        assert_eq!(c.revoke(1, &admin, "token", &jti(&fresh)).await, 201);
         let acked = Instant::now();
         for i in 0..3 {
             let took = until_refused(&c, i, &fresh, acked).await;
-            assert!(took < PROPAGATION_LIMIT, "node {i} after the restart: {took:?}");
+            assert!(
+                took < PROPAGATION_LIMIT,
+                "node {i} after the restart: {took:?}"
+            );
         }
         for i in 0..3 {
             let view = c.revocation_view(i).await;
@@ -366,7 +405,11 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
         after.len()
     );
 
-    // Every answered request is in the audit trail, on whichever node.
+    // Every acknowledged request is in the audit trail, on whichever node
+    // served it. (Refusals before authentication, the 401s and 503s, are
+    // recorded up to `server.limits.unauthenticated_refusals` per client
+    // and interval, then summarised: invariant 7 bounds what an
+    // unauthenticated caller can cost the audit log.)
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = c.audit_query(0, &["--limit", "100000"]);
     let ids: BTreeSet<&str> = records
@@ -375,13 +418,13 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
         .collect();
     let answered: Vec<&str> = seen
         .iter()
-        .filter(|s| s.3 != 0)
+        .filter(|s| s.3 == 200)
         .map(|s| s.4.as_str())
         .collect();
     let missing: Vec<&&str> = answered.iter().filter(|id| !ids.contains(**id)).collect();
     assert!(
         missing.is_empty(),
-        "{} of {} answered requests have no audit record: {:?}",
+        "{} of {} acknowledged requests have no audit record: {:?}",
         missing.len(),
         answered.len(),
         &missing[..missing.len().min(10)]
@@ -405,8 +448,16 @@ async fn the_audit_trail_is_one_across_nodes_and_tampering_on_any_node_is_found(
     std::fs::create_dir_all(&home).unwrap();
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
-            .args(["-c", &format!("http.extraHeader=Authorization: Bearer {git_token}")])
-            .args(["-c", "user.name=Alice", "-c", "user.email=alice@example.com"])
+            .args([
+                "-c",
+                &format!("http.extraHeader=Authorization: Bearer {git_token}"),
+            ])
+            .args([
+                "-c",
+                "user.name=Alice",
+                "-c",
+                "user.email=alice@example.com",
+            ])
             .args(args)
             .env("HOME", &home)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -431,15 +482,18 @@ async fn the_audit_trail_is_one_across_nodes_and_tampering_on_any_node_is_found(
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Node 2 serves too (its chain then holds more than its start).
+    let admin_id = c.id_token("root", &["admins"]);
+    let admin = c.exchange(2, &admin_id, "latchkey").await;
+    assert_eq!(c.probe(2, &admin).await.0, 200);
     // One chain, read through node 2's config.
     let chain = c.audit_query(2, &["--commit", &commit]);
-    let by_node: BTreeMap<&str, Vec<&str>> =
-        chain.iter().fold(BTreeMap::new(), |mut m, r| {
-            m.entry(r["node"].as_str().unwrap_or("?"))
-                .or_default()
-                .push(r["action"].as_str().unwrap_or("?"));
-            m
-        });
+    let by_node: BTreeMap<&str, Vec<&str>> = chain.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r["node"].as_str().unwrap_or("?"))
+            .or_default()
+            .push(r["action"].as_str().unwrap_or("?"));
+        m
+    });
     assert!(
         by_node.get("gw-0").is_some_and(|a| a.contains(&"git.push")),
         "{by_node:#?}"

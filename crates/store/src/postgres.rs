@@ -66,6 +66,11 @@ pub struct PostgresOptions {
     /// How long connecting (or waiting for a pooled connection) may take
     /// before the operation fails as unavailable.
     pub connect_timeout: Duration,
+    /// Whether this process runs as the node (a gateway): it takes the
+    /// node's name lock, so a second process with the same name is
+    /// refused. Commands run beside the nodes (`latchkey audit verify`,
+    /// `keys rotate`) read and write as the node without claiming it.
+    pub claim_node: bool,
 }
 
 impl Default for PostgresOptions {
@@ -73,6 +78,7 @@ impl Default for PostgresOptions {
         Self {
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
+            claim_node: true,
         }
     }
 }
@@ -431,7 +437,11 @@ impl PostgresStore {
             .map_err(|e| connect_error(&target, ssl, e))?;
         migrate(&pool).await?;
 
-        let node_conn = take_node_lock(&connect, &target, node, timeout).await?;
+        let node_conn = if options.claim_node {
+            Some(take_node_lock(&connect, &target, node, timeout).await?)
+        } else {
+            None
+        };
         let listener = listen(&connect, timeout)
             .await
             .map_err(|e| connect_error(&target, ssl, e))?;
@@ -440,16 +450,21 @@ impl PostgresStore {
             reconnects: 0,
             connected: true,
         });
-        let tasks = vec![
-            tokio::spawn(follow_feed(listener, connect.clone(), timeout, feed_tx)),
-            tokio::spawn(keep_node_lock(
+        let mut tasks = vec![tokio::spawn(follow_feed(
+            listener,
+            connect.clone(),
+            timeout,
+            feed_tx,
+        ))];
+        if let Some(node_conn) = node_conn {
+            tasks.push(tokio::spawn(keep_node_lock(
                 node_conn,
                 connect.clone(),
                 target.clone(),
                 node.to_owned(),
                 timeout,
-            )),
-        ];
+            )));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -1024,9 +1039,24 @@ impl Store for PostgresStore {
     }
 
     async fn clear_audit_index(&self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM audit_index WHERE node = $1")
-            .bind(&self.inner.node)
-            .execute(self.pool())
+        // The archived log's checkpoints go too: the new log numbers its
+        // own from 1.
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| db_error("clearing the audit index", e))?;
+        for sql in [
+            "DELETE FROM audit_index WHERE node = $1",
+            "DELETE FROM audit_checkpoints WHERE node = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&self.inner.node)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("clearing the audit index", e))?;
+        }
+        tx.commit()
             .await
             .map_err(|e| db_error("clearing the audit index", e))?;
         Ok(())

@@ -4,9 +4,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use latchkey_core::{Principal, SharedClock, UnixTime};
-use latchkey_store::{
-    Revocation, RevocationChange, RevocationKind, RevocationMode, SharedStore,
-};
+use latchkey_store::{Revocation, RevocationChange, RevocationKind, RevocationMode, SharedStore};
 
 use crate::sync::{read, write};
 use crate::{TokenClaims, TokenError};
@@ -258,10 +256,12 @@ impl RevocationSet {
         let mut indexes = write(&self.indexes);
         for change in changes {
             if change.seq != *applied + 1 {
-                return Err(TokenError::Store(latchkey_store::StoreError::Corrupt(format!(
-                    "the revocation change log skips from {} to {}",
-                    *applied, change.seq
-                ))));
+                return Err(TokenError::Store(latchkey_store::StoreError::Corrupt(
+                    format!(
+                        "the revocation change log skips from {} to {}",
+                        *applied, change.seq
+                    ),
+                )));
             }
             // Each entry carries the row as it stands after the change,
             // so replacing (not widening) gives the store's state.
@@ -431,7 +431,11 @@ impl RevocationSet {
     pub fn fingerprint(&self) -> (usize, String) {
         let mut all = self.list();
         all.sort_by(|a, b| {
-            (a.kind.as_str(), &a.value, a.mode.as_str()).cmp(&(b.kind.as_str(), &b.value, b.mode.as_str()))
+            (a.kind.as_str(), &a.value, a.mode.as_str()).cmp(&(
+                b.kind.as_str(),
+                &b.value,
+                b.mode.as_str(),
+            ))
         });
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for r in &all {

@@ -142,7 +142,8 @@ impl StoreConfig {
                 }
             }
         }
-        if self.poll_interval < Duration::from_millis(50) || self.poll_interval > Duration::from_secs(5)
+        if self.poll_interval < Duration::from_millis(50)
+            || self.poll_interval > Duration::from_secs(5)
         {
             return Err(invalid(
                 "store.poll_interval",

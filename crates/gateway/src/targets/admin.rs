@@ -196,6 +196,7 @@ pub(crate) struct AuditParams {
 impl From<AuditParams> for AuditQuery {
     fn from(p: AuditParams) -> Self {
         Self {
+            node: None,
             principal: p.principal,
             resource: p.resource,
             action: p.action,

@@ -391,7 +391,8 @@ impl Cluster {
             "pusher": { "login": "alice" },
         })
         .to_string();
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.gogs_secret.as_bytes());
+        let key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.gogs_secret.as_bytes());
         let sig = hex::encode(aws_lc_rs::hmac::sign(&key, body.as_bytes()).as_ref());
         let resp = self
             .http

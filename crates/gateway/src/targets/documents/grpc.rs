@@ -150,7 +150,9 @@ impl Target for DocumentsGrpc {
             }
             .map_err(Refusal::from)?;
             check_routing(&parts.headers, &call.database)?;
-            let asks = docs.asks(cx, principal, &call, &serde_json::Map::new())?;
+            let asks = docs
+                .asks(cx, principal, &call, &serde_json::Map::new())
+                .await?;
             let durability = Documents::durability(&call);
             let mut c = Classified::new(
                 asks,
@@ -639,12 +641,10 @@ fn stream_call(
                         return;
                     }
                     if !classified.accesses.is_empty() || classified.transaction.is_some() {
-                        let asks = match docs.asks(
-                            &cx,
-                            &call.principal,
-                            &classified,
-                            &serde_json::Map::new(),
-                        ) {
+                        let asks = match docs
+                            .asks(&cx, &call.principal, &classified, &serde_json::Map::new())
+                            .await
+                        {
                             Ok(a) => a,
                             Err(r) => {
                                 refuse(classify_refused(r).await).await;

@@ -181,7 +181,7 @@ impl Documents {
     /// carry (`base`: a rule's name and the delivery that fired it), after
     /// the checks that need no policy: the project and database are served
     /// here, a transaction is the caller's own.
-    fn asks(
+    async fn asks(
         &self,
         cx: &RequestCx,
         principal: &Principal,
@@ -213,11 +213,10 @@ impl Documents {
             ));
         };
         if let Some(tx) = &call.transaction
-            && let Err(why) =
-                front
-                    .transactions
-                    .check(tx, &Self::owner(principal), self.pipe.clock.unix_millis())
-                    .await
+            && let Err(why) = front
+                .transactions
+                .check(tx, &Self::owner(principal), self.pipe.clock.unix_millis())
+                .await
         {
             return Err(Refusal::new(
                 Stage::Classify,
@@ -411,7 +410,7 @@ impl Documents {
             )
             .with_grpc(e.code())
         })?;
-        let asks = match self.asks(cx, principal, &classified, base) {
+        let asks = match self.asks(cx, principal, &classified, base).await {
             Ok(a) => a,
             Err(r) => {
                 let action = crate::pipeline::AuditAction::Refused(TargetName::Firestore, r.stage);

@@ -72,28 +72,33 @@ impl Target for DocumentsRest {
                 })?;
             let raw = read_body(body, docs.max_request()).await?;
             let embedded = matches!(docs.front()?.backend, super::Backend::Embedded(_));
-            let record_values = |p: &latchkey_documents::DocPath| docs.records_values(p);
-            let opts = ClassifyOptions {
-                record_values: &record_values,
-            };
             // The embedded store runs a protobuf request: the JSON is read
             // into it once, and the classifier reads that same message, so
             // what is decided is what runs. Google reads the JSON itself,
             // so for it the JSON is classified (strictly, as Google reads it).
-            let (classified, proto) = if embedded {
-                let request = proto_json::request_to_proto(&call, &raw).map_err(Refusal::from)?;
-                let message = Bytes::from(request.message.encode_to_vec());
-                let classified =
-                    classify_grpc(request.method, &message, &opts).map_err(Refusal::from)?;
-                (classified, Some((request.method, message)))
-            } else {
-                (
-                    classify_rest(&call, &raw, &opts).map_err(Refusal::from)?,
-                    None,
-                )
+            let (classified, proto) = {
+                let record_values = |p: &latchkey_documents::DocPath| docs.records_values(p);
+                let opts = ClassifyOptions {
+                    record_values: &record_values,
+                };
+                if embedded {
+                    let request =
+                        proto_json::request_to_proto(&call, &raw).map_err(Refusal::from)?;
+                    let message = Bytes::from(request.message.encode_to_vec());
+                    let classified =
+                        classify_grpc(request.method, &message, &opts).map_err(Refusal::from)?;
+                    (classified, Some((request.method, message)))
+                } else {
+                    (
+                        classify_rest(&call, &raw, &opts).map_err(Refusal::from)?,
+                        None,
+                    )
+                }
             };
             check_routing(&parts.headers, &classified.database)?;
-            let asks = docs.asks(cx, principal, &classified, &serde_json::Map::new())?;
+            let asks = docs
+                .asks(cx, principal, &classified, &serde_json::Map::new())
+                .await?;
             let mut c = Classified::new(
                 asks,
                 RestPlan {
