@@ -159,3 +159,56 @@ impl StoreConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn error_of(store: &str) -> String {
+        match Config::parse(&format!("[store]\n{store}")) {
+            Ok(_) => panic!("accepted: {store}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn sqlite_is_the_default_and_postgres_needs_a_url_and_a_node_name() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.store.backend, super::StoreBackend::Sqlite);
+        assert_eq!(c.store.revocations, super::RevocationConsistency::Strict);
+        assert_eq!(c.store.max_staleness, std::time::Duration::from_secs(5));
+        assert_eq!(c.store.poll_interval, std::time::Duration::from_millis(250));
+
+        let e = error_of("backend = \"postgres\"\nnode = \"gw-1\"");
+        assert!(e.contains("store.url") && e.contains("required"), "{e}");
+        let e = error_of("backend = \"postgres\"\nurl = { env = \"DB\" }");
+        assert!(e.contains("store.node") && e.contains("unique"), "{e}");
+        let e = error_of("backend = \"postgres\"\nurl = { env = \"DB\" }\nnode = \"gw 1\"");
+        assert!(e.contains("store.node"), "{e}");
+        let e = error_of("url = { env = \"DB\" }");
+        assert!(e.contains("only `backend = \"postgres\"` takes a URL"), "{e}");
+        let e = error_of("backend = \"mysql\"");
+        assert!(e.contains("unknown variant"), "{e}");
+
+        let ok = Config::parse(
+            "[store]\nbackend = \"postgres\"\nurl = { env = \"DB\" }\nnode = \"gw-1\"\n\
+             revocations = \"best_effort\"\nmax_staleness = \"2s\"\npoll_interval = \"100ms\"",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.store.revocations,
+            super::RevocationConsistency::BestEffort
+        );
+        assert_eq!(ok.store.poll_interval, std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_poll_and_the_staleness_bound_must_let_revocations_arrive_within_a_second() {
+        let e = error_of("poll_interval = \"10s\"");
+        assert!(e.contains("store.poll_interval"), "{e}");
+        let e = error_of("poll_interval = \"10ms\"");
+        assert!(e.contains("store.poll_interval"), "{e}");
+        let e = error_of("poll_interval = \"1s\"\nmax_staleness = \"1s\"");
+        assert!(e.contains("store.max_staleness"), "{e}");
+    }
+}
