@@ -489,12 +489,14 @@ impl Gateway {
             config.server.limits.unauthenticated_refusals,
             config.server.limits.unauthenticated_interval,
         );
+        let metrics = Arc::new(crate::metrics::Metrics::new(issuers.clone(), audit.clone()));
         let pipe = Arc::new(Pipeline {
             clock: clock.clone(),
             audit,
             policy,
             verifier,
             limiter,
+            metrics,
         });
         let mut login_providers = Vec::new();
         for issuer in &config.issuers {

@@ -207,6 +207,8 @@ impl From<AuditParams> for AuditQuery {
             after_seq: p.after_seq,
             limit: p.limit,
             newest: p.newest,
+            // Every node's records, as before there were several.
+            node: None,
         }
     }
 }
