@@ -479,6 +479,13 @@ impl AuditLog {
         self.inner.shared.last_seq.load(Ordering::Acquire)
     }
 
+    /// The seq of the last record in the audit index; `None` for a log
+    /// opened without one. With [`Self::last_seq`] it says how far the index
+    /// trails the log (the gateway's index-lag metric).
+    pub fn indexed_seq(&self) -> Option<u64> {
+        self.inner.indexed.as_ref().map(|seq| *seq.borrow())
+    }
+
     /// Why the log refuses appends, if an earlier write or sync failed.
     pub fn failure(&self) -> Option<String> {
         self.inner.shared.failure()

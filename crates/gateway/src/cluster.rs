@@ -165,6 +165,7 @@ pub(crate) fn spawn_revocation_follower(
     set: Arc<RevocationSet>,
     poll: Duration,
     status: Arc<FollowStatus>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use std::sync::atomic::Ordering;
     if !store.is_shared() {
@@ -190,7 +191,10 @@ pub(crate) fn spawn_revocation_follower(
             }
             if let Some(rx) = feed.as_ref() {
                 let state = *rx.borrow();
-                status.reconnects.store(state.reconnects, Ordering::Relaxed);
+                let before = status.reconnects.swap(state.reconnects, Ordering::Relaxed);
+                metrics
+                    .revocation_listener_reconnects
+                    .inc_by(state.reconnects.saturating_sub(before));
                 status.listening.store(state.connected, Ordering::Relaxed);
             }
             match set.sync().await {
@@ -217,6 +221,12 @@ pub(crate) fn spawn_revocation_follower(
                         Some(e.to_string());
                 }
             }
+            metrics
+                .revocation_sync_lag_seconds
+                .set(set.view_age().unwrap_or_default().as_secs_f64());
+            metrics
+                .revocation_applied_seq
+                .set(i64::try_from(set.applied_seq()).unwrap_or(i64::MAX));
         }
     }))
 }

@@ -489,12 +489,14 @@ impl Gateway {
             config.server.limits.unauthenticated_refusals,
             config.server.limits.unauthenticated_interval,
         );
+        let metrics = Arc::new(crate::metrics::Metrics::new(issuers.clone(), audit.clone()));
         let follow_status = Arc::new(crate::cluster::FollowStatus::default());
         let follower = crate::cluster::spawn_revocation_follower(
             store.clone(),
             revocations.clone(),
             config.store.poll_interval,
             follow_status.clone(),
+            metrics.clone(),
         );
         let pipe = Arc::new(Pipeline {
             revocation_view: crate::cluster::RevocationView {
@@ -508,6 +510,7 @@ impl Gateway {
             policy,
             verifier,
             limiter,
+            metrics,
         });
         let mut login_providers = Vec::new();
         for issuer in &config.issuers {
@@ -756,19 +759,19 @@ impl Gateway {
         // Leader jobs: on a shared store one node at a time runs them
         // (the advisory lock spares work; each job is also safe when two
         // nodes run it at once, through row locks in its own transactions).
-        if self.leads("keys").await {
-            if let Err(e) = self.keyring.maintain().await {
-                tracing::error!(error = %e, "signing key maintenance failed");
-            }
+        if self.leads("keys").await
+            && let Err(e) = self.keyring.maintain().await
+        {
+            tracing::error!(error = %e, "signing key maintenance failed");
         }
         if let Err(e) = self.watch_keys().await {
             tracing::error!(error = %e, "signing key reload failed");
         }
-        if !self.store.is_shared() {
-            // A shared store is followed through its change log instead.
-            if let Err(e) = self.revocations.refresh().await {
-                tracing::error!(error = %e, "revocation refresh failed");
-            }
+        // A shared store is followed through its change log instead.
+        if !self.store.is_shared()
+            && let Err(e) = self.revocations.refresh().await
+        {
+            tracing::error!(error = %e, "revocation refresh failed");
         }
         if self.leads("cleanup").await {
             self.sessions.prune().await;

@@ -11,6 +11,7 @@
 //! - `targets`: one module per target (Git, documents, tokens, admin,
 //!   webhooks, apps), each a `pipeline::Target`, and the sign-in routes;
 //! - `gateway`: the running gateway (start-up, upkeep, shutdown);
+//! - `metrics`: what `/metrics` exports, and the layer that times requests;
 //! - `server`: the router, request ids and the listener;
 //! - `check`: `serve --check`, every piece start-up needs, one by one.
 //!
@@ -27,6 +28,7 @@ pub mod fuzzing;
 
 mod gateway;
 mod html;
+mod metrics;
 mod pipeline;
 mod probe;
 mod server;
@@ -40,5 +42,7 @@ pub use gateway::{
     create_private_dir, load_audit_signer, load_master_key, open_keyring, spawn_key_watch,
     store_witnessed_checkpoints,
 };
-pub use server::listener::{ServeError, serve, serve_with_limits, tls_server_config};
+pub use server::listener::{
+    ServeError, serve, serve_gateway, serve_with_limits, tls_server_config,
+};
 pub use server::router;

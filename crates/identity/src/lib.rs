@@ -48,6 +48,6 @@ pub use fetch::{
 pub use jwt::{MAX_TOKEN_BYTES, UnverifiedJwt, parse_unverified};
 pub use preset::CiPreset;
 pub use verify::{
-    HARD_MAX_KEY_AGE, IssuerSet, KeyStatus, MIN_REFRESH_INTERVAL, VerifiedIdentity,
+    HARD_MAX_KEY_AGE, IssuerSet, KeyStatus, MIN_REFRESH_INTERVAL, RefreshCounts, VerifiedIdentity,
     fetch_issuer_keys,
 };

@@ -73,6 +73,30 @@ struct Issuer {
     // A tokio mutex so that concurrent verifications share one refresh.
     state: tokio::sync::Mutex<KeyState>,
     refreshes: AtomicU64,
+    /// Refreshes that fetched a usable key set.
+    refreshes_ok: AtomicU64,
+    /// Refreshes that failed (discovery, fetch or parse).
+    refreshes_error: AtomicU64,
+    /// Verifications that wanted a refresh and were held back by
+    /// [`MIN_REFRESH_INTERVAL`].
+    refreshes_rate_limited: AtomicU64,
+}
+
+/// How one issuer's key refreshes went since start: counters the gateway
+/// reads for its metrics (this crate knows nothing of how they are
+/// exported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshCounts {
+    /// The issuer's configured name.
+    pub issuer: String,
+    /// Refreshes that fetched a usable key set.
+    pub ok: u64,
+    /// Refreshes that failed.
+    pub error: u64,
+    /// Verifications that wanted a refresh (stale cache or unknown `kid`)
+    /// and were held back by the rate limit. Readiness checks
+    /// ([`IssuerSet::refresh_stale`]) that are held back are not counted.
+    pub rate_limited: u64,
 }
 
 /// The trusted external issuers: verifies their tokens and maps them to
@@ -128,6 +152,9 @@ impl IssuerSet {
                     cfg,
                     state: tokio::sync::Mutex::new(KeyState::default()),
                     refreshes: AtomicU64::new(0),
+                    refreshes_ok: AtomicU64::new(0),
+                    refreshes_error: AtomicU64::new(0),
+                    refreshes_rate_limited: AtomicU64::new(0),
                 }),
             );
         }
@@ -151,6 +178,20 @@ impl IssuerSet {
             .values()
             .find(|i| i.cfg.name == name)
             .map(|i| i.refreshes.load(Ordering::Relaxed))
+    }
+
+    /// Each issuer's refresh counters, in issuer URL order. Cheap (atomic
+    /// loads, no lock): for a metrics scrape.
+    pub fn refresh_counts(&self) -> Vec<RefreshCounts> {
+        self.by_iss
+            .values()
+            .map(|i| RefreshCounts {
+                issuer: i.cfg.name.clone(),
+                ok: i.refreshes_ok.load(Ordering::Relaxed),
+                error: i.refreshes_error.load(Ordering::Relaxed),
+                rate_limited: i.refreshes_rate_limited.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Each issuer's name and where its keys stand. The built-in dev
@@ -272,9 +313,21 @@ impl IssuerSet {
         let now = self.clock.unix_millis();
         let fresh = st.cached.as_ref().is_some_and(|c| now < c.fresh_until_ms);
         let mut refreshed = false;
-        if !fresh && may_refresh(&st, now) {
-            self.refresh(issuer, &mut st, now).await;
-            refreshed = true;
+        // Counted once per verification that the rate limit held back.
+        let held_back = || {
+            issuer
+                .refreshes_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+        };
+        if !fresh {
+            if may_refresh(&st, now) {
+                self.refresh(issuer, &mut st, now).await;
+                refreshed = true;
+            } else {
+                held_back();
+                // Not asked again below for an unknown `kid`.
+                refreshed = true;
+            }
         }
         loop {
             let cached = usable(&st, now).ok_or_else(|| IdentityError::IssuerUnavailable {
@@ -292,6 +345,9 @@ impl IssuerSet {
                     refreshed = true;
                 }
                 Selected::None => {
+                    if !refreshed {
+                        held_back();
+                    }
                     return Err(IdentityError::UnknownKey {
                         kid: kid.unwrap_or("(none)").to_owned(),
                     });
@@ -305,6 +361,7 @@ impl IssuerSet {
         st.last_attempt_ms = Some(now_ms);
         match self.fetch_keys(&issuer.cfg).await {
             Ok((keys, lifetime)) => {
+                issuer.refreshes_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(issuer = %issuer.cfg.name, keys = keys.len(), "fetched issuer keys");
                 st.cached = Some(Arc::new(CachedKeys {
                     keys,
@@ -315,6 +372,7 @@ impl IssuerSet {
                 st.failing_since_ms = None;
             }
             Err(reason) => {
+                issuer.refreshes_error.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(issuer = %issuer.cfg.name, %reason, "could not fetch issuer keys");
                 st.last_error = Some(reason);
                 st.failing_since_ms.get_or_insert(now_ms);

@@ -292,8 +292,7 @@ async fn run_server(
             }
         });
     }
-    let app = latchkey_gateway::router(gw.clone());
-    latchkey_gateway::serve_with_limits(listener, app, tls, gw.limits(), shutdown)
+    latchkey_gateway::serve_gateway(listener, gw.clone(), tls, shutdown)
         .await
         .context("server failed")?;
     gw.shutdown().await;

@@ -24,7 +24,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cluster_support::{Cluster, jti, quantile};
 
@@ -160,7 +162,7 @@ async fn concurrent_revocations_from_every_node_leave_one_set_and_no_gap() {
 
     // The change log: seq 1..=300, no gap, each value once.
     let probe = latchkey_store::PostgresStore::connect(
-        &c.pg.url(),
+        c.pg.url(),
         "probe",
         latchkey_store::PostgresOptions {
             claim_node: false,
@@ -234,7 +236,7 @@ async fn one_webhook_delivery_sent_to_two_nodes_at_once_acts_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_enforces_what_was_revoked_while_it_was_down_from_its_first_request() {
-    let Some(mut c) = Cluster::start(3, "").await else {
+    let Some(c) = Cluster::start(3, "").await else {
         return;
     };
     let tokens = admin_tokens(&c, 11).await;

@@ -1,7 +1,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use latchkey_core::{Principal, SharedClock, UnixTime};
 use latchkey_store::{Revocation, RevocationChange, RevocationKind, RevocationMode, SharedStore};

@@ -186,7 +186,10 @@ mod tests {
         let e = error_of("backend = \"postgres\"\nurl = { env = \"DB\" }\nnode = \"gw 1\"");
         assert!(e.contains("store.node"), "{e}");
         let e = error_of("url = { env = \"DB\" }");
-        assert!(e.contains("only `backend = \"postgres\"` takes a URL"), "{e}");
+        assert!(
+            e.contains("only `backend = \"postgres\"` takes a URL"),
+            "{e}"
+        );
         let e = error_of("backend = \"mysql\"");
         assert!(e.contains("unknown variant"), "{e}");
 
@@ -199,7 +202,10 @@ mod tests {
             ok.store.revocations,
             super::RevocationConsistency::BestEffort
         );
-        assert_eq!(ok.store.poll_interval, std::time::Duration::from_millis(100));
+        assert_eq!(
+            ok.store.poll_interval,
+            std::time::Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub(crate) struct RequestCx {
     pub(crate) request_id: String,
     /// The caller's address, for the per-client refusal limit.
     pub(crate) client: ClientAddr,
+    /// Where the decision is noted for the request-duration metric.
+    pub(crate) mark: Option<Arc<crate::metrics::Mark>>,
 }
 
 impl RequestCx {
@@ -59,6 +61,7 @@ impl RequestCx {
                 .get::<RequestId>()
                 .map_or_else(new_request_id, |r| r.0.clone()),
             client: ClientAddr::of(req.extensions()),
+            mark: crate::metrics::Mark::of(req.extensions()),
         }
     }
 }
@@ -260,6 +263,9 @@ pub(crate) struct Pipeline {
     pub(crate) policy: PolicyEngine,
     pub(crate) verifier: TokenVerifier,
     pub(crate) limiter: RefusalLimiter,
+    /// What `/metrics` exports; the pipeline times audit appends, and the
+    /// targets count upstream errors, into it.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -442,6 +448,9 @@ impl Pipeline {
             decisions.push(decision);
             events.push(event);
         }
+        if let Some(mark) = &cx.mark {
+            mark.decided(&decisions);
+        }
         let overlap = durability == Durability::OverlapReads
             && self.audit.failure().is_none()
             && decisions.iter().all(Decision::is_allowed);
@@ -502,10 +511,11 @@ impl Pipeline {
         if events.is_empty() {
             return Ok(());
         }
+        let start = tokio::time::Instant::now();
         self.audit
             .append_all(events)
             .await
-            .map(|_| ())
+            .map(|_| self.metrics.audit_appended(start.elapsed()))
             .map_err(|e| {
                 tracing::error!(error = %e, "audit log unavailable; refusing request");
                 Refusal::audit_unavailable()

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::{ServerLimits, TlsConfig};
+use crate::metrics::Metrics;
 
 /// Why the listener could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,21 @@ pub async fn serve(
     serve_with_limits(listener, app, tls, &ServerLimits::default(), shutdown).await
 }
 
+/// Serves the gateway's router under its `[server.limits]` until `shutdown`
+/// resolves, as `latchkey serve` does: like [`serve_with_limits`], and the
+/// open connections are counted in `/metrics`
+/// (`latchkey_connections_in_use`).
+pub async fn serve_gateway(
+    listener: TcpListener,
+    gw: Arc<crate::Gateway>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = crate::router(gw.clone());
+    let metrics = gw.pipe.metrics.clone();
+    serve_counted(listener, app, tls, gw.limits(), Some(metrics), shutdown).await
+}
+
 /// How long open requests may finish after `shutdown` resolves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -100,6 +116,18 @@ pub async fn serve_with_limits(
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: &ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_counted(listener, app, tls, limits, None, shutdown).await
+}
+
+/// [`serve_with_limits`], counting open connections in `metrics` when given.
+async fn serve_counted(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: &ServerLimits,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let limits = Arc::new(limits.clone());
@@ -146,8 +174,11 @@ pub async fn serve_with_limits(
             activity: Arc::new(Activity::new()),
         };
         let acceptor = acceptor.clone();
+        // Counted from accept to close, the TLS handshake included.
+        let open = metrics.as_ref().map(|m| m.connection_opened());
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             match acceptor {
                 None => conn.serve(tcp).await,
                 Some(acceptor) => {

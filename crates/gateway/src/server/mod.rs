@@ -65,6 +65,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/admin/health", get(admin::health))
         .route("/readyz", get(crate::targets::readiness::readyz))
         .with_state(gw.admin.clone())
+        // Unauthenticated like `/readyz`; nothing in it is secret.
+        .route(
+            "/metrics",
+            get(crate::metrics::serve).with_state(gw.pipe.metrics.clone()),
+        )
         .route(
             "/oauth2/revoke",
             post(handle::<AdminTarget>).with_state(admin_route(Endpoint::TokenRevoke)),
@@ -127,6 +132,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             crate::targets::apps::dispatch,
         ))
         .layer(axum::middleware::from_fn(request_id))
+        // Outermost: times every request, apps and refusals included.
+        .layer(axum::middleware::from_fn_with_state(
+            gw.pipe.metrics.clone(),
+            crate::metrics::layer,
+        ))
 }
 
 fn delete_route(target: Arc<AdminTarget>) -> axum::routing::MethodRouter {

@@ -180,6 +180,8 @@ pub(crate) async fn health(State(s): State<Arc<AdminState>>) -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct AuditParams {
+    /// One node's records (several nodes share the store); unset: all.
+    node: Option<String>,
     principal: Option<String>,
     resource: Option<String>,
     action: Option<String>,
@@ -196,7 +198,7 @@ pub(crate) struct AuditParams {
 impl From<AuditParams> for AuditQuery {
     fn from(p: AuditParams) -> Self {
         Self {
-            node: None,
+            node: p.node,
             principal: p.principal,
             resource: p.resource,
             action: p.action,
@@ -285,6 +287,10 @@ async fn audit_query(s: &AdminState, uri: &http::Uri) -> Result<Response, Refusa
                     let mut v: serde_json::Value =
                         serde_json::from_str(&r.event_json).unwrap_or_else(|_| json!({}));
                     v["seq"] = json!(r.seq);
+                    if !r.node.is_empty() {
+                        // Several nodes: `seq` is in this node's chain.
+                        v["node"] = json!(r.node);
+                    }
                     v
                 })
                 .collect();

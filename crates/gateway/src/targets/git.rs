@@ -144,6 +144,15 @@ impl Target for GitTarget {
                 Ok(f) => f,
                 Err((e, outcome)) => {
                     tracing::warn!(error = ?e, "git upstream failed");
+                    if matches!(
+                        e,
+                        latchkey_git::GitError::Upstream(_)
+                            | latchkey_git::GitError::UpstreamTimeout
+                    ) {
+                        self.pipe
+                            .metrics
+                            .upstream_error(crate::metrics::UpstreamKind::Git);
+                    }
                     let events = records::git_outcomes(
                         &cx.request_id,
                         &principal,
@@ -168,6 +177,8 @@ impl Target for GitTarget {
                     let report = tap.0.map(ReportStatusTap::into_report);
                     let error = ending.error.map(|e| match e {
                         latchkey_relay::EndError::Upstream(why) => {
+                            pipe.metrics
+                                .upstream_error(crate::metrics::UpstreamKind::Git);
                             format!("upstream response failed: {why}")
                         }
                         latchkey_relay::EndError::CallerGone => {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey_audit::AuditRecord;
 use latchkey_core::{Clock, FakeClock, SharedClock, SystemClock};
 use latchkey_gateway::config::Config;
-use latchkey_gateway::{Gateway, StartOptions, router};
+use latchkey_gateway::{Gateway, StartOptions};
 #[allow(unused_imports)] // each test binary uses a subset
 pub use latchkey_testkit::forge::{b64, rsa_key, sign_rs256};
 use latchkey_testkit::{OidcProvider, client_id};
@@ -144,7 +144,6 @@ local_root = "repos"
         let gw = Gateway::start(config, StartOptions::default(), shared)
             .await
             .unwrap();
-        let app = router(gw.clone());
         // As `latchkey serve` does: rotations made in the store are picked up.
         let key_watch = latchkey_gateway::spawn_key_watch(gw.clone());
         let tls = opts.tls.as_ref().map(|(cert, key)| {
@@ -154,17 +153,13 @@ local_root = "repos"
             })
             .unwrap()
         });
-        let limits = gw.limits().clone();
+        // As `latchkey serve` does: the gateway's router and limits, and
+        // its connections counted in `/metrics`.
+        let served = gw.clone();
         let server = tokio::spawn(async move {
-            latchkey_gateway::serve_with_limits(
-                listener,
-                app,
-                tls,
-                &limits,
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
+            latchkey_gateway::serve_gateway(listener, served, tls, std::future::pending())
+                .await
+                .unwrap();
         });
         TestGateway {
             gw,

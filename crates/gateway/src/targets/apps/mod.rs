@@ -227,6 +227,7 @@ pub(crate) async fn dispatch(
     let Some(app) = apps.route(&req).cloned() else {
         return next.run(req).await;
     };
+    crate::metrics::Mark::app(req.extensions());
     let browser = is_browser(req.headers());
     let safe = matches!(*req.method(), Method::GET | Method::HEAD);
     let return_to = req
@@ -458,6 +459,12 @@ impl AppTarget {
 
     fn upstream_error(&self, e: &proxy::ProxyError) -> Refusal {
         tracing::warn!(error = %e, app = %self.config.name, "app upstream failed");
+        if !matches!(e, proxy::ProxyError::Build(_)) {
+            self.shared
+                .pipe
+                .metrics
+                .upstream_error(crate::metrics::UpstreamKind::App);
+        }
         let code = match e {
             proxy::ProxyError::Timeout(..) => Code::UpstreamTimeout,
             _ => Code::UpstreamUnavailable,

@@ -264,6 +264,9 @@ impl Target for DocumentsGrpc {
                     let upstream = match upstream {
                         Ok(r) => r,
                         Err(e) => {
+                            docs.pipe
+                                .metrics
+                                .upstream_error(crate::metrics::UpstreamKind::Firestore);
                             call.finish(GrpcCode::Unavailable.as_i32(), Some(&e.to_string()))
                                 .await?;
                             return Err(Refusal::new(
@@ -554,6 +557,9 @@ fn stream_call(
                     let _ = relay(call, resp, Some(sender)).await;
                 }
                 Err(e) => {
+                    docs.pipe
+                        .metrics
+                        .upstream_error(crate::metrics::UpstreamKind::Firestore);
                     let message = e.to_string();
                     let frame = match call
                         .finish(GrpcCode::Unavailable.as_i32(), Some(&message))

@@ -445,7 +445,12 @@ impl Documents {
                         r.status().as_str().to_owned(),
                         format!("Firestore answered HTTP {}", r.status()),
                     )),
-                    Err(e) => Err(("unavailable".to_owned(), e.to_string())),
+                    Err(e) => {
+                        self.pipe
+                            .metrics
+                            .upstream_error(crate::metrics::UpstreamKind::Firestore);
+                        Err(("unavailable".to_owned(), e.to_string()))
+                    }
                 }
             }
             Backend::Embedded(store) => {

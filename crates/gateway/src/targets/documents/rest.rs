@@ -169,6 +169,9 @@ impl Target for DocumentsRest {
             let upstream = match upstream {
                 Ok(r) => r,
                 Err(e) => {
+                    docs.pipe
+                        .metrics
+                        .upstream_error(crate::metrics::UpstreamKind::Firestore);
                     docs.record_outcome(
                         call.method,
                         &cx.request_id,
