@@ -303,6 +303,12 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
     let dead_id = c.id_token("mallory", &["admins"]);
     let dead = c.exchange(0, &dead_id, "latchkey").await;
     assert_eq!(c.revoke(0, &admin, "token", &jti(&dead)).await, 201);
+    // Let it reach every node before the load starts (that is the other
+    // test's subject): from here on no node may accept it.
+    let acked = Instant::now();
+    for i in 0..3 {
+        until_refused(&c, i, &dead, acked).await;
+    }
 
     // The load: 4 workers, each a request at a time, round robin over the
     // nodes, alternating a live and a revoked token.
@@ -364,7 +370,29 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
     // 2. An outage of 3 s: strict nodes refuse once their view is 1 s old.
     let outage_from = started.elapsed();
     c.write().await.pg.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    {
+        // Readiness says so: a load balancer takes the node out.
+        let c = c.read().await;
+        let resp = c
+            .http
+            .get(format!("{}/readyz", c.nodes[0].url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let view = body["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["component"] == "revocations")
+            .cloned()
+            .unwrap();
+        assert_eq!(view["status"], "failing", "{body}");
+        assert_eq!(view["mode"], "strict", "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let outage_to = started.elapsed();
     c.write().await.pg.start_again().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -406,6 +434,28 @@ async fn a_database_restart_and_outage_are_ridden_out_strictly_and_audited() {
         during.len(),
         after.len()
     );
+
+    // The metrics tell the same story.
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.nodes[2].url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert!(value("latchkey_revocation_listener_reconnects_total") >= 1.0);
+    assert!(value("latchkey_revocation_applied_seq") >= 2.0);
+    assert!(value("latchkey_revocation_sync_lag_seconds") < 1.0);
 
     // Every acknowledged request is in the audit trail, on whichever node
     // served it. (Refusals before authentication, the 401s and 503s, are
@@ -533,4 +583,66 @@ async fn the_audit_trail_is_one_across_nodes_and_tampering_on_any_node_is_found(
     // Node 0, untouched, still verifies.
     let (ok, out) = c.audit_verify(0);
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotated_through_one_node_is_published_and_used_by_every_node() {
+    let Some(c) = Cluster::start(3, "").await else {
+        return;
+    };
+    let jwks = |i: usize| {
+        let c = &c;
+        async move {
+            let v: serde_json::Value = c
+                .http
+                .get(format!("{}/.well-known/jwks.json", c.nodes[i].url()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<BTreeSet<String>>()
+        }
+    };
+    let before = jwks(0).await;
+    for i in 1..3 {
+        assert_eq!(jwks(i).await, before, "node {i} publishes other keys");
+    }
+    let config = c.nodes[0].config.display().to_string();
+    let out = c.cli(&["keys", "rotate", "--now", "--config", &config]);
+    assert!(
+        out.status.success(),
+        "keys rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every node reloads within its key watch (250 ms) and signs with the
+    // new key; the old key's tokens stop verifying everywhere.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut all = Vec::new();
+        for i in 0..3 {
+            all.push(jwks(i).await);
+        }
+        if all.iter().all(|k| k != &before && k == &all[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not all publish the rotated key: {before:?} -> {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = c.id_token("root", &["admins"]);
+    for i in 0..3 {
+        let t = c.exchange(i, &id, "latchkey").await;
+        for j in 0..3 {
+            assert_eq!(c.probe(j, &t).await.0, 200, "minted on {i}, used on {j}");
+        }
+    }
 }

@@ -208,9 +208,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(true)
     }
 
+    /// The named counter's value (0 before its first [`Store::next_counter`]).
+    async fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        match self.get_meta(name).await? {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("counter `{name}` is not a number"))),
+        }
+    }
+
     /// Adds one to the named counter and returns its new value (1 the
-    /// first time), atomically across nodes. The counter is the metadata
-    /// blob `name`, as decimal text, so [`Store::get_meta`] reads it.
+    /// first time), atomically across nodes. (The default keeps it as the
+    /// metadata blob `name`, in decimal, as one process's store may.)
     async fn next_counter(&self, name: &str) -> Result<u64, StoreError> {
         let key = name;
         let current = match self.get_meta(key).await? {

@@ -1306,6 +1306,16 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
+    async fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let value: Option<i64> = sqlx::query("SELECT value FROM counters WHERE name = $1")
+            .bind(format!("counter:{name}"))
+            .fetch_optional(self.pool())
+            .await
+            .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+            .map_err(|e| db_error(&format!("reading counter `{name}`"), e))?;
+        value.map_or(Ok(0), |v| from_db("value", v))
+    }
+
     async fn next_counter(&self, name: &str) -> Result<u64, StoreError> {
         let value: i64 = sqlx::query(
             "INSERT INTO counters (name, value) VALUES ($1, 1) \

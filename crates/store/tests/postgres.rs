@@ -351,8 +351,11 @@ async fn racing_rotations_add_one_key_and_counters_have_no_gaps() {
     }
     all.sort_unstable();
     assert_eq!(all, (1..=200).collect::<Vec<u64>>());
-    // Counters are separate by name.
+    // Counters are separate by name, and every node reads the same value.
+    assert_eq!(a.counter("serial").await.unwrap(), 200);
+    assert_eq!(b.counter("other").await.unwrap(), 0);
     assert_eq!(b.next_counter("other").await.unwrap(), 1);
+    assert_eq!(a.counter("other").await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -547,4 +550,57 @@ async fn connection_errors_name_the_setting_and_never_the_password() {
         debug.contains("PostgresStore") && !debug.contains("password"),
         "{debug}"
     );
+}
+
+/// `sslmode=verify-full` with the server's CA: the store's connections are
+/// TLS (rustls), as PostgreSQL itself reports; with another CA the connect
+/// fails and says which settings to check, never the password.
+#[tokio::test]
+async fn a_url_that_asks_for_tls_gets_verified_tls() {
+    let Ok((pg, ca)) = PostgresServer::start_tls().await else {
+        return;
+    };
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url(), ca.display());
+    let store = PostgresStore::connect(&url, "tls-node", PostgresOptions::default())
+        .await
+        .unwrap();
+    store
+        .insert_revocation(&revocation(
+            RevocationKind::Subject,
+            "over-tls",
+            RevocationMode::Revoke,
+        ))
+        .await
+        .unwrap();
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let ssl: bool = sqlx::query_scalar(
+        "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(ssl, "a connection to the database is not TLS");
+
+    // Another CA: refused, naming the TLS settings.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = latchkey_testkit::tls::TestCerts::create(other.path()).unwrap();
+    let bad = pg
+        .url()
+        .replacen("postgres@", "postgres:hunter2-secret@", 1);
+    let bad = format!("{bad}?sslmode=verify-full&sslrootcert={}", wrong.ca.display());
+    let err = PostgresStore::connect(
+        &bad,
+        "tls-other",
+        PostgresOptions {
+            connect_timeout: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sslmode") || err.contains("sslrootcert"), "{err}");
+    assert!(!err.contains("hunter2-secret"), "{err}");
 }

@@ -57,6 +57,8 @@ struct Cluster {
     /// Whether to run the binaries as the `postgres` user.
     as_postgres: bool,
     running: bool,
+    /// The server's certificate and key, when it serves TLS.
+    tls: Option<crate::tls::TestCerts>,
 }
 
 impl PostgresServer {
@@ -75,13 +77,42 @@ impl PostgresServer {
                  unset; install postgresql",
             ));
         };
-        let cluster = tokio::task::spawn_blocking(move || Cluster::create(bin))
+        let cluster = tokio::task::spawn_blocking(move || Cluster::create(bin, false))
             .await
             .expect("the cluster start task panicked");
         Ok(PostgresServer {
             url: cluster.url(),
             kind: Kind::Cluster(cluster),
         })
+    }
+
+    /// A private cluster that serves TLS only to clients that ask
+    /// (`ssl=on`, a certificate for `127.0.0.1` from [`crate::tls`]): the
+    /// server and the CA file clients must trust. Always a private cluster,
+    /// whatever `DATABASE_URL` says. The URL asks for nothing; add
+    /// `sslmode=verify-full&sslrootcert=<ca>` to connect over TLS.
+    pub async fn start_tls() -> Result<(PostgresServer, PathBuf), Skip> {
+        let Some(bin) = find_bin() else {
+            return Err(Skip::report(
+                PEER,
+                "no `initdb` on PATH or under /usr/lib/postgresql/*/bin; install postgresql",
+            ));
+        };
+        let cluster = tokio::task::spawn_blocking(move || Cluster::create(bin, true))
+            .await
+            .expect("the cluster start task panicked");
+        let ca = cluster
+            .tls
+            .as_ref()
+            .map(|t| t.ca.clone())
+            .expect("a TLS cluster has certificates");
+        Ok((
+            PostgresServer {
+                url: cluster.url(),
+                kind: Kind::Cluster(cluster),
+            },
+            ca,
+        ))
     }
 
     async fn external(url: &str) -> PostgresServer {
@@ -241,7 +272,7 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    fn create(bin: PathBuf) -> Cluster {
+    fn create(bin: PathBuf, tls: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("latchkey-pg-")
             .tempdir()
@@ -259,6 +290,7 @@ impl Cluster {
             port: 0,
             as_postgres,
             running: false,
+            tls: None,
         };
         cluster
             .run(
@@ -277,6 +309,24 @@ impl Cluster {
                 ],
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        if tls {
+            let certs_dir = cluster.dir.path().join("certs");
+            std::fs::create_dir_all(&certs_dir).expect("a directory for the certificates");
+            let certs = crate::tls::TestCerts::create(&certs_dir)
+                .unwrap_or_else(|e| panic!("test certificates: {e}"));
+            // PostgreSQL refuses a key others may read, and must own it.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&certs.key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the server key");
+            if as_postgres {
+                let (uid, gid) = postgres_user().expect("a `postgres` user");
+                for f in [&certs_dir, &certs.key, &certs.cert, &certs.ca] {
+                    std::os::unix::fs::chown(f, Some(uid), Some(gid))
+                        .expect("give the certificates to `postgres`");
+                }
+            }
+            cluster.tls = Some(certs);
+        }
         // A free port can be taken between the probe and the start: retry.
         let mut last = String::new();
         for _ in 0..5 {
@@ -298,11 +348,19 @@ impl Cluster {
     }
 
     fn server_options(&self) -> String {
-        format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
-        )
+        );
+        if let Some(t) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                t.cert.display(),
+                t.key.display()
+            ));
+        }
+        options
     }
 
     fn start(&mut self) -> Result<(), String> {

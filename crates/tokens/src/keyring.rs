@@ -593,16 +593,7 @@ impl SigningKeyRing {
     /// Cheap (one meta row); gateways poll it to learn of rotations made by
     /// `latchkey keys rotate` or another node.
     pub async fn generation(&self) -> Result<u64, TokenError> {
-        match self.store.get_meta(KEYS_GENERATION_META).await? {
-            None => Ok(0),
-            Some(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| TokenError::RotationRecord {
-                    key: KEYS_GENERATION_META.into(),
-                    message: "not a decimal counter".into(),
-                }),
-        }
+        Ok(self.store.counter(KEYS_GENERATION_META).await?)
     }
 
     /// The rotations recorded after generation `after`, up to `upto`,
