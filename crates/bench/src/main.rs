@@ -21,6 +21,7 @@ use latchkey_tokens::{
 };
 use tokio::time::Instant;
 
+mod cluster;
 mod firestore;
 
 fn clock() -> SharedClock {
@@ -51,6 +52,9 @@ async fn main() -> Result<()> {
     }
     if what == "all" || what == "firestore" {
         firestore::run(secs, json, what == "firestore").await?;
+    }
+    if what == "all" || what == "cluster" {
+        cluster::run(secs).await?;
     }
     Ok(())
 }
