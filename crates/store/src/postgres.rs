@@ -147,8 +147,13 @@ fn describe(options: &PgConnectOptions) -> String {
 
 /// Maps a failure to connect, naming the URL setting to fix.
 fn connect_error(target: &str, ssl: PgSslMode, e: sqlx::Error) -> StoreError {
+    // rustls' verdict on the server's certificate reaches us as an I/O
+    // error of the connection ("invalid peer certificate: ..."): it is a
+    // TLS problem all the same.
+    let tls_failure = matches!(&e, sqlx::Error::Tls(_))
+        || (matches!(&e, sqlx::Error::Io(_)) && e.to_string().contains("certificate"));
     let hint = match &e {
-        sqlx::Error::Tls(_) => match ssl {
+        _ if tls_failure => match ssl {
             PgSslMode::VerifyCa | PgSslMode::VerifyFull => {
                 "; check `sslrootcert` (the CA that signed the server's certificate) and, for \
                  `sslmode=verify-full`, that the host name matches the certificate"

@@ -560,7 +560,11 @@ async fn a_url_that_asks_for_tls_gets_verified_tls() {
     let Ok((pg, ca)) = PostgresServer::start_tls().await else {
         return;
     };
-    let url = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url(), ca.display());
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
     let store = PostgresStore::connect(&url, "tls-node", PostgresOptions::default())
         .await
         .unwrap();
@@ -589,7 +593,10 @@ async fn a_url_that_asks_for_tls_gets_verified_tls() {
     let bad = pg
         .url()
         .replacen("postgres@", "postgres:hunter2-secret@", 1);
-    let bad = format!("{bad}?sslmode=verify-full&sslrootcert={}", wrong.ca.display());
+    let bad = format!(
+        "{bad}?sslmode=verify-full&sslrootcert={}",
+        wrong.ca.display()
+    );
     let err = PostgresStore::connect(
         &bad,
         "tls-other",
@@ -601,6 +608,9 @@ async fn a_url_that_asks_for_tls_gets_verified_tls() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("sslmode") || err.contains("sslrootcert"), "{err}");
+    assert!(
+        err.contains("sslmode") || err.contains("sslrootcert"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2-secret"), "{err}");
 }
