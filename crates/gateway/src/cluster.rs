@@ -154,8 +154,6 @@ pub(crate) struct FollowStatus {
     pub(crate) reconnects: std::sync::atomic::AtomicU64,
     /// Whether the listening connection is up.
     pub(crate) listening: std::sync::atomic::AtomicBool,
-    /// The last sync's error, if it failed.
-    pub(crate) last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Follows the shared store's revocation change log for as long as the
@@ -210,15 +208,12 @@ pub(crate) fn spawn_revocation_follower(
                             "applied revocation changes"
                         );
                     }
-                    *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
                 Err(e) => {
                     if !failing {
                         tracing::error!(error = %e, "cannot follow revocations; the view ages until the store answers");
                         failing = true;
                     }
-                    *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(e.to_string());
                 }
             }
             metrics
