@@ -54,7 +54,7 @@ pub struct AuditNode {
     pub node: String,
     /// The highest seq indexed for it.
     pub max_seq: Option<u64>,
-    /// The highest seq a checkpoint it published names.
+    /// The number (`n`) of the last checkpoint it published.
     pub checkpoint_seq: Option<u64>,
 }
 
@@ -62,7 +62,9 @@ pub struct AuditNode {
 /// its `checkpoints.log` holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WitnessedCheckpoint {
-    /// The seq the checkpoint names.
+    /// The checkpoint's number in its log (`n`, from 1): the key under
+    /// which it is published, so a second, different checkpoint with the
+    /// same number (a forked or rewritten log) is refused.
     pub seq: u64,
     /// The checkpoint exactly as signed.
     pub json: String,
